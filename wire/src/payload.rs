@@ -1,0 +1,380 @@
+//! Payload types for each defined kind.
+//!
+//! Every payload is one flat JSON object that starts with the same header
+//! fields (see [`Header`]): `v`, `site`, `boot`, `seq`, `ts`.
+//!
+//! Two families of types describe the same JSON:
+//! - `*Out` types borrow everything and serialize without allocating; the
+//!   agent encodes them into fixed buffers.
+//! - owned types (feature `decode`) are what the bridge gets from
+//!   [`crate::decode()`].
+//!
+//! The golden vectors keep the two families in step.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest boot id, in bytes.
+pub const MAX_BOOT_LEN: usize = 32;
+
+/// Most mount points one `disk` message may carry.
+pub const MAX_MOUNTS: usize = 16;
+
+/// Longest mount path accepted in a `disk` message, in bytes.
+pub const MAX_PATH_LEN: usize = 255;
+
+/// Buffer size that always fits an encoded [`StatusOut`].
+pub const STATUS_BUF_LEN: usize = 512;
+/// Buffer size that always fits an encoded [`HeartbeatOut`].
+pub const HEARTBEAT_BUF_LEN: usize = 1024;
+/// Buffer size that always fits an encoded [`DiskOut`] with [`MAX_MOUNTS`]
+/// entries whose strings respect their bounds (paths escaped at worst).
+pub const DISK_BUF_LEN: usize = 16 * 1024;
+
+/// Checks a boot id: 1 to 32 bytes of `[0-9a-z]`. The agent makes 16
+/// lowercase hex digits from the OS random source at start.
+pub fn validate_boot(boot: &str) -> bool {
+    !boot.is_empty()
+        && boot.len() <= MAX_BOOT_LEN
+        && boot
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
+/// Header fields present in every payload. Borrowed, so it is `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Site id; must equal the topic's site.
+    pub site: &'a str,
+    /// Boot id: new each time the agent process starts.
+    pub boot: &'a str,
+    /// Sequence number within the boot: 1 for the first message the agent
+    /// publishes, +1 for each further message of any kind. 0 is reserved for
+    /// the Last Will, which the broker publishes on the agent's behalf.
+    pub seq: u64,
+    /// Agent wall clock when the message was made, Unix milliseconds.
+    pub ts: u64,
+}
+
+/// Site state carried on the retained `status` topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Birth: the agent is connected.
+    Online,
+    /// Death: see [`OfflineReason`].
+    Offline,
+}
+
+/// Why a site went offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OfflineReason {
+    /// The agent stopped on purpose (SIGTERM/SIGINT) and said so.
+    Shutdown,
+    /// The broker published the agent's Last Will: the connection was lost.
+    Lost,
+}
+
+/// `status` payload (retained). Birth when `state` is online, death otherwise.
+///
+/// `session` counts MQTT connections within a boot (1 for the first). Birth
+/// and the matching Last Will carry the same `session`, so a reader can tell
+/// a late death of an earlier connection from the death of the current one
+/// (Sparkplug's bdSeq idea).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StatusOut<'a> {
+    /// Schema version, [`crate::SCHEMA_VERSION`].
+    pub v: u32,
+    /// See [`Header::site`].
+    pub site: &'a str,
+    /// See [`Header::boot`].
+    pub boot: &'a str,
+    /// See [`Header::seq`].
+    pub seq: u64,
+    /// See [`Header::ts`].
+    pub ts: u64,
+    /// Online or offline.
+    pub state: State,
+    /// Present only when offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<OfflineReason>,
+    /// MQTT connection counter within the boot, from 1.
+    pub session: u32,
+    /// Agent version (`CARGO_PKG_VERSION`).
+    pub agent_version: &'a str,
+    /// Heartbeat period, so readers know when a site has gone quiet.
+    pub heartbeat_secs: u32,
+}
+
+impl<'a> StatusOut<'a> {
+    /// Builds a status payload from a header.
+    pub fn new(
+        h: Header<'a>,
+        state: State,
+        reason: Option<OfflineReason>,
+        session: u32,
+        agent_version: &'a str,
+        heartbeat_secs: u32,
+    ) -> Self {
+        StatusOut {
+            v: crate::SCHEMA_VERSION,
+            site: h.site,
+            boot: h.boot,
+            seq: h.seq,
+            ts: h.ts,
+            state,
+            reason,
+            session,
+            agent_version,
+            heartbeat_secs,
+        }
+    }
+}
+
+/// The agent's own counters, reported in every heartbeat. Monotonic within a
+/// boot. Decoders keep unknown counters, so adding one is compatible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct AgentCounters {
+    /// Messages handed to the MQTT client.
+    pub published: u64,
+    /// Messages the broker acknowledged (QoS 1 PUBACK).
+    pub acked: u64,
+    /// Successful MQTT connections after the first.
+    pub reconnects: u64,
+    /// MQTT connection attempts that failed.
+    pub connect_errors: u64,
+    /// Messages dropped because the publish queue was full.
+    pub dropped: u64,
+    /// Disk samples that failed (unmounted path, statvfs error).
+    pub disk_errors: u64,
+}
+
+/// `heartbeat` payload: liveness plus host and agent self-metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HeartbeatOut<'a> {
+    /// Schema version.
+    pub v: u32,
+    /// See [`Header::site`].
+    pub site: &'a str,
+    /// See [`Header::boot`].
+    pub boot: &'a str,
+    /// See [`Header::seq`].
+    pub seq: u64,
+    /// See [`Header::ts`].
+    pub ts: u64,
+    /// Agent version.
+    pub agent_version: &'a str,
+    /// Heartbeat period in seconds.
+    pub interval_secs: u32,
+    /// Host uptime in seconds.
+    pub uptime_secs: u64,
+    /// Agent process uptime in seconds.
+    pub agent_uptime_secs: u64,
+    /// 1, 5 and 15 minute load averages.
+    pub load: [f32; 3],
+    /// Total memory in bytes.
+    pub mem_total_bytes: u64,
+    /// Memory available to new processes in bytes (`MemAvailable`).
+    pub mem_available_bytes: u64,
+    /// Agent resident set size in bytes.
+    pub agent_rss_bytes: u64,
+    /// Agent counters.
+    pub counters: AgentCounters,
+}
+
+impl<'a> HeartbeatOut<'a> {
+    /// Builds a heartbeat with the header filled in and the schema version set.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(h: Header<'a>, agent_version: &'a str, interval_secs: u32) -> Self {
+        HeartbeatOut {
+            v: crate::SCHEMA_VERSION,
+            site: h.site,
+            boot: h.boot,
+            seq: h.seq,
+            ts: h.ts,
+            agent_version,
+            interval_secs,
+            uptime_secs: 0,
+            agent_uptime_secs: 0,
+            load: [0.0; 3],
+            mem_total_bytes: 0,
+            mem_available_bytes: 0,
+            agent_rss_bytes: 0,
+            counters: AgentCounters::default(),
+        }
+    }
+}
+
+/// One mount point in a `disk` message.
+///
+/// When the sample failed, `error` says why in a stable snake_case code and
+/// the numbers are zero. A recording path that is not a mount point (USB disk
+/// fell off, NFS not mounted) is reported as `not_mounted`: writing
+/// recordings onto the root filesystem instead is a classic site failure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MountOut<'a> {
+    /// Configured mount path.
+    pub path: &'a str,
+    /// Filesystem type from the mount table (`ext4`, `nfs`, `cifs`, `tmpfs`...).
+    pub fs_type: &'a str,
+    /// Total size in bytes.
+    pub total_bytes: u64,
+    /// Used bytes (total minus free, including root-reserved blocks).
+    pub used_bytes: u64,
+    /// Bytes available to unprivileged users.
+    pub avail_bytes: u64,
+    /// `used / (used + avail) * 100`, as `df` computes it.
+    pub used_pct: f32,
+    /// Total inodes (0 when the filesystem does not report them).
+    pub inodes_total: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+    /// Mounted read-only (often a failing disk remounted by the kernel).
+    pub read_only: bool,
+    /// Why the sample failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+}
+
+/// `disk` payload: usage of every configured mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DiskOut<'a> {
+    /// Schema version.
+    pub v: u32,
+    /// See [`Header::site`].
+    pub site: &'a str,
+    /// See [`Header::boot`].
+    pub boot: &'a str,
+    /// See [`Header::seq`].
+    pub seq: u64,
+    /// See [`Header::ts`].
+    pub ts: u64,
+    /// At most [`MAX_MOUNTS`] entries.
+    pub mounts: &'a [MountOut<'a>],
+}
+
+impl<'a> DiskOut<'a> {
+    /// Builds a disk payload.
+    pub fn new(h: Header<'a>, mounts: &'a [MountOut<'a>]) -> Self {
+        DiskOut {
+            v: crate::SCHEMA_VERSION,
+            site: h.site,
+            boot: h.boot,
+            seq: h.seq,
+            ts: h.ts,
+            mounts,
+        }
+    }
+}
+
+#[cfg(feature = "decode")]
+pub use owned::*;
+
+#[cfg(feature = "decode")]
+mod owned {
+    use super::{OfflineReason, State};
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    /// Decoded `status` payload.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct Status {
+        /// Schema version.
+        pub v: u32,
+        /// Site id.
+        pub site: String,
+        /// Boot id.
+        pub boot: String,
+        /// Sequence number (0 for the Last Will).
+        pub seq: u64,
+        /// Agent timestamp, Unix ms.
+        pub ts: u64,
+        /// Online or offline.
+        pub state: State,
+        /// Why offline; `None` when online.
+        #[serde(default)]
+        pub reason: Option<OfflineReason>,
+        /// Connection counter within the boot.
+        pub session: u32,
+        /// Agent version.
+        pub agent_version: String,
+        /// Heartbeat period in seconds.
+        pub heartbeat_secs: u32,
+    }
+
+    /// Decoded `heartbeat` payload.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct Heartbeat {
+        /// Schema version.
+        pub v: u32,
+        /// Site id.
+        pub site: String,
+        /// Boot id.
+        pub boot: String,
+        /// Sequence number.
+        pub seq: u64,
+        /// Agent timestamp, Unix ms.
+        pub ts: u64,
+        /// Agent version.
+        pub agent_version: String,
+        /// Heartbeat period in seconds.
+        pub interval_secs: u32,
+        /// Host uptime in seconds.
+        pub uptime_secs: u64,
+        /// Agent process uptime in seconds.
+        pub agent_uptime_secs: u64,
+        /// 1, 5, 15 minute load averages.
+        pub load: [f32; 3],
+        /// Total memory in bytes.
+        pub mem_total_bytes: u64,
+        /// Available memory in bytes.
+        pub mem_available_bytes: u64,
+        /// Agent RSS in bytes.
+        pub agent_rss_bytes: u64,
+        /// Agent counters by name; unknown names are kept.
+        pub counters: BTreeMap<String, u64>,
+    }
+
+    /// One decoded mount entry.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct Mount {
+        /// Mount path.
+        pub path: String,
+        /// Filesystem type.
+        pub fs_type: String,
+        /// Total bytes.
+        pub total_bytes: u64,
+        /// Used bytes.
+        pub used_bytes: u64,
+        /// Available bytes.
+        pub avail_bytes: u64,
+        /// Used percent.
+        pub used_pct: f32,
+        /// Total inodes.
+        pub inodes_total: u64,
+        /// Free inodes.
+        pub inodes_free: u64,
+        /// Read-only mount.
+        pub read_only: bool,
+        /// Sample error code, if any.
+        #[serde(default)]
+        pub error: Option<String>,
+    }
+
+    /// Decoded `disk` payload.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct Disk {
+        /// Schema version.
+        pub v: u32,
+        /// Site id.
+        pub site: String,
+        /// Boot id.
+        pub boot: String,
+        /// Sequence number.
+        pub seq: u64,
+        /// Agent timestamp, Unix ms.
+        pub ts: u64,
+        /// Mount entries.
+        pub mounts: Vec<Mount>,
+    }
+}
