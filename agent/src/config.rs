@@ -1,0 +1,716 @@
+//! Agent configuration: TOML file → raw serde structs → validated [`Config`].
+//!
+//! Loading is pure except for reading the config file and the files it names
+//! (CA, client certificate, password file), which are checked for existence
+//! and PEM syntax. It never opens a socket, so `sitewatch-agent check` is
+//! safe to run anywhere.
+//!
+//! Every mistake is collected, not just the first: each top-level section is
+//! deserialized on its own, and validation appends to one list of plain-words
+//! problems, so an installer fixes a config in one round.
+//!
+//! Environment overrides (for install scripts) are applied before
+//! validation: `SITEWATCH_SITE_ID`, and via [`BrokerConfig::apply_env`]
+//! `SITEWATCH_MQTT_URL`, `SITEWATCH_MQTT_USERNAME`, `SITEWATCH_MQTT_PASSWORD`
+//! and `SITEWATCH_MQTT_CA_FILE`.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use sitewatch_mqtt::BrokerConfig;
+use sitewatch_wire::payload::{MAX_MOUNTS, MAX_PATH_LEN};
+
+/// Environment variable overriding `site_id`.
+pub const ENV_SITE_ID: &str = "SITEWATCH_SITE_ID";
+
+/// Where `sitewatch-agent` looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sitewatch/agent.toml";
+
+/// Longest accepted sampling interval (one day), for both sources.
+const MAX_INTERVAL_SECS: u32 = 86_400;
+
+fn default_heartbeat_secs() -> u32 {
+    30
+}
+fn default_disk_secs() -> u32 {
+    60
+}
+fn default_mounts() -> Vec<String> {
+    vec!["/".to_owned()]
+}
+fn default_statvfs_timeout_ms() -> u64 {
+    5_000
+}
+
+/// `[heartbeat]` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatRaw {
+    #[serde(default = "default_heartbeat_secs")]
+    interval_secs: u32,
+}
+
+impl Default for HeartbeatRaw {
+    fn default() -> Self {
+        HeartbeatRaw {
+            interval_secs: default_heartbeat_secs(),
+        }
+    }
+}
+
+/// `[disk]` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskRaw {
+    #[serde(default = "default_disk_secs")]
+    interval_secs: u32,
+    #[serde(default = "default_mounts")]
+    mounts: Vec<String>,
+    #[serde(default = "default_statvfs_timeout_ms")]
+    statvfs_timeout_ms: u64,
+}
+
+impl Default for DiskRaw {
+    fn default() -> Self {
+        DiskRaw {
+            interval_secs: default_disk_secs(),
+            mounts: default_mounts(),
+            statvfs_timeout_ms: default_statvfs_timeout_ms(),
+        }
+    }
+}
+
+/// `[log]` as written in the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogRaw {
+    #[serde(default)]
+    level: Option<String>,
+}
+
+/// Known top-level keys; anything else is reported as unknown.
+const TOP_LEVEL_KEYS: [&str; 5] = ["site_id", "mqtt", "heartbeat", "disk", "log"];
+
+// One struct per section: each is parsed from the whole document on its own
+// (ignoring the other keys), so a mistake in one section does not hide a
+// mistake in another, and toml still reports the line of each.
+#[derive(Deserialize)]
+struct SiteOnly {
+    site_id: Option<String>,
+}
+#[derive(Deserialize)]
+struct MqttOnly {
+    mqtt: Option<BrokerConfig>,
+}
+#[derive(Deserialize)]
+struct HeartbeatOnly {
+    heartbeat: Option<HeartbeatRaw>,
+}
+#[derive(Deserialize)]
+struct DiskOnly {
+    disk: Option<DiskRaw>,
+}
+#[derive(Deserialize)]
+struct LogOnly {
+    log: Option<LogRaw>,
+}
+
+/// Validated heartbeat settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    /// Period between heartbeats.
+    pub interval: Duration,
+}
+
+/// Validated disk settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Period between disk samples.
+    pub interval: Duration,
+    /// Absolute mount paths to report, at most [`MAX_MOUNTS`], without
+    /// trailing `/` (except `/` itself), no duplicates. May be empty, which
+    /// turns the disk source off.
+    pub mounts: Vec<String>,
+    /// Longest wait for one `statvfs`; a hung NFS/CIFS mount is then
+    /// reported as `timeout` instead of stalling the agent.
+    pub statvfs_timeout: Duration,
+}
+
+/// The validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (file path), for messages.
+    pub origin: String,
+    /// Site id, valid as an MQTT topic segment.
+    pub site_id: String,
+    /// Broker settings; `client_id` is always set (default
+    /// `sitewatch-agent-{site_id}`). Its `Debug` redacts the password.
+    pub mqtt: BrokerConfig,
+    /// Heartbeat source.
+    pub heartbeat: HeartbeatConfig,
+    /// Disk source.
+    pub disk: DiskConfig,
+    /// `tracing` filter directive from `[log] level` (`info`, `debug`,
+    /// `info,rumqttc=warn`…); `RUST_LOG` wins when set.
+    pub log_level: Option<String>,
+}
+
+/// Every problem found in a config, in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems {
+    /// Where the config came from (file path).
+    pub origin: String,
+    /// One sentence per problem, in file order where possible.
+    pub list: Vec<String>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.list.len();
+        let noun = if n == 1 { "problem" } else { "problems" };
+        writeln!(f, "{}: {n} {noun}:", self.origin)?;
+        for (i, p) in self.list.iter().enumerate() {
+            // Indent continuation lines of multi-line messages.
+            let p = p.replace('\n', "\n     ");
+            writeln!(f, "  {}. {p}", i + 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl Config {
+    /// Reads and validates the config file at `path`, applying the process
+    /// environment overrides.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::load`], with environment lookups through `env` (tests
+    /// pass a map so they need not touch the process environment).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Problems> {
+        let origin = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, &origin, env),
+            Err(e) => Err(Problems {
+                list: vec![format!("cannot read the config file {origin}: {e}")],
+                origin,
+            }),
+        }
+    }
+
+    /// Parses and validates config text. `origin` names it in messages.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Problems> {
+        let mut problems = Vec::new();
+        let fail = |list| Problems {
+            origin: origin.to_owned(),
+            list,
+        };
+
+        // Syntax first: nothing else can be checked in a broken document.
+        let table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => return Err(fail(vec![toml_problem(text, "", &e)])),
+        };
+        for key in table.keys() {
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log])"
+                ));
+            }
+        }
+
+        let site = section::<SiteOnly>(text, "", &mut problems).and_then(|s| s.site_id);
+        let mqtt = section::<MqttOnly>(text, "[mqtt] ", &mut problems);
+        let heartbeat = section::<HeartbeatOnly>(text, "[heartbeat] ", &mut problems)
+            .map(|s| s.heartbeat.unwrap_or_default());
+        let disk =
+            section::<DiskOnly>(text, "[disk] ", &mut problems).map(|s| s.disk.unwrap_or_default());
+        let log =
+            section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
+
+        // Site id, with its override.
+        let site = env(ENV_SITE_ID).or(site);
+        let site_id = match site {
+            None => {
+                problems.push(format!(
+                    "site_id is missing: set site_id = \"...\" at the top of the file \
+                     or {ENV_SITE_ID} in the environment"
+                ));
+                None
+            }
+            Some(s) => match sitewatch_wire::topic::validate_site(&s) {
+                Ok(()) => Some(s),
+                Err(e) => {
+                    problems.push(format!("site_id `{s}`: {e}"));
+                    None
+                }
+            },
+        };
+
+        // Broker. A missing [mqtt] table is fine when the URL comes from the
+        // environment (installer scripts).
+        let mqtt = match mqtt {
+            None => None, // parse error already reported
+            Some(MqttOnly { mqtt: Some(mut m) }) => {
+                m.apply_env(&env);
+                Some(m)
+            }
+            Some(MqttOnly { mqtt: None }) => match env(sitewatch_mqtt::ENV_URL) {
+                Some(url) => {
+                    let mut m = BrokerConfig::with_url(url);
+                    m.apply_env(&env);
+                    Some(m)
+                }
+                None => {
+                    problems.push(format!(
+                        "the [mqtt] section is missing: add [mqtt] with url = \"mqtts://...\" \
+                         or set {} in the environment",
+                        sitewatch_mqtt::ENV_URL
+                    ));
+                    None
+                }
+            },
+        };
+        let mqtt = mqtt.and_then(|mut m| {
+            let before = problems.len();
+            problems.extend(m.problems());
+            if m.client_id.is_none() {
+                if let Some(site) = &site_id {
+                    m.client_id = Some(format!("sitewatch-agent-{site}"));
+                }
+            }
+            (problems.len() == before).then_some(m)
+        });
+
+        let heartbeat = heartbeat.and_then(|h| {
+            check_interval("heartbeat.interval_secs", h.interval_secs, &mut problems).map(|secs| {
+                HeartbeatConfig {
+                    interval: Duration::from_secs(secs.into()),
+                }
+            })
+        });
+        let disk = disk.and_then(|d| validate_disk(d, &mut problems));
+        let log_level = log.and_then(|l| validate_log(l, &mut problems));
+
+        match (site_id, mqtt, heartbeat, disk, log_level) {
+            (Some(site_id), Some(mqtt), Some(heartbeat), Some(disk), Some(log_level))
+                if problems.is_empty() =>
+            {
+                Ok(Config {
+                    origin: origin.to_owned(),
+                    site_id,
+                    mqtt,
+                    heartbeat,
+                    disk,
+                    log_level,
+                })
+            }
+            _ => {
+                if problems.is_empty() {
+                    // Cannot happen: every None above pushed a problem.
+                    problems.push("the config is incomplete".into());
+                }
+                Err(fail(problems))
+            }
+        }
+    }
+
+    /// The MQTT client id (always set after validation).
+    pub fn client_id(&self) -> &str {
+        self.mqtt.client_id.as_deref().unwrap_or("sitewatch-agent")
+    }
+
+    /// A one-paragraph summary for `check`, without secrets.
+    pub fn summary(&self) -> String {
+        let m = &self.mqtt;
+        let mut s = format!("site {}; broker {}", self.site_id, m.url);
+        if let Ok(u) = m.url() {
+            if u.tls {
+                match &m.ca_file {
+                    Some(ca) => s.push_str(&format!(" (TLS, CA {})", ca.display())),
+                    None => s.push_str(" (TLS, system trust store)"),
+                }
+                if let Some(c) = &m.client_cert_file {
+                    s.push_str(&format!(", client certificate {}", c.display()));
+                }
+            } else {
+                s.push_str(" (plain MQTT, not encrypted)");
+            }
+        }
+        s.push_str(&format!("; client id {}", self.client_id()));
+        if let Some(u) = &m.username {
+            let pw = match (&m.password, &m.password_file) {
+                (Some(_), _) => "password set".to_owned(),
+                (None, Some(f)) => format!("password from {}", f.display()),
+                (None, None) => "no password".to_owned(),
+            };
+            s.push_str(&format!("; username {u} ({pw})"));
+        }
+        s.push_str(&format!(
+            "; heartbeat every {} s",
+            self.heartbeat.interval.as_secs()
+        ));
+        if self.disk.mounts.is_empty() {
+            s.push_str("; disk reporting off (no mounts)");
+        } else {
+            s.push_str(&format!(
+                "; disk every {} s: {}",
+                self.disk.interval.as_secs(),
+                self.disk.mounts.join(", ")
+            ));
+        }
+        s
+    }
+}
+
+/// Parses one section struct from the whole document, recording a problem
+/// (with its line) on failure.
+fn section<T: DeserializeOwned>(text: &str, prefix: &str, problems: &mut Vec<String>) -> Option<T> {
+    match toml::from_str::<T>(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(toml_problem(text, prefix, &e));
+            None
+        }
+    }
+}
+
+/// `"[disk] line 12: unknown field ..."`.
+fn toml_problem(text: &str, prefix: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map(|before| before.matches('\n').count() + 1)
+                .unwrap_or(1);
+            format!("{prefix}line {line}: {msg}")
+        }
+        None => format!("{prefix}{msg}"),
+    }
+}
+
+fn check_interval(key: &str, secs: u32, problems: &mut Vec<String>) -> Option<u32> {
+    if (1..=MAX_INTERVAL_SECS).contains(&secs) {
+        Some(secs)
+    } else {
+        problems.push(format!(
+            "{key} = {secs}: must be between 1 and {MAX_INTERVAL_SECS} seconds"
+        ));
+        None
+    }
+}
+
+fn validate_disk(d: DiskRaw, problems: &mut Vec<String>) -> Option<DiskConfig> {
+    let before = problems.len();
+    let interval = check_interval("disk.interval_secs", d.interval_secs, problems);
+    if !(1..=60_000).contains(&d.statvfs_timeout_ms) {
+        problems.push(format!(
+            "disk.statvfs_timeout_ms = {}: must be between 1 and 60000 milliseconds",
+            d.statvfs_timeout_ms
+        ));
+    }
+    if d.mounts.len() > MAX_MOUNTS {
+        problems.push(format!(
+            "disk.mounts lists {} paths; at most {MAX_MOUNTS} are allowed",
+            d.mounts.len()
+        ));
+    }
+    let mut mounts: Vec<String> = Vec::with_capacity(d.mounts.len());
+    for m in &d.mounts {
+        match normalize_mount(m) {
+            Err(e) => problems.push(format!("disk.mounts: `{m}` {e}")),
+            Ok(n) if mounts.contains(&n) => {
+                problems.push(format!("disk.mounts: `{m}` is listed twice"))
+            }
+            Ok(n) => mounts.push(n),
+        }
+    }
+    if problems.len() != before {
+        return None;
+    }
+    Some(DiskConfig {
+        interval: Duration::from_secs(interval?.into()),
+        mounts,
+        statvfs_timeout: Duration::from_millis(d.statvfs_timeout_ms),
+    })
+}
+
+/// Checks a configured mount path and drops trailing slashes (`/mnt/usb/`
+/// → `/mnt/usb`), because mount points are compared as strings.
+fn normalize_mount(path: &str) -> Result<String, &'static str> {
+    if !path.starts_with('/') {
+        return Err("is not an absolute path (it must start with /)");
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    let trimmed = path.trim_end_matches('/');
+    let norm = if trimmed.is_empty() { "/" } else { trimmed };
+    if norm.len() > MAX_PATH_LEN {
+        return Err("is longer than 255 bytes");
+    }
+    if norm.split('/').any(|c| c == "." || c == "..") {
+        return Err("must not contain `.` or `..` components");
+    }
+    if norm.contains("//") {
+        return Err("must not contain `//`");
+    }
+    Ok(norm.to_owned())
+}
+
+fn validate_log(l: LogRaw, problems: &mut Vec<String>) -> Option<Option<String>> {
+    match l.level {
+        None => Some(None),
+        Some(level) => {
+            // A bare word is a target name to the parser ("loud" would enable
+            // everything for target `loud`), so bare words must be levels.
+            const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+            let bad_word = level.split(',').map(str::trim).find(|d| {
+                !d.is_empty()
+                    && !d.contains('=')
+                    && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+            });
+            let parsed = level.parse::<tracing_subscriber::filter::Targets>();
+            match (bad_word, parsed) {
+                (None, Ok(_)) => Some(Some(level)),
+                (Some(w), _) => {
+                    problems.push(format!(
+                        "log.level `{level}`: `{w}` is not a level; use error, warn, info, \
+                         debug or trace (or target=level)"
+                    ));
+                    None
+                }
+                (None, Err(e)) => {
+                    problems.push(format!(
+                        "log.level `{level}` is not a log filter ({e}); use error, warn, info, \
+                         debug or trace"
+                    ));
+                    None
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, Problems> {
+        Config::parse(text, "test.toml", no_env)
+    }
+
+    const MINIMAL: &str = r#"
+site_id = "lokasi1"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.site_id, "lokasi1");
+        assert_eq!(c.client_id(), "sitewatch-agent-lokasi1");
+        assert_eq!(c.heartbeat.interval, Duration::from_secs(30));
+        assert_eq!(c.disk.interval, Duration::from_secs(60));
+        assert_eq!(c.disk.mounts, vec!["/".to_owned()]);
+        assert_eq!(c.disk.statvfs_timeout, Duration::from_millis(5000));
+        assert_eq!(c.log_level, None);
+        assert_eq!(c.mqtt.keep_alive_secs, 30);
+    }
+
+    #[test]
+    fn two_mistakes_give_two_problems() {
+        let text = r#"
+site_id = "Lokasi 1"
+[mqtt]
+url = "mqtt://127.0.0.1"
+[disk]
+mounts = ["srv/recordings"]
+"#;
+        let p = parse(text).expect_err("invalid");
+        assert_eq!(p.list.len(), 2, "{p}");
+        assert!(p.list[0].contains("site_id"), "{p}");
+        assert!(p.list[1].contains("absolute"), "{p}");
+        let shown = p.to_string();
+        assert!(shown.contains("test.toml: 2 problems"), "{shown}");
+        assert!(
+            shown.contains("  1. ") && shown.contains("  2. "),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn mistakes_in_different_sections_are_all_reported() {
+        let text = r#"
+site_id = "ok"
+colour = "blue"
+[mqtt]
+url = "mqtt://127.0.0.1"
+[heartbeat]
+interval_secs = "30"
+[disk]
+intervl_secs = 10
+[log]
+level = "loud"
+"#;
+        let p = parse(text).expect_err("invalid");
+        assert_eq!(p.list.len(), 4, "{p}");
+        assert!(p.list[0].contains("unknown setting `colour`"), "{p}");
+        assert!(p.list[1].starts_with("[heartbeat] line 7:"), "{p}");
+        assert!(p.list[2].starts_with("[disk] line 9:"), "{p}");
+        assert!(p.list[2].contains("intervl_secs"), "{p}");
+        assert!(p.list[3].contains("log.level"), "{p}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let p = parse("site_id = \"a\"\n[mqtt\nurl = 1\n").expect_err("invalid");
+        assert_eq!(p.list.len(), 1, "{p}");
+        assert!(p.list[0].starts_with("line 2:"), "{p}");
+    }
+
+    #[test]
+    fn missing_site_and_mqtt_are_explained() {
+        let p = parse("").expect_err("invalid");
+        assert_eq!(p.list.len(), 2, "{p}");
+        assert!(p.list[0].contains("site_id is missing"), "{p}");
+        assert!(p.list[1].contains("[mqtt] section is missing"), "{p}");
+    }
+
+    #[test]
+    fn plaintext_to_remote_broker_is_refused_unless_allowed() {
+        let text = "site_id = \"a\"\n[mqtt]\nurl = \"mqtt://broker.example.com\"\n";
+        let p = parse(text).expect_err("plaintext refused");
+        assert_eq!(p.list.len(), 1, "{p}");
+        assert!(p.list[0].contains("allow_plaintext"), "{p}");
+        let allowed = format!("{text}allow_plaintext = true\n");
+        parse(&allowed).expect("allowed explicitly");
+        // Loopback needs no opt-in.
+        parse(MINIMAL).expect("loopback");
+    }
+
+    #[test]
+    fn env_overrides_apply_before_validation() {
+        let env: HashMap<&str, &str> = [
+            (ENV_SITE_ID, "from-env"),
+            ("SITEWATCH_MQTT_URL", "mqtt://localhost:18830"),
+            ("SITEWATCH_MQTT_USERNAME", "installer"),
+            ("SITEWATCH_MQTT_PASSWORD", "hunter2"),
+        ]
+        .into();
+        let lookup = |k: &str| env.get(k).map(|v| v.to_string());
+        // Invalid site id and a remote plaintext URL in the file are both
+        // replaced by valid values from the environment.
+        let text = "site_id = \"BAD ID\"\n[mqtt]\nurl = \"mqtt://far.example.com\"\n";
+        let c = Config::parse(text, "t", lookup).expect("env fixes it");
+        assert_eq!(c.site_id, "from-env");
+        assert_eq!(c.client_id(), "sitewatch-agent-from-env");
+        assert_eq!(c.mqtt.url, "mqtt://localhost:18830");
+        assert_eq!(
+            c.mqtt.credentials().expect("creds"),
+            Some(("installer".into(), "hunter2".into()))
+        );
+        // Without an [mqtt] table at all, the URL may come from the env.
+        let c = Config::parse("site_id = \"x\"\n", "t", lookup).expect("url from env");
+        assert_eq!(c.mqtt.url, "mqtt://localhost:18830");
+        // Secrets never show in Debug or the summary.
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.summary().contains("hunter2"));
+        assert!(c.summary().contains("password set"));
+    }
+
+    #[test]
+    fn mounts_are_validated_and_normalized() {
+        let ok = format!("{MINIMAL}[disk]\nmounts = [\"/\", \"/srv/recordings/\", \"/tmp\"]\n");
+        let c = parse(&ok).expect("valid");
+        assert_eq!(c.disk.mounts, vec!["/", "/srv/recordings", "/tmp"]);
+
+        let many: Vec<String> = (0..17).map(|i| format!("\"/m{i}\"")).collect();
+        let text = format!("{MINIMAL}[disk]\nmounts = [{}]\n", many.join(","));
+        let p = parse(&text).expect_err("too many");
+        assert!(p.list[0].contains("at most 16"), "{p}");
+
+        let long = format!("/{}", "a".repeat(300));
+        let text = format!(
+            "{MINIMAL}[disk]\nmounts = [\"/a\", \"/a/\", \"{long}\", \"/x/../y\"]\nstatvfs_timeout_ms = 0\ninterval_secs = 0\n"
+        );
+        let p = parse(&text).expect_err("invalid");
+        assert_eq!(p.list.len(), 5, "{p}");
+        let all = p.list.join("\n");
+        for needle in [
+            "interval_secs = 0",
+            "statvfs_timeout_ms",
+            "twice",
+            "255",
+            "`..`",
+        ] {
+            assert!(all.contains(needle), "missing {needle}: {p}");
+        }
+
+        let off = format!("{MINIMAL}[disk]\nmounts = []\n");
+        assert!(parse(&off).expect("valid").disk.mounts.is_empty());
+    }
+
+    #[test]
+    fn mqtt_problems_are_included() {
+        let text = "site_id = \"a\"\n[mqtt]\nurl = \"mqtts://b\"\nca_file = \"/nonexistent/ca.pem\"\nkeep_alive_secs = 1\n";
+        let p = parse(text).expect_err("invalid");
+        assert_eq!(p.list.len(), 2, "{p}");
+        assert!(
+            p.list.iter().any(|s| s.contains("/nonexistent/ca.pem")),
+            "{p}"
+        );
+        assert!(p.list.iter().any(|s| s.contains("keep_alive")), "{p}");
+    }
+
+    #[test]
+    fn log_level_accepts_directives() {
+        let c = parse(&format!("{MINIMAL}[log]\nlevel = \"info,rumqttc=warn\"\n")).expect("ok");
+        assert_eq!(c.log_level.as_deref(), Some("info,rumqttc=warn"));
+        parse(&format!("{MINIMAL}[log]\nlevel = \"DEBUG\"\n")).expect("case-insensitive");
+        let p = parse(&format!("{MINIMAL}[log]\nlevel = \"verbose\"\n")).expect_err("bad");
+        assert!(p.list[0].contains("`verbose` is not a level"), "{p}");
+    }
+
+    #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        // agent-local.toml is complete and valid as shipped.
+        let local = Config::load_with_env(&dir.join("agent-local.toml"), no_env)
+            .expect("examples/agent-local.toml is valid");
+        assert!(local.mqtt.url.starts_with("mqtt://127.0.0.1"));
+        // agent.toml names CA and client files that exist only on a real
+        // site; every other setting must be valid.
+        match Config::load_with_env(&dir.join("agent.toml"), no_env) {
+            Ok(c) => panic!("expected missing-file problems, got {c:?}"),
+            Err(p) => {
+                assert!(!p.list.is_empty());
+                for problem in &p.list {
+                    assert!(
+                        problem.contains("cannot read /etc/sitewatch/"),
+                        "unexpected problem in examples/agent.toml: {problem}"
+                    );
+                }
+            }
+        }
+    }
+}

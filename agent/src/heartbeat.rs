@@ -1,0 +1,68 @@
+//! Heartbeat source: every `[heartbeat] interval_secs`, one `heartbeat`
+//! message with host uptime, load and memory, the agent's uptime and RSS,
+//! and the agent counters.
+//!
+//! Reads only `/proc` (fast, never hangs), so it runs inline on the
+//! runtime thread. A metric that cannot be read is sent as 0 and logged
+//! once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sitewatch_wire::payload::HeartbeatOut;
+use sitewatch_wire::topic::Kind;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::publish::Publisher;
+use crate::{host, AGENT_VERSION};
+
+/// Runs the heartbeat source until `stop` is cancelled. Waits for `start`
+/// (first broker connection) before the first heartbeat. `started` is when
+/// the agent process started, for `agent_uptime_secs`.
+pub async fn run(
+    publisher: Publisher,
+    interval: Duration,
+    started: Instant,
+    start: impl Future<Output = ()>,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => return,
+        () = start => {}
+    }
+    let interval_secs = u32::try_from(interval.as_secs()).unwrap_or(u32::MAX);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let (s, err) = host::sample();
+        match err {
+            Some(e) if !warned => {
+                tracing::warn!(err = %e, "Cannot read a host metric; it is reported as 0");
+                warned = true;
+            }
+            _ => {}
+        }
+        let counters = publisher.counters().snapshot();
+        let agent_uptime_secs = started.elapsed().as_secs();
+        // Queue full or encode errors are counted and logged by the publisher.
+        let _ = publisher.publish(Kind::Heartbeat, |h| {
+            let mut hb = HeartbeatOut::new(h, AGENT_VERSION, interval_secs);
+            hb.uptime_secs = s.uptime_secs;
+            hb.agent_uptime_secs = agent_uptime_secs;
+            hb.load = s.load;
+            hb.mem_total_bytes = s.mem_total_bytes;
+            hb.mem_available_bytes = s.mem_available_bytes;
+            hb.agent_rss_bytes = s.agent_rss_bytes;
+            hb.counters = counters;
+            hb
+        });
+    }
+}

@@ -1,0 +1,185 @@
+//! `sitewatch-agent` binary: argument parsing, logging, runtime and signals.
+//!
+//! Everything else lives in the library (`sitewatch_agent::run`), so tests
+//! can run the agent in-process with their own shutdown future.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sitewatch_agent::config::{Config, DEFAULT_CONFIG_PATH};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Hard limit for a graceful shutdown after the first SIGTERM/SIGINT;
+/// past it the process exits anyway (a hung task cannot keep it alive).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Blocking threads: one per mount probe (at most 16, a stuck one is never
+/// doubled) plus DNS lookups.
+const MAX_BLOCKING_THREADS: usize = 24;
+
+/// Site agent: reports a CCTV site's status, heartbeat and disks to MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "sitewatch-agent", version)]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(long, short = 'c', global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Check the config and print every problem; exit status 1 if any.
+    /// Never opens a network connection unless --connect is given.
+    Check {
+        /// Also try the broker: DNS, TCP, TLS handshake and MQTT CONNECT.
+        #[arg(long)]
+        connect: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config),
+        Command::Check { connect } => check(&cli.config, connect),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+}
+
+fn check(path: &Path, connect: bool) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            print!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("OK: {}: {}", cfg.origin, cfg.summary());
+    if !connect {
+        return ExitCode::SUCCESS;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ok = rt.block_on(sitewatch_agent::check::connect(
+        &cfg,
+        &mut std::io::stdout(),
+    ));
+    rt.shutdown_timeout(Duration::from_millis(100));
+    if ok {
+        println!("OK: the broker accepted the connection");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Logs go to stderr (journald / OpenWrt logd capture it). The filter is
+/// `RUST_LOG` if set, else `[log] level`, else `info`; the syntax is
+/// `level` or `level,target=level,...` (tracing-subscriber `Targets`).
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let (spec, from_env) = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.trim().is_empty() => (s, true),
+        _ => (
+            cfg.log_level.clone().unwrap_or_else(|| "info".into()),
+            false,
+        ),
+    };
+    let (targets, bad) = match spec.parse::<Targets>() {
+        Ok(t) => (t, false),
+        Err(_) => (Targets::new().with_default(LevelFilter::INFO), true),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
+        .with(targets)
+        .init();
+    if bad && from_env {
+        tracing::warn!(rust_log = %spec, "RUST_LOG is not a valid filter; using info");
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprint!("{problems}");
+            eprintln!(
+                "Fix these, then try `sitewatch-agent check --config {}`.",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&cfg);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(err = %e, "Cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let shutdown = shutdown_signal()?;
+        sitewatch_agent::run(cfg, shutdown).await
+    });
+    // Do not wait for blocking threads: one may be stuck in statvfs on a
+    // hung NFS mount.
+    rt.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(err = %format!("{e:#}"), "Agent stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A future that completes on the first SIGTERM or SIGINT. After that, a
+/// second signal or [`SHUTDOWN_DEADLINE`] ends the process at once.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use anyhow::Context as _;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "Shutting down");
+        tokio::spawn(async move {
+            let forced = tokio::select! {
+                _ = term.recv() => "second signal",
+                _ = int.recv() => "second signal",
+                () = tokio::time::sleep(SHUTDOWN_DEADLINE) => "shutdown deadline",
+            };
+            tracing::warn!("Exiting at once ({forced})");
+            std::process::exit(1);
+        });
+    })
+}

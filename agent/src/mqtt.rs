@@ -1,0 +1,379 @@
+//! The MQTT uplink: owns rumqttc's `EventLoop`, the site's birth and death.
+//!
+//! One task polls the event loop; sources never touch it (they go through
+//! [`Publisher`]). Per connection, in this order:
+//!
+//! 1. Before each connect attempt the Last Will is set: retained
+//!    `offline`/`lost`, seq 0, `session` = the number this connection will
+//!    get. The broker publishes it if the link dies.
+//! 2. On `CONNACK` the session counter goes up and the retained `online`
+//!    birth (same `session`) is put at the *front* of the outgoing queue,
+//!    so it is always the first message of a connection.
+//! 3. On errors: count, log once per state change, wait a jittered backoff
+//!    (1 s → 60 s; back to 1 s after a connection that held 30 s), retry.
+//!    rumqttc reconnects on the next poll.
+//!
+//! On shutdown (sources already stopped) the queue is flushed (bounded),
+//! then the retained `offline`/`shutdown` status (next seq, same session)
+//! is sent, its PUBACK awaited (bounded), then `DISCONNECT`, which tells the
+//! broker to discard the Will.
+//!
+//! Sequence numbers give creation order. On the wire they rise by one
+//! within a connection; after a reconnect the birth goes first and is
+//! followed by messages queued during the outage, which carry lower
+//! numbers.
+//!
+//! The session is clean (`clean_session = true`): messages not yet
+//! acknowledged when a connection drops are lost; a durable outbox is a
+//! later step.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rumqttc::{
+    AsyncClient, ConnectionError, Disconnect, Event, EventLoop, LastWill, MqttOptions, Outgoing,
+    Packet, QoS, Request,
+};
+use sitewatch_wire::payload::{OfflineReason, State};
+use sitewatch_wire::topic::Kind;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::diagnose::{self, Target};
+use crate::publish::{Counters, Publisher, QUEUE_CAPACITY};
+
+/// Most QoS 1 messages in flight (unacknowledged) at once. Small on
+/// purpose: fewer messages are lost when a connection drops, and it
+/// avoids rumqttc's packet-id collision stalls (rumqttc #1014).
+pub const INFLIGHT: u16 = 16;
+
+/// Largest MQTT packet we accept from the broker. We subscribe to nothing,
+/// so only acks and pings arrive.
+const MAX_INCOMING_PACKET: usize = 4 * 1024;
+
+/// Largest packet we send: a full `disk` payload plus topic and header.
+const MAX_OUTGOING_PACKET: usize = sitewatch_wire::payload::DISK_BUF_LEN + 1024;
+
+/// Shortest and longest reconnect delay (jittered in between).
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A connection that lasted this long resets the reconnect backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+
+/// Shutdown first sends what is still queued, for at most this long…
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// …and considers the queue empty when nothing moves for this long.
+const FLUSH_IDLE: Duration = Duration::from_millis(50);
+
+/// How long shutdown waits for the broker to acknowledge the
+/// `offline`/`shutdown` status.
+const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for `DISCONNECT` to be written.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// rumqttc options for the configured broker: transport, credentials,
+/// keep-alive, clean session, packet limits. No Will yet (set per
+/// connection). Errors name the file or URL at fault.
+pub fn options(cfg: &Config, client_id: &str) -> anyhow::Result<MqttOptions> {
+    let m = &cfg.mqtt;
+    let url = m.url().with_context(|| format!("mqtt.url `{}`", m.url))?;
+    let mut o = MqttOptions::new(client_id, url.host.clone(), url.port);
+    o.set_transport(
+        m.transport()
+            .with_context(|| format!("setting up the connection to {url}"))?,
+    );
+    o.set_keep_alive(Duration::from_secs(m.keep_alive_secs.into()));
+    o.set_clean_session(true);
+    o.set_inflight(INFLIGHT);
+    o.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+    if let Some((user, pass)) = m
+        .credentials()
+        .context("reading the MQTT password (mqtt.password_file)")?
+    {
+        o.set_credentials(user, pass);
+    }
+    Ok(o)
+}
+
+/// Names for error messages.
+pub fn target(cfg: &Config) -> anyhow::Result<TargetOwned> {
+    let url = cfg
+        .mqtt
+        .url()
+        .with_context(|| format!("mqtt.url `{}`", cfg.mqtt.url))?;
+    Ok(TargetOwned {
+        host: url.host,
+        port: url.port,
+        tls: url.tls,
+        ca_file: cfg.mqtt.ca_file.clone(),
+        client_cert: cfg.mqtt.client_cert_file.clone(),
+        username: cfg.mqtt.username.clone(),
+        client_id: cfg.client_id().to_owned(),
+    })
+}
+
+/// Owned form of [`Target`], kept by long-lived tasks.
+#[derive(Debug, Clone)]
+pub struct TargetOwned {
+    host: String,
+    port: u16,
+    tls: bool,
+    ca_file: Option<std::path::PathBuf>,
+    client_cert: Option<std::path::PathBuf>,
+    username: Option<String>,
+    client_id: String,
+}
+
+impl TargetOwned {
+    /// Borrowed view for [`diagnose`].
+    pub fn view(&self) -> Target<'_> {
+        Target {
+            host: &self.host,
+            port: self.port,
+            tls: self.tls,
+            ca_file: self.ca_file.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            username: self.username.as_deref(),
+            client_id: &self.client_id,
+        }
+    }
+}
+
+/// Creates the client and event loop for the configured broker.
+pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
+    Ok(AsyncClient::new(
+        options(cfg, cfg.client_id())?,
+        QUEUE_CAPACITY,
+    ))
+}
+
+/// The uplink task's state.
+pub struct Uplink {
+    eventloop: EventLoop,
+    publisher: Publisher,
+    target: TargetOwned,
+    /// Connections made so far in this boot; the current one's number
+    /// while connected.
+    session: u32,
+    connected: bool,
+    /// Last error logged, so a retry loop logs a change once.
+    last_error: Option<String>,
+    /// Tells sources the current session (0 until the first connection).
+    session_tx: watch::Sender<u32>,
+}
+
+impl Uplink {
+    /// Wraps an event loop made by [`connect`].
+    pub fn new(
+        eventloop: EventLoop,
+        publisher: Publisher,
+        target: TargetOwned,
+        session_tx: watch::Sender<u32>,
+    ) -> Uplink {
+        Uplink {
+            eventloop,
+            publisher,
+            target,
+            session: 0,
+            connected: false,
+            last_error: None,
+            session_tx,
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        self.publisher.counters()
+    }
+
+    /// Sets the Will for the next connection attempt.
+    fn set_will(&mut self) {
+        let next = self.session.saturating_add(1);
+        let payload = self.publisher.will_payload(next);
+        self.eventloop.mqtt_options.set_last_will(LastWill::new(
+            self.publisher.status_topic(),
+            payload,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    }
+
+    /// Puts the retained `online` birth first in line.
+    fn on_connack(&mut self) {
+        self.session = self.session.saturating_add(1);
+        self.connected = true;
+        self.last_error = None;
+        if self.session > 1 {
+            Counters::inc(&self.counters().reconnects);
+        }
+        let session = self.session;
+        let p = &self.publisher;
+        match p.stamp_for_uplink(Kind::Status, |h| p.status(h, State::Online, None, session)) {
+            Some(birth) => self.eventloop.pending.push_front(Request::Publish(birth)),
+            None => tracing::error!("Cannot encode the birth message"),
+        }
+        tracing::info!(
+            session,
+            broker = %format_args!("{}:{}", self.target.host, self.target.port),
+            "Connected to broker"
+        );
+        self.session_tx.send_replace(session);
+    }
+
+    fn on_error(&mut self, e: &ConnectionError) {
+        if self.connected {
+            self.connected = false;
+            let words = diagnose::lost_connection(e);
+            tracing::warn!(session = self.session, err = %e, "Connection to broker lost: {words}");
+            self.last_error = Some(words);
+        } else {
+            let words = diagnose::connection_error(e, &self.target.view()).to_string();
+            Counters::inc(&self.counters().connect_errors);
+            if self.last_error.as_deref() != Some(words.as_str()) {
+                tracing::warn!(err = %e, "Cannot connect to broker: {words}; retrying with backoff");
+            } else {
+                tracing::debug!(err = %e, "Connect attempt failed again");
+            }
+            self.last_error = Some(words);
+        }
+    }
+
+    /// Polls until `stop` is cancelled, then shuts the connection down
+    /// gracefully. Never returns an error: a broker problem is retried.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut backoff = sitewatch_mqtt::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut connected_at = Instant::now();
+        loop {
+            if !self.connected {
+                self.set_will();
+            }
+            let event = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                ev = self.eventloop.poll() => ev,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected_at = Instant::now();
+                    self.on_connack();
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => Counters::inc(&self.counters().acked),
+                Ok(_) => {}
+                Err(e) => {
+                    // Back to the shortest delay only after a connection
+                    // that held; a broker that accepts and then drops us
+                    // at once (duplicate client id, ACL) gets backoff.
+                    if self.connected && connected_at.elapsed() >= STABLE_CONNECTION {
+                        backoff.reset();
+                    }
+                    self.on_error(&e);
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        biased;
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Sends `offline`/`shutdown`, waits for its PUBACK, disconnects.
+    async fn shutdown(&mut self) {
+        if !self.connected {
+            tracing::info!("Not connected; the broker publishes the Last Will (offline) for us");
+            return;
+        }
+        // Flush what the sources queued before they stopped, so the status
+        // is the last message of the boot. Sources are stopped, so a poll
+        // that stays quiet for FLUSH_IDLE means the queue is empty.
+        let flush_deadline = Instant::now() + FLUSH_TIMEOUT;
+        while Instant::now() < flush_deadline {
+            match tokio::time::timeout(FLUSH_IDLE, self.eventloop.poll()).await {
+                Err(_) => break,
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => Counters::inc(&self.counters().acked),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(err = %e, "Connection failed while flushing before shutdown");
+                    return;
+                }
+            }
+        }
+        let session = self.session;
+        let p = &self.publisher;
+        let Some(status) = p.stamp_for_uplink(Kind::Status, |h| {
+            p.status(h, State::Offline, Some(OfflineReason::Shutdown), session)
+        }) else {
+            tracing::error!("Cannot encode the shutdown status");
+            return;
+        };
+        // Our message is processed next; its Outgoing::Publish event comes
+        // after the ones already buffered.
+        let mut skip = self
+            .eventloop
+            .state
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Outgoing(Outgoing::Publish(_))))
+            .count();
+        self.eventloop.pending.push_front(Request::Publish(status));
+
+        let deadline = Instant::now() + SHUTDOWN_ACK_TIMEOUT;
+        let mut ours: Option<u16> = None;
+        let acked = loop {
+            match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                Err(_) => break false,
+                Ok(Err(e)) => {
+                    tracing::warn!(err = %e, "Connection failed while sending the shutdown status");
+                    return;
+                }
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) if ours.is_none() => {
+                    if skip == 0 {
+                        ours = Some(pkid);
+                    } else {
+                        skip -= 1;
+                    }
+                }
+                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                    Counters::inc(&self.counters().acked);
+                    if Some(ack.pkid) == ours {
+                        break true;
+                    }
+                }
+                Ok(Ok(_)) => {}
+            }
+        };
+        if acked {
+            tracing::info!(session, "Broker acknowledged the offline status");
+        } else {
+            tracing::warn!(
+                timeout = ?SHUTDOWN_ACK_TIMEOUT,
+                "No acknowledgement for the offline status; disconnecting anyway"
+            );
+        }
+        self.eventloop
+            .pending
+            .push_front(Request::Disconnect(Disconnect));
+        let deadline = Instant::now() + DISCONNECT_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => {
+                    tracing::info!("Disconnected from broker");
+                    break;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(err = %e, "Connection ended during disconnect");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("DISCONNECT not sent in time");
+                    break;
+                }
+            }
+        }
+    }
+}
