@@ -1,0 +1,617 @@
+//! Bridge configuration: TOML file plus environment overrides.
+//!
+//! Three stages, as everywhere in sitewatch:
+//! 1. [`RawConfig`]: what serde reads (`deny_unknown_fields`, defaults as
+//!    `default_*` functions, units in every duration name);
+//! 2. [`Config::from_raw`]: pure validation that collects *every* problem
+//!    in plain words (used by `sitewatch-bridge check`) and produces typed
+//!    settings;
+//! 3. the I/O modules build connections from a [`Config`].
+//!
+//! This module never opens a socket. The only I/O it does is what
+//! [`BrokerConfig::problems`] does (checking that named files are
+//! readable), reading `postgres.password_file`, and reading the host name
+//! for the default client id.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sitewatch_mqtt::BrokerConfig;
+
+/// Environment variable that overrides `postgres.url`.
+pub const ENV_POSTGRES_URL: &str = "SITEWATCH_POSTGRES_URL";
+
+/// The whole file, as read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Broker connection (shared with the agent; see `sitewatch-mqtt`).
+    pub mqtt: BrokerConfig,
+    /// How the bridge subscribes.
+    #[serde(default)]
+    pub consumer: RawConsumer,
+    /// Database connection.
+    #[serde(default)]
+    pub postgres: RawPostgres,
+    /// Batching of writes.
+    #[serde(default)]
+    pub batch: RawBatch,
+    /// HTTP endpoint for `/healthz` and `/metrics`.
+    #[serde(default)]
+    pub http: RawHttp,
+    /// Longest a graceful shutdown may take before the bridge gives up on
+    /// the current batch (it is then redelivered by the broker later).
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `[consumer]`: subscription and MQTT session settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    /// Shared-subscription group. When set, the bridge subscribes to
+    /// `$share/<group>/sitewatch/v1/+/#` so that several bridges with the
+    /// same group (and different client ids) split the messages.
+    #[serde(default)]
+    pub share_group: Option<String>,
+    /// How long the broker keeps the bridge's session (its subscription
+    /// and queued messages) while the bridge is disconnected. Must be > 0:
+    /// MQTT 5 deletes a session with expiry 0 at disconnect.
+    #[serde(default = "default_session_expiry_secs")]
+    pub session_expiry_secs: u32,
+}
+
+impl Default for RawConsumer {
+    fn default() -> Self {
+        RawConsumer {
+            share_group: None,
+            session_expiry_secs: default_session_expiry_secs(),
+        }
+    }
+}
+
+/// `[postgres]`: database settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    /// libpq-style URL or key/value string, e.g.
+    /// `postgresql://sitewatch@db.example/sitewatch`. Overridden by the
+    /// environment variable `SITEWATCH_POSTGRES_URL`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File whose first line is the password (keeps it out of the URL).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Timeout for establishing a connection.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// Longest one batch transaction may take; after that the connection
+    /// is dropped and the batch retried.
+    #[serde(default = "default_write_timeout_secs")]
+    pub write_timeout_secs: u64,
+}
+
+/// `[batch]`: how many messages go into one transaction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    /// Most messages per transaction. Also the MQTT Receive Maximum: the
+    /// broker never has more unacknowledged messages in flight to us.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// Longest a message waits for its batch to fill up.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        RawBatch {
+            max_messages: default_max_messages(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+/// `[http]`: the health and metrics endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Listen address, `host:port`. Port 0 picks a free port (logged).
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+fn default_shutdown_timeout_secs() -> u64 {
+    10
+}
+fn default_session_expiry_secs() -> u32 {
+    7 * 24 * 3600
+}
+fn default_connect_timeout_secs() -> u64 {
+    5
+}
+fn default_write_timeout_secs() -> u64 {
+    30
+}
+fn default_max_messages() -> usize {
+    500
+}
+fn default_max_wait_ms() -> u64 {
+    200
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:9187".to_owned()
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Broker settings, with environment overrides applied.
+    pub mqtt: BrokerConfig,
+    /// MQTT client id (from `mqtt.client_id`, or `sitewatch-bridge-<host>`).
+    /// Must be stable across restarts: it names the persistent session.
+    pub client_id: String,
+    /// Subscription filter, `$share/...` included when configured.
+    pub filter: String,
+    /// MQTT session expiry.
+    pub session_expiry: Duration,
+    /// Database settings.
+    pub postgres: PostgresSettings,
+    /// Most messages per batch (1..=65535).
+    pub batch_max_messages: usize,
+    /// Longest wait for a batch to fill.
+    pub batch_max_wait: Duration,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Graceful shutdown deadline.
+    pub shutdown_timeout: Duration,
+}
+
+/// Validated database settings.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// Parsed connection settings (may hold a password: never log this).
+    pub config: tokio_postgres::Config,
+    /// `user@host:port/dbname`, safe to log.
+    pub display: String,
+    /// Longest one batch transaction may take.
+    pub write_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &self.display)
+            .field("write_timeout", &self.write_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every problem found in a configuration, in plain words.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct ConfigProblems(pub Vec<String>);
+
+impl Config {
+    /// Reads and validates a config file, applying environment overrides
+    /// from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigProblems> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigProblems(vec![format!("cannot read {}: {e}", path.display())]))?;
+        Config::from_toml(&text, |k| std::env::var(k).ok()).map_err(|ConfigProblems(p)| {
+            ConfigProblems(
+                p.into_iter()
+                    .map(|m| format!("{}: {m}", path.display()))
+                    .collect(),
+            )
+        })
+    }
+
+    /// Parses TOML text and validates it; `env` looks up environment
+    /// overrides (tests pass a closure instead of touching the process
+    /// environment).
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigProblems> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigProblems(vec![format!(
+                "not a valid config: {}",
+                e.to_string().trim()
+            )])
+        })?;
+        Config::from_raw(raw, env)
+    }
+
+    /// Applies environment overrides and validates, collecting every
+    /// problem rather than stopping at the first.
+    pub fn from_raw(
+        mut raw: RawConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigProblems> {
+        raw.mqtt.apply_env(&env);
+        if let Some(url) = env(ENV_POSTGRES_URL).filter(|u| !u.trim().is_empty()) {
+            raw.postgres.url = Some(url);
+        }
+        let mut problems: Vec<String> = raw.mqtt.problems().into_iter().collect();
+
+        let client_id = match raw.mqtt.client_id.as_deref() {
+            Some(id) => {
+                if let Err(p) = check_client_id(id) {
+                    problems.push(format!("mqtt.client_id: {p}"));
+                }
+                id.to_owned()
+            }
+            None => default_client_id(),
+        };
+
+        let filter = match raw.consumer.share_group.as_deref() {
+            None => sitewatch_wire::topic::FILTER_ALL.to_owned(),
+            Some(group) => {
+                if let Err(p) = check_share_group(group) {
+                    problems.push(format!("consumer.share_group: {p}"));
+                }
+                format!("$share/{group}/{}", sitewatch_wire::topic::FILTER_ALL)
+            }
+        };
+        if raw.consumer.session_expiry_secs == 0 {
+            problems.push(
+                "consumer.session_expiry_secs: must be more than 0, or the broker drops \
+                 the session (and every queued message) whenever the bridge disconnects"
+                    .to_owned(),
+            );
+        }
+
+        let postgres = match postgres_settings(&raw.postgres) {
+            Ok(p) => Some(p),
+            Err(mut p) => {
+                problems.append(&mut p);
+                None
+            }
+        };
+
+        let b = &raw.batch;
+        if b.max_messages == 0 || b.max_messages > usize::from(u16::MAX) {
+            problems.push(format!(
+                "batch.max_messages: must be 1 to 65535 (it is also the MQTT Receive \
+                 Maximum), not {}",
+                b.max_messages
+            ));
+        }
+        if b.max_wait_ms == 0 || b.max_wait_ms > 60_000 {
+            problems.push(format!(
+                "batch.max_wait_ms: must be 1 to 60000, not {}",
+                b.max_wait_ms
+            ));
+        }
+
+        let http_listen = match SocketAddr::from_str(raw.http.listen.trim()) {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "http.listen: must be an address and port such as 127.0.0.1:9187, \
+                     not {:?}",
+                    raw.http.listen
+                ));
+                None
+            }
+        };
+        if raw.shutdown_timeout_secs == 0 || raw.shutdown_timeout_secs > 3600 {
+            problems.push(format!(
+                "shutdown_timeout_secs: must be 1 to 3600, not {}",
+                raw.shutdown_timeout_secs
+            ));
+        }
+
+        match (postgres, http_listen) {
+            (Some(postgres), Some(http_listen)) if problems.is_empty() => Ok(Config {
+                mqtt: raw.mqtt,
+                client_id,
+                filter,
+                session_expiry: Duration::from_secs(u64::from(raw.consumer.session_expiry_secs)),
+                postgres,
+                batch_max_messages: raw.batch.max_messages,
+                batch_max_wait: Duration::from_millis(raw.batch.max_wait_ms),
+                http_listen,
+                shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
+            }),
+            _ => Err(ConfigProblems(problems)),
+        }
+    }
+}
+
+fn postgres_settings(raw: &RawPostgres) -> Result<PostgresSettings, Vec<String>> {
+    let mut problems = Vec::new();
+    let url = match raw.url.as_deref().map(str::trim) {
+        Some(u) if !u.is_empty() => u,
+        _ => {
+            return Err(vec![format!(
+                "postgres.url: missing; set it in the file or in {ENV_POSTGRES_URL}"
+            )])
+        }
+    };
+    let mut config = match tokio_postgres::Config::from_str(url) {
+        Ok(c) => c,
+        // The parser's message never echoes the password.
+        Err(e) => return Err(vec![format!("postgres.url: not valid: {e}")]),
+    };
+    if config.get_hosts().is_empty() {
+        problems.push("postgres.url: names no host".to_owned());
+    }
+    if config.get_user().is_none() {
+        problems.push("postgres.url: names no user (e.g. postgresql://sitewatch@host/db)".into());
+    }
+    if matches!(
+        config.get_ssl_mode(),
+        tokio_postgres::config::SslMode::Require
+    ) || url.contains("sslmode=verify")
+    {
+        problems.push(
+            "postgres.url: TLS to PostgreSQL is not supported by this build; use a local \
+             socket, a loopback address or a TLS tunnel, and sslmode=prefer or disable"
+                .to_owned(),
+        );
+    }
+    if let Some(file) = &raw.password_file {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let pw = text.lines().next().unwrap_or_default().trim();
+                if pw.is_empty() {
+                    problems.push(format!(
+                        "postgres.password_file: {} is empty",
+                        file.display()
+                    ));
+                }
+                config.password(pw);
+            }
+            Err(e) => problems.push(format!(
+                "postgres.password_file: cannot read {}: {e}",
+                file.display()
+            )),
+        }
+    }
+    if raw.connect_timeout_secs == 0 || raw.connect_timeout_secs > 600 {
+        problems.push(format!(
+            "postgres.connect_timeout_secs: must be 1 to 600, not {}",
+            raw.connect_timeout_secs
+        ));
+    }
+    if raw.write_timeout_secs == 0 || raw.write_timeout_secs > 3600 {
+        problems.push(format!(
+            "postgres.write_timeout_secs: must be 1 to 3600, not {}",
+            raw.write_timeout_secs
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    config.connect_timeout(Duration::from_secs(raw.connect_timeout_secs));
+    config.application_name("sitewatch-bridge");
+    Ok(PostgresSettings {
+        display: redacted(&config),
+        config,
+        write_timeout: Duration::from_secs(raw.write_timeout_secs),
+    })
+}
+
+/// `user@host:port/dbname` without the password.
+pub fn redacted(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(i).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgresql://{}@{}/{}",
+        config.get_user().unwrap_or("?"),
+        hosts.join(","),
+        config
+            .get_dbname()
+            .unwrap_or_else(|| config.get_user().unwrap_or(""))
+    )
+}
+
+fn check_client_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("must be 1 to 128 characters".to_owned());
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return Err(format!(
+            "{id:?} may contain only ASCII letters, digits, '-', '_', '.' and ':'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_share_group(group: &str) -> Result<(), String> {
+    if group.is_empty() {
+        return Err("must not be empty (leave it out to disable sharing)".to_owned());
+    }
+    if group.contains(['/', '+', '#']) {
+        return Err(format!("{group:?} must not contain '/', '+' or '#'"));
+    }
+    Ok(())
+}
+
+/// `sitewatch-bridge-<hostname>`, with the host name reduced to characters
+/// that [`check_client_id`] accepts.
+fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .take(64)
+        .collect();
+    if host.is_empty() {
+        "sitewatch-bridge".to_owned()
+    } else {
+        format!("sitewatch-bridge-{host}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+
+[postgres]
+url = "postgresql://sitewatch@127.0.0.1/sitewatch"
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MINIMAL, no_env).expect("valid");
+        assert!(c.client_id.starts_with("sitewatch-bridge"));
+        assert_eq!(c.filter, "sitewatch/v1/+/#");
+        assert_eq!(c.session_expiry, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(c.batch_max_messages, 500);
+        assert_eq!(c.batch_max_wait, Duration::from_millis(200));
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:9187");
+        assert_eq!(
+            c.postgres.display,
+            "postgresql://sitewatch@127.0.0.1:5432/sitewatch"
+        );
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../../examples/bridge.toml");
+        let c = Config::from_toml(text, no_env).expect("examples/bridge.toml is valid");
+        assert_eq!(c.filter, "$share/sitewatch/sitewatch/v1/+/#");
+    }
+
+    #[test]
+    fn env_overrides_urls() {
+        let env = |k: &str| match k {
+            "SITEWATCH_POSTGRES_URL" => Some("postgresql://other@db.invalid:6000/x".to_owned()),
+            "SITEWATCH_MQTT_URL" => Some("mqtt://127.0.0.2:2000".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml(MINIMAL, env).expect("valid");
+        assert_eq!(c.postgres.display, "postgresql://other@db.invalid:6000/x");
+        assert_eq!(c.mqtt.url, "mqtt://127.0.0.2:2000");
+    }
+
+    #[test]
+    fn share_group_builds_filter() {
+        let text = format!("{MINIMAL}\n[consumer]\nshare_group = \"g1\"\n");
+        let c = Config::from_toml(&text, no_env).expect("valid");
+        assert_eq!(c.filter, "$share/g1/sitewatch/v1/+/#");
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let text = r#"
+shutdown_timeout_secs = 0
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+client_id = "bad id"
+[consumer]
+share_group = "a/b"
+session_expiry_secs = 0
+[postgres]
+url = "postgresql://127.0.0.1/x"
+[batch]
+max_messages = 70000
+max_wait_ms = 0
+[http]
+listen = "nowhere"
+"#;
+        let ConfigProblems(p) = Config::from_toml(text, no_env).expect_err("invalid");
+        let all = p.join("\n");
+        for needle in [
+            "client_id",
+            "share_group",
+            "session_expiry_secs",
+            "no user",
+            "max_messages",
+            "max_wait_ms",
+            "http.listen",
+            "shutdown_timeout_secs",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(p.len(), 8, "{all}");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = format!("{MINIMAL}\n[batch]\nmax_mesages = 3\n");
+        let ConfigProblems(p) = Config::from_toml(&text, no_env).expect_err("invalid");
+        assert!(p[0].contains("max_mesages"), "{p:?}");
+    }
+
+    #[test]
+    fn missing_postgres_url_is_reported() {
+        let text = "[mqtt]\nurl = \"mqtt://127.0.0.1\"\n";
+        let ConfigProblems(p) = Config::from_toml(text, no_env).expect_err("invalid");
+        assert!(
+            p.iter().any(|m| m.contains("SITEWATCH_POSTGRES_URL")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn password_never_in_display_or_debug() {
+        let text = MINIMAL.replace("sitewatch@", "sitewatch:hunter2@");
+        let c = Config::from_toml(&text, no_env).expect("valid");
+        assert!(!c.postgres.display.contains("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn password_file_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        let text = format!(
+            "{MINIMAL}password_file = {:?}\n",
+            file.display().to_string()
+        );
+        let c = Config::from_toml(&text, no_env).expect("valid");
+        assert_eq!(c.postgres.config.get_password(), Some(&b"s3cret"[..]));
+    }
+
+    #[test]
+    fn client_id_rules() {
+        assert!(check_client_id("sitewatch-bridge-a.b_c:1").is_ok());
+        assert!(check_client_id("").is_err());
+        assert!(check_client_id("a b").is_err());
+        assert!(check_client_id(&"a".repeat(129)).is_err());
+        assert!(check_client_id(&default_client_id()).is_ok());
+    }
+}

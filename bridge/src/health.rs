@@ -1,0 +1,75 @@
+//! Liveness flags shared by the MQTT source, the writer and `/healthz`.
+//!
+//! Only plain atomics and short strings behind a `std` mutex held for a
+//! copy; no task ever waits on another through this module.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+/// What the bridge knows about its two connections.
+#[derive(Debug, Default)]
+pub struct Health {
+    mqtt_ready: AtomicBool,
+    mqtt_problem: Mutex<String>,
+    writes_failing: AtomicBool,
+    write_problem: Mutex<String>,
+}
+
+impl Health {
+    /// Connected to the broker and subscribed.
+    pub fn set_mqtt_ready(&self) {
+        self.mqtt_ready.store(true, Ordering::Release);
+    }
+
+    /// Not connected (or not subscribed), and why.
+    pub fn set_mqtt_down(&self, why: impl Into<String>) {
+        self.mqtt_ready.store(false, Ordering::Release);
+        *self
+            .mqtt_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why.into();
+    }
+
+    /// `Ok` when connected and subscribed, else the last problem.
+    pub fn mqtt(&self) -> Result<(), String> {
+        if self.mqtt_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let why = self
+            .mqtt_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Err(if why.is_empty() {
+            "not connected yet".to_owned()
+        } else {
+            why
+        })
+    }
+
+    /// The writer stored a batch.
+    pub fn set_writes_ok(&self) {
+        self.writes_failing.store(false, Ordering::Release);
+    }
+
+    /// The writer failed to store a batch (it retries), and why.
+    pub fn set_writes_failing(&self, why: impl Into<String>) {
+        *self
+            .write_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why.into();
+        self.writes_failing.store(true, Ordering::Release);
+    }
+
+    /// `Ok` unless the writer's last attempt failed.
+    pub fn writes(&self) -> Result<(), String> {
+        if !self.writes_failing.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(self
+            .write_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+}

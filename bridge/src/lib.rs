@@ -1,0 +1,226 @@
+//! sitewatch bridge: sitewatch MQTT topics into PostgreSQL.
+//!
+//! # Layout
+//! Data flows one way:
+//! MQTT ([`source`]) → bounded channel → batching and retries ([`writer`])
+//! → decode ([`sink::batch`], using `sitewatch-wire`) → PostgreSQL
+//! ([`sink::postgres`]) → acknowledgement to the broker.
+//!
+//! * [`config`]: TOML file + environment, validated (pure);
+//! * [`source`]: the MQTT 5 persistent session (rumqttc);
+//! * [`writer`]: batches, retries, acks after commit;
+//! * [`sink`]: decoding, the site-state rule, schema migrations, SQL;
+//! * [`http`]: `/healthz` and `/metrics`;
+//! * [`metrics`], [`health`]: shared counters and flags.
+//!
+//! Delivery is at-least-once from the broker and idempotent in the
+//! database, so every valid message is stored exactly once.
+//!
+//! [`run`] is the whole service; [`Bridge`] is the same with a handle, for
+//! tests and embedding.
+
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod sink;
+pub mod source;
+pub mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Runs the bridge until `shutdown` resolves, then shuts down gracefully:
+/// stops taking messages, commits and acks the current batch, disconnects
+/// from the broker. Gives up after `shutdown_timeout_secs` (unacked
+/// messages are then redelivered to the next run) and returns an error.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut bridge = Bridge::start(config).await?;
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("Shutting down.");
+            bridge.stop().await
+        }
+        why = bridge.failed() => {
+            let _ = bridge.stop().await;
+            Err(anyhow::anyhow!(why))
+        }
+    }
+}
+
+/// Connects to the database, runs the migrations and exits.
+pub async fn migrate_only(config: &Config) -> anyhow::Result<sink::migrations::MigrationReport> {
+    let mut client = sink::postgres::connect(&config.postgres).await?;
+    sink::migrations::migrate(&mut client)
+        .await
+        .with_context(|| format!("migrating {}", config.postgres.display))
+}
+
+/// A running bridge.
+pub struct Bridge {
+    http_addr: SocketAddr,
+    shutdown_timeout: std::time::Duration,
+    client: rumqttc::v5::AsyncClient,
+    /// Stop taking messages; commit and ack what is in hand.
+    draining: CancellationToken,
+    /// Stop polling the broker connection.
+    stop_source: CancellationToken,
+    /// Stop the HTTP server.
+    stop_http: CancellationToken,
+    source: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    fatal: tokio::sync::watch::Receiver<Option<String>>,
+    http: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Bridge {
+    /// Binds the HTTP listener and starts the tasks. Returns once the
+    /// listener is bound; broker and database connect in the background
+    /// (with retries), and `/healthz` tells when both are up.
+    pub async fn start(config: Config) -> anyhow::Result<Bridge> {
+        let mut registry = Registry::default();
+        let metrics = metrics::Metrics::new(&mut registry);
+        let health = Arc::new(health::Health::default());
+
+        let listener = http::bind(config.http_listen).await?;
+        let http_addr = listener
+            .local_addr()
+            .context("reading the HTTP listener address")?;
+
+        let source = source::Source::new(&config, health.clone(), metrics.clone())?;
+        let client = source.client();
+        let generation = source.generation();
+        // Two Receive-Maximum windows: see `source` on flow control.
+        let (tx, rx) = mpsc::channel(2 * config.batch_max_messages);
+
+        tracing::info!(
+            http = %http_addr,
+            client_id = %config.client_id,
+            filter = %config.filter,
+            db = %config.postgres.display,
+            "Starting sitewatch-bridge."
+        );
+
+        let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
+        let draining = CancellationToken::new();
+        let stop_source = CancellationToken::new();
+        let stop_http = CancellationToken::new();
+
+        let writer = writer::Writer {
+            sink: sink::postgres::PgSink::new(config.postgres.clone()),
+            rx,
+            client: client.clone(),
+            generation,
+            max_messages: config.batch_max_messages,
+            max_wait: config.batch_max_wait,
+            health: health.clone(),
+            metrics: metrics.clone(),
+            fatal: fatal_tx,
+            pending_acks: std::collections::VecDeque::new(),
+        };
+        let writer = tokio::spawn(writer.run(draining.clone()));
+        let source = tokio::spawn(source.run(tx, draining.clone(), stop_source.clone()));
+        let state = Arc::new(http::HttpState {
+            registry,
+            metrics,
+            health,
+            db: http::DbProbe::new(config.postgres.clone()),
+        });
+        let http = tokio::spawn(http::serve(listener, state, stop_http.clone()));
+
+        Ok(Bridge {
+            http_addr,
+            shutdown_timeout: config.shutdown_timeout,
+            client,
+            draining,
+            stop_source,
+            stop_http,
+            source,
+            writer,
+            fatal,
+            http,
+        })
+    }
+
+    /// Address of the HTTP endpoint (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Resolves with the reason if the bridge hits an error it cannot
+    /// recover from (e.g. the database refuses the login or a migration
+    /// fails); never resolves otherwise.
+    pub async fn failed(&mut self) -> String {
+        loop {
+            if let Some(why) = self.fatal.borrow_and_update().clone() {
+                return why;
+            }
+            if self.fatal.changed().await.is_err() {
+                // Writer gone without a fatal error (it only returns at
+                // shutdown): nothing more will be reported.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Graceful shutdown; see [`run`].
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        self.draining.cancel();
+        let mut clean = true;
+        match tokio::time::timeout_at(deadline, &mut self.writer).await {
+            Ok(_) => {
+                // Acks queued by the writer go out before the DISCONNECT.
+                let disconnect = tokio::time::timeout_at(deadline, self.client.disconnect()).await;
+                if !matches!(disconnect, Ok(Ok(()))) {
+                    self.stop_source.cancel();
+                }
+                if tokio::time::timeout_at(deadline, &mut self.source)
+                    .await
+                    .is_err()
+                {
+                    clean = false;
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "The current batch could not be committed before the shutdown deadline; \
+                     the broker will redeliver it."
+                );
+                clean = false;
+                self.writer.abort();
+            }
+        }
+        self.stop_source.cancel();
+        self.source.abort();
+        self.stop_http.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.http).await;
+        self.http.abort();
+        if clean {
+            tracing::info!("Stopped.");
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "shutdown took longer than {:?}; unacknowledged messages will be redelivered",
+                self.shutdown_timeout
+            )
+        }
+    }
+
+    /// Stops every task at once without committing, acking or
+    /// disconnecting, as a crash would (for tests).
+    pub fn kill(self) {
+        self.writer.abort();
+        self.source.abort();
+        self.http.abort();
+    }
+}

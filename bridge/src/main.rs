@@ -1,0 +1,123 @@
+//! `sitewatch-bridge`: parses arguments and hands over to the library.
+//!
+//! ```text
+//! sitewatch-bridge --config /etc/sitewatch/bridge.toml          # run
+//! sitewatch-bridge check --config /etc/sitewatch/bridge.toml    # validate only
+//! sitewatch-bridge migrate --config /etc/sitewatch/bridge.toml  # schema only
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sitewatch_bridge::Config;
+
+/// Central consumer: sitewatch MQTT topics into PostgreSQL.
+#[derive(Parser)]
+#[command(name = "sitewatch-bridge", version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the configuration and print every problem; opens no socket.
+    Check,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let Some(path) = args.config else {
+        eprintln!("sitewatch-bridge: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "sitewatch-bridge: {} problem(s) in the configuration",
+                problems.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Check) = args.command {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sitewatch-bridge")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(err = %e, "Cannot start the async runtime.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Some(Command::Migrate) => {
+                let report = sitewatch_bridge::migrate_only(&config).await?;
+                tracing::info!(applied = ?report.applied, current = report.current, "Schema is up to date.");
+                Ok(())
+            }
+            _ => sitewatch_bridge::run(config, shutdown_signal()).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(err = %format!("{e:#}"), "sitewatch-bridge failed.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("Second signal: exiting without finishing the current batch.");
+        std::process::exit(130);
+    });
+}

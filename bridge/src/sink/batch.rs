@@ -1,0 +1,207 @@
+//! Decoding a batch of raw MQTT messages into rows to store.
+//!
+//! Pure; no I/O. [`prepare`] turns every input message into either a
+//! [`Decoded`] message or a [`Rejection`], keeping receive order. The
+//! PostgreSQL sink then turns these into column arrays.
+//!
+//! Value conversions (documented here because they are part of the
+//! schema's contract):
+//! * unsigned 64-bit wire values above `i64::MAX` are clamped to
+//!   `i64::MAX` ([`clamp_i64`]), 32-bit ones above `i32::MAX` to
+//!   `i32::MAX` ([`clamp_i32`]);
+//! * agent timestamps after 9999-12-31 are clamped to that instant
+//!   ([`clamp_ts_ms`]), so that no timestamp can overflow PostgreSQL;
+//! * NUL characters, which PostgreSQL `text` cannot hold, are replaced by
+//!   U+FFFD in the topic and detail of a rejection ([`sanitize`]). In a
+//!   valid payload they make PostgreSQL refuse the row, and the message is
+//!   rejected as `db_error`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sitewatch_wire::{decode, Message};
+
+/// Most payload bytes kept in `rejected_messages.payload`.
+pub const REJECTED_PAYLOAD_CAP: usize = 64 * 1024;
+
+/// Most characters kept in `rejected_messages.detail` / `topic`.
+const TEXT_CAP: usize = 4096;
+
+/// 9999-12-31T23:59:59.999Z in Unix milliseconds.
+pub const MAX_TS_MS: u64 = 253_402_300_799_999;
+
+/// One message as received, borrowed from wherever the caller keeps it
+/// (the MQTT publish, or a benchmark's generated payloads).
+#[derive(Debug, Clone, Copy)]
+pub struct InMessage<'a> {
+    /// MQTT topic.
+    pub topic: &'a str,
+    /// Raw payload.
+    pub payload: &'a [u8],
+    /// Bridge clock at receipt.
+    pub received_at: SystemTime,
+    /// Whether the broker delivered it as a retained message (a replay of
+    /// the last status, not a live message): it then does not count as a
+    /// sign of life for `sites.last_seen`, nor for the lag metric.
+    pub retained: bool,
+}
+
+/// A message that decoded and validated.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Position in the batch (receive order).
+    pub index: usize,
+    /// The message.
+    pub msg: Message,
+    /// See [`InMessage::received_at`].
+    pub received_at: SystemTime,
+    /// See [`InMessage::retained`].
+    pub retained: bool,
+}
+
+/// A message to store in `rejected_messages`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// Position in the batch (receive order).
+    pub index: usize,
+    /// Bridge clock at receipt.
+    pub received_at: SystemTime,
+    /// Topic, sanitized.
+    pub topic: String,
+    /// Stable code: a `DecodeError::reason()` or `db_error`.
+    pub reason: &'static str,
+    /// Human-readable explanation, sanitized.
+    pub detail: String,
+    /// First [`REJECTED_PAYLOAD_CAP`] bytes of the payload.
+    pub payload: Vec<u8>,
+    /// Full payload length.
+    pub payload_len: i32,
+}
+
+impl Rejection {
+    /// Builds a rejection for `m` (at position `index`).
+    pub fn new(index: usize, m: &InMessage<'_>, reason: &'static str, detail: &str) -> Rejection {
+        let keep = m.payload.len().min(REJECTED_PAYLOAD_CAP);
+        Rejection {
+            index,
+            received_at: m.received_at,
+            topic: sanitize(m.topic),
+            reason,
+            detail: sanitize(detail),
+            payload: m.payload[..keep].to_vec(),
+            payload_len: clamp_i32(u64::try_from(m.payload.len()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// Decodes every message; valid ones and rejections keep receive order.
+pub fn prepare(msgs: &[InMessage<'_>]) -> (Vec<Decoded>, Vec<Rejection>) {
+    let mut decoded = Vec::with_capacity(msgs.len());
+    let mut rejected = Vec::new();
+    for (index, m) in msgs.iter().enumerate() {
+        match decode(m.topic, m.payload) {
+            Ok(msg) => decoded.push(Decoded {
+                index,
+                msg,
+                received_at: m.received_at,
+                retained: m.retained,
+            }),
+            Err(e) => rejected.push(Rejection::new(index, m, e.reason(), &e.to_string())),
+        }
+    }
+    (decoded, rejected)
+}
+
+/// Replaces NUL (which PostgreSQL text cannot hold) and caps the length.
+pub fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(TEXT_CAP)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect();
+    if s.chars().nth(TEXT_CAP).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `u64` → `bigint`, clamping values above `i64::MAX`.
+pub fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `u64`/`u32` → `integer`, clamping values above `i32::MAX`.
+pub fn clamp_i32(v: u64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// Agent timestamp, clamped to [`MAX_TS_MS`].
+pub fn clamp_ts_ms(ms: u64) -> u64 {
+    ms.min(MAX_TS_MS)
+}
+
+/// Agent timestamp (Unix ms) as a `SystemTime`, clamped.
+pub fn agent_time(ms: u64) -> SystemTime {
+    // Cannot overflow: MAX_TS_MS is far below SystemTime's range.
+    UNIX_EPOCH + Duration::from_millis(clamp_ts_ms(ms))
+}
+
+/// A `timestamptz` read back from PostgreSQL as Unix ms (0 before 1970).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sitewatch_wire::golden;
+
+    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> InMessage<'a> {
+        InMessage {
+            topic,
+            payload,
+            received_at: UNIX_EPOCH,
+            retained: false,
+        }
+    }
+
+    #[test]
+    fn golden_vectors_sort_into_valid_and_rejected() {
+        let (big_topic, big) = golden::too_large();
+        let mut msgs: Vec<InMessage<'_>> = golden::VALID
+            .iter()
+            .map(|v| msg(v.topic, v.payload))
+            .collect();
+        msgs.extend(golden::INVALID.iter().map(|v| msg(v.topic, v.payload)));
+        msgs.push(msg(big_topic, &big));
+        let (ok, bad) = prepare(&msgs);
+        assert_eq!(ok.len(), golden::VALID.len());
+        let reasons: Vec<&str> = bad.iter().map(|r| r.reason).collect();
+        let mut expected: Vec<&str> = golden::INVALID.iter().map(|v| v.reason).collect();
+        expected.push("too_large");
+        assert_eq!(reasons, expected);
+        // Receive order is kept.
+        assert!(ok.windows(2).all(|w| w[0].index < w[1].index));
+        let last = bad.last().expect("too_large");
+        assert_eq!(last.payload.len(), REJECTED_PAYLOAD_CAP);
+        assert_eq!(last.payload_len as usize, big.len());
+    }
+
+    #[test]
+    fn sanitize_removes_nul_and_caps() {
+        assert_eq!(sanitize("a\0b"), "a\u{FFFD}b");
+        let long = "x".repeat(TEXT_CAP + 10);
+        assert_eq!(sanitize(&long).chars().count(), TEXT_CAP + 1);
+        assert_eq!(sanitize("short"), "short");
+    }
+
+    #[test]
+    fn clamps() {
+        assert_eq!(clamp_i64(u64::MAX), i64::MAX);
+        assert_eq!(clamp_i64(5), 5);
+        assert_eq!(clamp_i32(u64::from(u32::MAX)), i32::MAX);
+        assert_eq!(unix_ms(agent_time(u64::MAX)), MAX_TS_MS);
+        assert_eq!(unix_ms(agent_time(1_764_284_400_000)), 1_764_284_400_000);
+    }
+}

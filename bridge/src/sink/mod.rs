@@ -1,0 +1,15 @@
+//! Where messages go: PostgreSQL.
+//!
+//! * [`batch`]: pure decoding of raw messages into rows and rejections;
+//! * [`state`]: the pure site-state rule for status messages;
+//! * [`classify`]: which database errors are retried;
+//! * [`migrations`]: the embedded, versioned schema;
+//! * [`postgres`]: the I/O — one transaction per batch.
+//!
+//! Nothing here knows about MQTT; the writer hands in [`batch::InMessage`]s.
+
+pub mod batch;
+pub mod classify;
+pub mod migrations;
+pub mod postgres;
+pub mod state;

@@ -1,0 +1,268 @@
+//! MQTT source: one persistent MQTT 5 session, messages into a bounded
+//! channel.
+//!
+//! Session: clean start off, a session expiry > 0, a stable client id, and
+//! manual acknowledgements, so that a message is acknowledged only after
+//! the writer has committed it, and the broker keeps (and redelivers)
+//! whatever was not acknowledged while the bridge was away.
+//!
+//! Flow control: the MQTT Receive Maximum is the batch size, so a broker
+//! that keeps to it never has more than one batch of unacknowledged
+//! messages in flight to us, and the channel to the writer (two batches)
+//! never fills: the poll loop never waits, and keep-alives flow while the
+//! writer waits for the database. mosquitto 2.0.11 does not keep to it
+//! strictly (seen: 100 in flight with a maximum of 50); if the channel
+//! does fill, the poll loop waits for room and the broker holds the rest.
+//! Nothing is dropped and no queue is unbounded. The cost of waiting: a
+//! database outage longer than 1.5 keep-alives can then make the broker
+//! drop the connection; the unacknowledged messages are redelivered on the
+//! next connection and stored once.
+//!
+//! rumqttc pitfalls handled here:
+//! * the event loop is polled in its own task which never awaits a client
+//!   request (ack/subscribe) itself (rumqtt#1025 freeze): subscriptions are
+//!   sent from a short-lived task;
+//! * subscriptions are sent again on every ConnAck (rumqtt#250);
+//! * `set_max_packet_size(Some(..))` well above the wire limit, so that an
+//!   oversize payload arrives and is rejected as `too_large` rather than
+//!   breaking the connection (rumqtt#1018: `None` is ignored);
+//! * every message carries the generation of the connection it arrived
+//!   on ([`Received`]), and the writer does not ack messages from an
+//!   earlier connection: a packet id is only meaningful on its own
+//!   connection (after a lost session the same id may name a different
+//!   message), and the broker redelivers those messages on the new
+//!   connection anyway, where they are stored as duplicates and acked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::Outgoing;
+use sitewatch_mqtt::Backoff;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::{KindLabel, Metrics};
+
+/// Largest MQTT packet we accept: well above
+/// [`sitewatch_wire::MAX_PAYLOAD_BYTES`], so oversize payloads up to this
+/// size are received and rejected as `too_large`. The broker silently
+/// drops larger ones for us (MQTT 5 Maximum Packet Size).
+pub const MAX_PACKET_BYTES: u32 = 1024 * 1024;
+
+/// One message handed to the writer.
+#[derive(Debug)]
+pub struct Received {
+    /// The publish, needed to acknowledge it.
+    pub publish: Publish,
+    /// Connection generation it arrived on (see [`Source::generation`]).
+    pub generation: u64,
+    /// Bridge clock at receipt.
+    pub received_at: SystemTime,
+}
+
+/// The MQTT side of the bridge.
+pub struct Source {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    filter: String,
+    generation: Arc<AtomicU64>,
+    health: Arc<Health>,
+    metrics: Metrics,
+}
+
+impl Source {
+    /// Builds the client (no I/O yet).
+    pub fn new(config: &Config, health: Arc<Health>, metrics: Metrics) -> anyhow::Result<Source> {
+        let url = config.mqtt.url().context("reading the broker URL")?;
+        let mut opts = MqttOptions::new(config.client_id.clone(), url.host.clone(), url.port);
+        opts.set_transport(
+            config
+                .mqtt
+                .transport()
+                .context("setting up the broker transport")?,
+        );
+        if let Some((user, pass)) = config
+            .mqtt
+            .credentials()
+            .context("reading broker credentials")?
+        {
+            opts.set_credentials(user, pass);
+        }
+        // rumqttc asserts a keep-alive of at least 5 s.
+        opts.set_keep_alive(Duration::from_secs(u64::from(
+            config.mqtt.keep_alive_secs.max(5),
+        )));
+        opts.set_clean_start(false);
+        opts.set_session_expiry_interval(Some(
+            u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
+        ));
+        opts.set_manual_acks(true);
+        opts.set_receive_maximum(Some(
+            u16::try_from(config.batch_max_messages).unwrap_or(u16::MAX),
+        ));
+        opts.set_max_packet_size(Some(MAX_PACKET_BYTES));
+        opts.set_connection_timeout(10);
+        // Requests are acks (one per message), SUBSCRIBE and DISCONNECT.
+        // The writer never waits for room (it uses `try_ack`), so this
+        // only sets how many acks can be handed over at once.
+        let cap = 2 * config.batch_max_messages + 16;
+        let (client, eventloop) = AsyncClient::new(opts, cap);
+        Ok(Source {
+            client,
+            eventloop,
+            filter: config.filter.clone(),
+            generation: Arc::new(AtomicU64::new(0)),
+            health,
+            metrics,
+        })
+    }
+
+    /// A handle for acks and for disconnecting.
+    pub fn client(&self) -> AsyncClient {
+        self.client.clone()
+    }
+
+    /// Connection counter, incremented on every ConnAck. The writer acks a
+    /// message only if it is still equal to [`Received::generation`].
+    pub fn generation(&self) -> Arc<AtomicU64> {
+        self.generation.clone()
+    }
+
+    /// Polls the event loop until `stop` is cancelled, the graceful
+    /// DISCONNECT has been sent, or (once `draining` is cancelled) the
+    /// connection fails. Messages go into `tx`; once the writer closes
+    /// the channel they are no longer forwarded (and, unacknowledged, are
+    /// redelivered to the next session).
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<Received>,
+        draining: CancellationToken,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                ev = self.eventloop.poll() => ev,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                    backoff.reset();
+                    if ack.session_present {
+                        tracing::info!(generation, "Connected to the broker; session resumed.");
+                    } else {
+                        tracing::info!(
+                            generation,
+                            "Connected to the broker with a new session (first start, or the \
+                             old session expired: messages published meanwhile were not kept)."
+                        );
+                    }
+                    self.health.set_mqtt_down("connected, waiting for SUBACK");
+                    self.subscribe();
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused: Vec<_> = ack
+                        .return_codes
+                        .iter()
+                        .filter(|c| {
+                            !matches!(
+                                c,
+                                rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
+                            )
+                        })
+                        .collect();
+                    if refused.is_empty() {
+                        tracing::info!(filter = %self.filter, "Subscribed.");
+                        self.health.set_mqtt_ready();
+                        self.metrics.mqtt_connected.set(1);
+                    } else {
+                        let why = format!(
+                            "broker refused subscription to {}: {refused:?}",
+                            self.filter
+                        );
+                        tracing::error!(filter = %self.filter, codes = ?refused, "Broker refused the subscription.");
+                        self.health.set_mqtt_down(why);
+                        self.metrics.mqtt_connected.set(0);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let topic = String::from_utf8_lossy(&publish.topic);
+                    let kind = Metrics::kind_of(&topic);
+                    self.metrics
+                        .messages_received
+                        .get_or_create(&KindLabel { kind })
+                        .inc();
+                    let item = Received {
+                        publish,
+                        generation: self.generation.load(Ordering::Acquire),
+                        received_at: SystemTime::now(),
+                    };
+                    if !tx.is_closed() {
+                        let sent = tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => break,
+                            r = tx.send(item) => r.is_ok(),
+                        };
+                        if !sent {
+                            tracing::debug!("Writer closed; message left for redelivery.");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                    tracing::warn!(reason = ?d.reason_code, "The broker closed the session.");
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    tracing::info!("Disconnected from the broker.");
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.health.set_mqtt_down(format!("broker connection: {e}"));
+                    self.metrics.mqtt_connected.set(0);
+                    if draining.is_cancelled() {
+                        break;
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(err = %e, retry_in = ?delay, "Broker connection failed.");
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break,
+                        _ = draining.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.health.set_mqtt_down("stopped");
+        self.metrics.mqtt_connected.set(0);
+    }
+
+    /// Sends SUBSCRIBE from a separate task, so the poll loop never waits
+    /// on the request channel it is the only one to drain.
+    fn subscribe(&self) {
+        let client = self.client.clone();
+        let filter = Filter {
+            path: self.filter.clone(),
+            qos: QoS::AtLeastOnce,
+            nolocal: false,
+            preserve_retain: false,
+            // A resumed session keeps its subscription: do not replay
+            // every retained status on each reconnect.
+            retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = client.subscribe_many([filter]).await {
+                tracing::warn!(err = %e, "Could not queue SUBSCRIBE.");
+            }
+        });
+    }
+}

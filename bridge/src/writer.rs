@@ -1,0 +1,316 @@
+//! The writer: batches received messages, stores each batch in one
+//! transaction, and acknowledges it to the broker only after commit.
+//!
+//! Loop: wait for a first message, collect up to `batch.max_messages` or
+//! until `batch.max_wait_ms` has passed, decode, write. A failed write is
+//! retried with the *same* batch (with backoff and a fresh connection)
+//! until it succeeds; meanwhile nothing is acknowledged, the channel fills
+//! and the broker holds the rest (backpressure, never dropping). Poison
+//! messages cannot block it: the sink isolates and rejects them.
+//!
+//! Acknowledgements go out in receive order, and only for messages that
+//! arrived on the current broker connection (see
+//! [`crate::source::Received::generation`]); older ones are redelivered by
+//! the broker and then stored as duplicates (no new rows) and acked.
+//!
+//! The writer never *waits* to hand an ack to rumqttc: acks go through
+//! `try_ack` from an in-order queue that is retried every few
+//! milliseconds. Awaiting `ack()` can deadlock: the request channel is
+//! drained only by the poll task, which may itself be waiting for room in
+//! our channel (brokers do not always keep to the Receive Maximum:
+//! mosquitto 2.0.11 was seen with more unacknowledged messages in flight
+//! to us than it allows; see the test
+//! `sustained_load_does_not_deadlock`). The queue holds only
+//! committed messages not yet acked, so it is bounded by what the broker
+//! has in flight to us.
+//!
+//! Shutdown: when `shutdown` is cancelled the writer closes the channel,
+//! commits and acks what it has and what was already queued, and returns.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
+use sitewatch_mqtt::Backoff;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::metrics::{Metrics, ReasonLabel, TableLabel};
+use crate::sink::batch::{agent_time, InMessage};
+use crate::sink::postgres::{BatchOutcome, ConnectError, PgSink, Prepared};
+use crate::source::Received;
+
+/// The writer task's state.
+pub struct Writer {
+    /// Where batches go.
+    pub(crate) sink: PgSink,
+    /// Messages from the source.
+    pub(crate) rx: mpsc::Receiver<Received>,
+    /// For acknowledgements.
+    pub(crate) client: AsyncClient,
+    /// Current connection generation (from the source).
+    pub(crate) generation: Arc<AtomicU64>,
+    /// Most messages per batch.
+    pub(crate) max_messages: usize,
+    /// Longest wait for a batch to fill.
+    pub(crate) max_wait: Duration,
+    /// Shared health flags.
+    pub(crate) health: Arc<Health>,
+    /// Metrics.
+    pub(crate) metrics: Metrics,
+    /// Where a fatal error is reported (the bridge then stops).
+    pub(crate) fatal: tokio::sync::watch::Sender<Option<String>>,
+    /// Committed messages whose ack is not yet handed to rumqttc, in
+    /// receive order.
+    pub(crate) pending_acks: VecDeque<Received>,
+}
+
+/// What [`Writer::next_batch`] found.
+enum Next {
+    /// A batch is in the buffer.
+    Batch,
+    /// Nothing yet, but acks are pending: flush them and come back.
+    Tick,
+    /// Channel closed and empty: done.
+    Done,
+}
+
+/// How often pending acks are retried while the writer is idle.
+const ACK_RETRY: Duration = Duration::from_millis(5);
+
+/// Longest the writer tries to hand over its last acks at shutdown.
+const FINAL_ACK_WAIT: Duration = Duration::from_secs(2);
+
+impl Writer {
+    /// Runs until shutdown (after the last batch is committed and acked)
+    /// or until the source goes away.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        // Connect and migrate before taking messages; they wait in the
+        // broker meanwhile.
+        loop {
+            match self.sink.connect().await {
+                Ok(report) => {
+                    let schema = report.current;
+                    tracing::info!(db = self.sink.display(), schema, "Database ready.");
+                    self.metrics.db_up.set(1);
+                    self.health.set_writes_ok();
+                    break;
+                }
+                Err(ConnectError::Fatal(e)) => {
+                    let err = format!("{e:#}");
+                    self.metrics.db_errors.inc();
+                    self.metrics.db_up.set(0);
+                    self.health.set_writes_failing(err.clone());
+                    tracing::error!(%err, "Database unusable; stopping.");
+                    let _ = self.fatal.send(Some(err));
+                    return;
+                }
+                Err(ConnectError::Transient(e)) => {
+                    let err = format!("{e:#}");
+                    self.metrics.db_errors.inc();
+                    self.metrics.db_up.set(0);
+                    self.health.set_writes_failing(err.clone());
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%err, retry_in = ?delay, "Database not reachable yet.");
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+
+        let mut buf: Vec<Received> = Vec::with_capacity(self.max_messages);
+        let mut closing = false;
+        loop {
+            self.flush_acks();
+            buf.clear();
+            match self.next_batch(&mut buf, &shutdown, &mut closing).await {
+                Next::Batch => self.process(&mut buf).await,
+                Next::Tick => {}
+                Next::Done => break,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + FINAL_ACK_WAIT;
+        while self.flush_acks() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(ACK_RETRY).await;
+        }
+        if !self.pending_acks.is_empty() {
+            tracing::warn!(
+                unacked = self.pending_acks.len(),
+                "Could not hand over every ack before stopping; the broker redelivers those."
+            );
+        }
+        tracing::debug!("Writer finished.");
+    }
+
+    /// Fills `buf` with the next batch.
+    async fn next_batch(
+        &mut self,
+        buf: &mut Vec<Received>,
+        shutdown: &CancellationToken,
+        closing: &mut bool,
+    ) -> Next {
+        let max = self.max_messages;
+        let acks_pending = !self.pending_acks.is_empty();
+        // First message: wait as long as it takes (but come back soon to
+        // retry pending acks).
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !*closing => {
+                    *closing = true;
+                    // Senders fail from now on; queued messages stay
+                    // readable and are written below.
+                    self.rx.close();
+                }
+                n = self.rx.recv_many(buf, max) => {
+                    if n == 0 {
+                        return Next::Done;
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(ACK_RETRY), if acks_pending => return Next::Tick,
+            }
+        }
+        // Then fill up until the deadline.
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        while buf.len() < max {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !*closing => {
+                    *closing = true;
+                    self.rx.close();
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                n = self.rx.recv_many(buf, max - buf.len()) => {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        Next::Batch
+    }
+
+    /// Hands pending acks to rumqttc in order, without waiting; drops
+    /// those from an earlier connection. Returns how many remain.
+    fn flush_acks(&mut self) -> usize {
+        let current = self.generation.load(Ordering::Acquire);
+        let mut stale = 0usize;
+        while let Some(r) = self.pending_acks.front() {
+            if r.generation != current {
+                stale += 1;
+                self.pending_acks.pop_front();
+                continue;
+            }
+            // Fails when the request channel is full (the poll task
+            // drains it) or gone (stopping): keep the ack and retry.
+            if self.client.try_ack(&r.publish).is_err() {
+                break;
+            }
+            self.metrics.acked.inc();
+            self.pending_acks.pop_front();
+        }
+        if stale > 0 {
+            tracing::info!(
+                stale,
+                "Messages from an earlier broker connection were stored but not acked; \
+                 the broker redelivers them."
+            );
+        }
+        self.pending_acks.len()
+    }
+
+    /// Stores one batch (retrying until it is stored), then queues its
+    /// acks (the buffer is left empty).
+    async fn process(&mut self, batch: &mut Vec<Received>) {
+        self.store(batch).await;
+        self.pending_acks
+            .extend(batch.drain(..).filter(|r| r.publish.qos != QoS::AtMostOnce));
+        self.flush_acks();
+    }
+
+    /// Stores one batch, retrying until it is stored.
+    async fn store(&mut self, batch: &[Received]) {
+        let topics: Vec<Cow<'_, str>> = batch
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.publish.topic))
+            .collect();
+        let msgs: Vec<InMessage<'_>> = batch
+            .iter()
+            .zip(&topics)
+            .map(|(r, topic)| InMessage {
+                topic,
+                payload: &r.publish.payload,
+                received_at: r.received_at,
+                retained: r.publish.retain,
+            })
+            .collect();
+        let prepared = Prepared::new(&msgs);
+        for d in prepared.decoded.iter().filter(|d| !d.retained) {
+            let lag = d
+                .received_at
+                .duration_since(agent_time(d.msg.ts()))
+                .unwrap_or_default();
+            self.metrics.message_lag_seconds.observe(lag.as_secs_f64());
+        }
+
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut attempt = 0u32;
+        let outcome = loop {
+            attempt += 1;
+            match self.sink.write(&prepared).await {
+                Ok(outcome) => break outcome,
+                Err(e) => {
+                    let err = format!("{e:#}");
+                    self.metrics.db_errors.inc();
+                    self.metrics.db_up.set(0);
+                    self.health.set_writes_failing(err.clone());
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        %err, attempt, messages = batch.len(), retry_in = ?delay,
+                        "Batch not stored; will retry it (nothing acknowledged meanwhile)."
+                    );
+                    // No shutdown check: the batch is committed or the
+                    // shutdown deadline aborts this task.
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        self.metrics.db_up.set(1);
+        self.health.set_writes_ok();
+        self.record(&outcome);
+    }
+
+    fn record(&self, o: &BatchOutcome) {
+        let m = &self.metrics;
+        m.batches.inc();
+        m.batch_duration_seconds.observe(o.elapsed.as_secs_f64());
+        m.duplicates.inc_by(o.duplicates as u64);
+        for (table, rows) in o.rows.by_table() {
+            m.rows_written
+                .get_or_create(&TableLabel { table })
+                .inc_by(rows);
+        }
+        for &reason in &o.rejected {
+            m.rejected.get_or_create(&ReasonLabel { reason }).inc();
+        }
+        tracing::debug!(
+            messages = o.messages,
+            stored = o.stored,
+            duplicates = o.duplicates,
+            rejected = o.rejected.len(),
+            isolated = o.isolated,
+            elapsed = ?o.elapsed,
+            "Batch committed."
+        );
+    }
+}

@@ -1,0 +1,771 @@
+//! Integration tests: the bridge against a real mosquitto and a real
+//! PostgreSQL, each private to its test (see `sitewatch-testkit`).
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sitewatch_wire::golden;
+use util::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Every golden valid vector is stored, and the site state follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_vectors_are_stored() {
+    let env = Env::start();
+    let bridge = start_bridge(env.config("bridge-valid", "")).await;
+    let addr = bridge.http_addr();
+
+    let msgs: Vec<Msg> = golden::VALID
+        .iter()
+        .map(|v| Msg {
+            topic: v.topic.to_owned(),
+            payload: v.payload.to_vec(),
+            retain: v.retain,
+        })
+        .collect();
+    publish_all(&env.broker.url(), &msgs).await;
+
+    eventually(WAIT, "all valid vectors stored", || {
+        env.try_count("SELECT count(*) FROM boots WHERE received = 4") == Some(1)
+    })
+    .await;
+    assert_eq!(env.count("SELECT count(*) FROM status_events"), 3);
+    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 1);
+    assert_eq!(env.count("SELECT count(*) FROM disk_usage"), 3);
+    assert_eq!(env.count("SELECT count(*) FROM rejected_messages"), 0);
+    // online (s1) then shutdown (s1) apply; the Last Will of s1 arrives
+    // after the clean shutdown of the same session and is ignored.
+    assert_eq!(
+        env.sql("SELECT state, reason, boot, session, agent_version, heartbeat_secs, last_seq FROM sites"),
+        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|4"
+    );
+    assert_eq!(
+        env.sql("SELECT seq, state, applied FROM status_events ORDER BY seq"),
+        "0|offline|f\n1|online|t\n4|offline|t"
+    );
+    assert_eq!(
+        env.sql("SELECT max_seq, received, missing FROM boot_gaps"),
+        "4|4|0"
+    );
+    assert_eq!(
+        env.sql("SELECT uptime_secs, load1, load15, counters->>'published' FROM heartbeats"),
+        "86400|0.25|1.125|2"
+    );
+    assert_eq!(
+        env.sql(
+            "SELECT site, effective_state, agent_version, disk_max_used_pct, \
+             disk_fullest_path, disk_failed_mounts, missing_messages FROM fleet"
+        ),
+        "lokasi1|offline|0.1.0|99.01|/srv/recordings|1|0"
+    );
+    assert_eq!(
+        env.sql("SELECT error FROM disk_usage WHERE path LIKE '/mnt/usb%'"),
+        "not_mounted"
+    );
+
+    let (code, body) = http_get(addr, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    let m = |s: &str| metric_in(&body, s);
+    assert_eq!(
+        m("sitewatch_bridge_messages_received_total{kind=\"status\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        m("sitewatch_bridge_rows_written_total{table=\"heartbeats\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        m("sitewatch_bridge_rows_written_total{table=\"disk_usage\"}"),
+        Some(3.0)
+    );
+    assert_eq!(m("sitewatch_bridge_acked_total"), Some(5.0));
+    assert_eq!(m("sitewatch_bridge_duplicates_total"), Some(0.0));
+    assert_eq!(m("sitewatch_bridge_mqtt_connected"), Some(1.0));
+    assert!(
+        body.contains("sitewatch_bridge_message_lag_seconds_count 5"),
+        "{body}"
+    );
+    bridge.stop().await.expect("graceful stop");
+}
+
+/// Every invalid vector, an oversize payload and a payload PostgreSQL
+/// refuses each become one `rejected_messages` row with the expected
+/// reason; they are acknowledged (not redelivered after a restart) and
+/// counted, and the good messages around them are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_stored_acked_and_counted() {
+    let env = Env::start();
+    let config = || env.config("bridge-reject", "");
+    let bridge = start_bridge(config()).await;
+    let addr = bridge.http_addr();
+
+    let mut msgs: Vec<Msg> = golden::INVALID
+        .iter()
+        .map(|v| Msg::new(v.topic, v.payload))
+        .collect();
+    let (big_topic, big) = golden::too_large();
+    msgs.push(Msg::new(big_topic, big.clone()));
+    // Valid for the decoder, refused by PostgreSQL (NUL in text): isolated
+    // and rejected as db_error, its neighbours stored.
+    msgs.push(heartbeat("lokasi1", "b1", 1));
+    msgs.push(heartbeat_with("lokasi1", "b1", 2, "bad\u{0}version"));
+    msgs.push(heartbeat("lokasi1", "b1", 3));
+    publish_all(&env.broker.url(), &msgs).await;
+
+    let expected_rejections = golden::INVALID.len() + 2;
+    eventually(WAIT, "every rejection stored", || {
+        env.try_count("SELECT count(*) FROM rejected_messages") == Some(expected_rejections as i64)
+    })
+    .await;
+    eventually(WAIT, "good heartbeats stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(2)
+    })
+    .await;
+
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for v in golden::INVALID {
+        *want.entry(v.reason.to_owned()).or_default() += 1;
+    }
+    *want.entry("too_large".into()).or_default() += 1;
+    *want.entry("db_error".into()).or_default() += 1;
+    let got: BTreeMap<String, i64> = env
+        .sql("SELECT reason, count(*) FROM rejected_messages GROUP BY reason")
+        .lines()
+        .map(|l| {
+            let (r, n) = l.split_once('|').expect("row");
+            (r.to_owned(), n.parse().expect("count"))
+        })
+        .collect();
+    assert_eq!(got, want);
+    // Every reason of the wire contract, plus db_error, was exercised.
+    for reason in sitewatch_wire::DecodeError::REASONS {
+        assert!(got.contains_key(reason), "reason {reason} not exercised");
+    }
+    assert_eq!(
+        env.sql(
+            "SELECT topic, payload_len, length(payload) FROM rejected_messages \
+             WHERE reason = 'too_large'"
+        ),
+        format!("sitewatch/v1/lokasi1/heartbeat|{}|65536", big.len())
+    );
+    assert_eq!(
+        env.sql("SELECT topic FROM rejected_messages WHERE reason = 'site_mismatch'"),
+        "sitewatch/v1/lokasi2/heartbeat"
+    );
+    let db_error = env.sql("SELECT detail FROM rejected_messages WHERE reason = 'db_error'");
+    assert!(db_error.starts_with("22"), "{db_error}");
+    assert_eq!(env.sql("SELECT seq FROM heartbeats ORDER BY seq"), "1\n3");
+    // boots counts only stored messages: seq 2 is missing.
+    assert_eq!(
+        env.sql("SELECT max_seq, received, missing FROM boot_gaps"),
+        "3|2|1"
+    );
+
+    let body = http_get(addr, "/metrics").expect("metrics").1;
+    for (reason, n) in &want {
+        let series = format!("sitewatch_bridge_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric_in(&body, &series), Some(*n as f64), "{series}");
+    }
+    assert_eq!(
+        metric_in(&body, "sitewatch_bridge_acked_total"),
+        Some(msgs.len() as f64)
+    );
+
+    // Restart with the same session: nothing is redelivered. A sentinel
+    // published after the restart arrives after any redelivery would.
+    bridge.stop().await.expect("graceful stop");
+    let bridge = start_bridge(config()).await;
+    publish_all(&env.broker.url(), &[heartbeat("lokasi1", "b1", 4)]).await;
+    eventually(WAIT, "sentinel stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats WHERE seq = 4") == Some(1)
+    })
+    .await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM rejected_messages"),
+        expected_rejections as i64
+    );
+    assert_eq!(
+        metric(
+            bridge.http_addr(),
+            "sitewatch_bridge_messages_received_total{kind=\"other\"}"
+        ),
+        Some(0.0)
+    );
+    bridge.stop().await.expect("graceful stop");
+}
+
+/// The same message twice (same site, boot, seq) is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_message_is_stored_once() {
+    let env = Env::start();
+    let bridge = start_bridge(env.config("bridge-dup", "")).await;
+    let hb = heartbeat("site-a", "b1", 7);
+    publish_all(&env.broker.url(), &[hb.clone(), hb.clone()]).await;
+    // And once more in a later batch.
+    eventually(WAIT, "first copies processed", || {
+        metric(bridge.http_addr(), "sitewatch_bridge_acked_total") == Some(2.0)
+    })
+    .await;
+    publish_all(&env.broker.url(), &[hb]).await;
+    eventually(WAIT, "third copy processed", || {
+        metric(bridge.http_addr(), "sitewatch_bridge_acked_total") == Some(3.0)
+    })
+    .await;
+    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 1);
+    assert_eq!(env.sql("SELECT max_seq, received FROM boots"), "7|1");
+    assert_eq!(
+        metric(bridge.http_addr(), "sitewatch_bridge_duplicates_total"),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            bridge.http_addr(),
+            "sitewatch_bridge_rows_written_total{table=\"heartbeats\"}"
+        ),
+        Some(1.0)
+    );
+    bridge.stop().await.expect("graceful stop");
+}
+
+/// While PostgreSQL is down nothing is acknowledged and `/healthz` says
+/// 503;
+/// after it comes back every message is stored exactly once and
+/// `/healthz` is 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_blocks_then_stores_everything_once() {
+    let mut env = Env::start();
+    let config = env.config("bridge-outage", "[batch]\nmax_messages = 50\n");
+    let bridge = start_bridge(config).await;
+    let addr = bridge.http_addr();
+    let first: Vec<Msg> = (1..=100).map(|s| heartbeat("site-a", "b1", s)).collect();
+    publish_all(&env.broker.url(), &first).await;
+    eventually(WAIT, "first 100 stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(100)
+    })
+    .await;
+    let acked_before = metric(addr, "sitewatch_bridge_acked_total").expect("acked");
+    assert_eq!(acked_before, 100.0);
+
+    blocking(|| env.pg.stop()).expect("stop postgres");
+    let second: Vec<Msg> = (101..=300).map(|s| heartbeat("site-a", "b1", s)).collect();
+    publish_all(&env.broker.url(), &second).await;
+    eventually(WAIT, "/healthz 503 naming the database", || {
+        http_get(addr, "/healthz")
+            .is_some_and(|(code, body)| code == 503 && body.contains("database"))
+    })
+    .await;
+    eventually(WAIT, "writer retrying", || {
+        metric(addr, "sitewatch_bridge_db_errors_total").is_some_and(|n| n >= 2.0)
+    })
+    .await;
+    assert_eq!(metric(addr, "sitewatch_bridge_db_up"), Some(0.0));
+    // The broker connection stays up meanwhile.
+    assert_eq!(metric(addr, "sitewatch_bridge_mqtt_connected"), Some(1.0));
+    assert_eq!(
+        metric(addr, "sitewatch_bridge_acked_total"),
+        Some(acked_before),
+        "nothing may be acknowledged while the database is down"
+    );
+
+    blocking(|| env.pg.restart()).expect("restart postgres");
+    eventually(WAIT, "all 300 stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(300)
+    })
+    .await;
+    assert_eq!(
+        env.sql("SELECT max_seq, received, missing FROM boot_gaps"),
+        "300|300|0"
+    );
+    eventually(WAIT, "/healthz 200 again", || {
+        http_get(addr, "/healthz").is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    eventually(WAIT, "all acked", || {
+        metric(addr, "sitewatch_bridge_acked_total") == Some(300.0)
+    })
+    .await;
+    assert_eq!(metric(addr, "sitewatch_bridge_db_up"), Some(1.0));
+    bridge.stop().await.expect("graceful stop");
+}
+
+/// A real redelivery of messages the bridge already committed: the
+/// broker restarts while the bridge holds an uncommitted batch, so the
+/// batch's acks are dropped (they belong to the old connection) and the
+/// broker redelivers it on the resumed session. Stored once; counted as
+/// duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_batch_after_broker_restart_is_stored_once() {
+    let mut env = Env::start();
+    let bridge = start_bridge(env.config("bridge-redeliver", "")).await;
+    let addr = bridge.http_addr();
+
+    blocking(|| env.pg.stop()).expect("stop postgres");
+    let msgs: Vec<Msg> = (1..=100).map(|s| heartbeat("site-r", "b1", s)).collect();
+    publish_all(&env.broker.url(), &msgs).await;
+    eventually(WAIT, "bridge holds all 100", || {
+        metric(
+            addr,
+            "sitewatch_bridge_messages_received_total{kind=\"heartbeat\"}",
+        ) == Some(100.0)
+    })
+    .await;
+    // Broker restart (persistence on): the session, with its 100
+    // unacknowledged messages, survives; the connection does not.
+    blocking(|| env.broker.restart()).expect("restart mosquitto");
+    eventually(WAIT, "bridge reconnected and got the redelivery", || {
+        metric(
+            addr,
+            "sitewatch_bridge_messages_received_total{kind=\"heartbeat\"}",
+        ) == Some(200.0)
+    })
+    .await;
+    blocking(|| env.pg.restart()).expect("restart postgres");
+    eventually(WAIT, "both copies processed", || {
+        metric(addr, "sitewatch_bridge_duplicates_total") == Some(100.0)
+    })
+    .await;
+    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 100);
+    assert_eq!(env.sql("SELECT max_seq, received FROM boots"), "100|100");
+    assert_eq!(
+        metric(
+            addr,
+            "sitewatch_bridge_rows_written_total{table=\"heartbeats\"}"
+        ),
+        Some(100.0)
+    );
+    // Only the redelivered copies (current connection) were acked.
+    assert_eq!(metric(addr, "sitewatch_bridge_acked_total"), Some(100.0));
+
+    // Nothing further is redelivered after another restart of the bridge.
+    bridge.stop().await.expect("graceful stop");
+    let bridge = start_bridge(env.config("bridge-redeliver", "")).await;
+    publish_all(&env.broker.url(), &[heartbeat("site-r", "b1", 101)]).await;
+    eventually(WAIT, "sentinel stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(101)
+    })
+    .await;
+    assert_eq!(
+        metric(
+            bridge.http_addr(),
+            "sitewatch_bridge_messages_received_total{kind=\"heartbeat\"}"
+        ),
+        Some(1.0)
+    );
+    bridge.stop().await.expect("graceful stop");
+}
+
+/// The real binary, killed with SIGKILL while it holds unacknowledged
+/// messages, and restarted with the same client id: the persistent
+/// session redelivers what was in flight and delivers what was published
+/// while it was down; everything is stored exactly once. SIGTERM then
+/// stops it with exit status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_binary_resumes_its_session() {
+    use sitewatch_testkit::ChildGuard;
+    let mut env = Env::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("bridge.toml");
+    let http_port = sitewatch_testkit::free_port();
+    let text = config_text(&env.broker.url(), &env.db_url, "bridge-bin", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{http_port}"));
+    std::fs::write(&config_path, text).expect("write config");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let spawn = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sitewatch-bridge"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info");
+        ChildGuard::spawn(&mut cmd).expect("spawn bridge")
+    };
+
+    let mut child = spawn();
+    eventually(WAIT, "binary healthy", || {
+        http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
+    })
+    .await;
+    blocking(|| env.pg.stop()).expect("stop postgres");
+    let first: Vec<Msg> = (1..=200).map(|s| heartbeat("site-k", "b1", s)).collect();
+    publish_all(&env.broker.url(), &first).await;
+    eventually(WAIT, "binary holds all 200", || {
+        metric(
+            addr,
+            "sitewatch_bridge_messages_received_total{kind=\"heartbeat\"}",
+        ) == Some(200.0)
+    })
+    .await;
+    blocking(|| child.signal(sitewatch_testkit::sig::KILL)).expect("SIGKILL");
+    blocking(|| child.wait_timeout(Duration::from_secs(5))).expect("killed");
+    // Published while no bridge is connected: queued in its session.
+    let second: Vec<Msg> = (201..=300).map(|s| heartbeat("site-k", "b1", s)).collect();
+    publish_all(&env.broker.url(), &second).await;
+    blocking(|| env.pg.restart()).expect("restart postgres");
+
+    let mut child = spawn();
+    eventually(WAIT, "all 300 stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(300)
+    })
+    .await;
+    assert_eq!(
+        env.sql("SELECT max_seq, received, missing FROM boot_gaps"),
+        "300|300|0"
+    );
+    eventually(WAIT, "all acked", || {
+        metric(addr, "sitewatch_bridge_acked_total") == Some(300.0)
+    })
+    .await;
+
+    blocking(|| child.signal(sitewatch_testkit::sig::TERM)).expect("SIGTERM");
+    let status = blocking(|| child.wait_timeout(Duration::from_secs(15))).expect("exits");
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        child.log_contents()
+    );
+}
+
+/// Late and out-of-order statuses do not overwrite a newer state; every
+/// status is recorded with whether it was applied. Exercised both within
+/// one batch and across batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_race_rules() {
+    let env = Env::start();
+    let bridge = start_bridge(env.config("bridge-race", "")).await;
+    let url = env.broker.url();
+    let t0 = 1_764_284_400_000u64;
+
+    // Batch 1 (one publish burst): birth of session 1, birth of session
+    // 2 (reconnect), then session 1's Last Will arriving late.
+    publish_all(
+        &url,
+        &[
+            status("r1", "boota", 1, 1, t0, "online"),
+            status("r1", "boota", 2, 5, t0 + 60_000, "online"),
+            status("r1", "boota", 1, 0, t0, "lost"),
+        ],
+    )
+    .await;
+    eventually(WAIT, "batch 1 stored", || {
+        env.try_count("SELECT count(*) FROM status_events") == Some(3)
+    })
+    .await;
+    assert_eq!(
+        env.sql("SELECT state, boot, session FROM sites"),
+        "online|boota|2"
+    );
+
+    // Across batches: the clean shutdown of session 2 applies; a second
+    // offline of the same session does not.
+    publish_all(
+        &url,
+        &[status("r1", "boota", 2, 9, t0 + 120_000, "shutdown")],
+    )
+    .await;
+    eventually(WAIT, "shutdown stored", || {
+        env.try_count("SELECT count(*) FROM status_events") == Some(4)
+    })
+    .await;
+    publish_all(&url, &[status("r1", "boota", 2, 0, t0 + 60_000, "lost")]).await;
+    eventually(WAIT, "second offline stored", || {
+        env.try_count("SELECT count(*) FROM status_events") == Some(5)
+    })
+    .await;
+    assert_eq!(
+        env.sql("SELECT state, reason, session FROM sites"),
+        "offline|shutdown|2"
+    );
+
+    // New boot: its birth (later agent clock) applies even with a lower
+    // session; then a Last Will of the old boot arrives late (ignored);
+    // then a boot whose clock is behind (no RTC) is ignored too.
+    publish_all(
+        &url,
+        &[
+            status("r1", "bootb", 1, 1, t0 + 600_000, "online"),
+            status("r1", "boota", 3, 0, t0 + 300_000, "lost"),
+        ],
+    )
+    .await;
+    eventually(WAIT, "new boot stored", || {
+        env.try_count("SELECT count(*) FROM status_events") == Some(7)
+    })
+    .await;
+    publish_all(
+        &url,
+        &[status("r1", "bootc", 1, 1, t0 - 86_400_000, "online")],
+    )
+    .await;
+    eventually(WAIT, "clock-behind boot stored", || {
+        env.try_count("SELECT count(*) FROM status_events") == Some(8)
+    })
+    .await;
+    assert_eq!(
+        env.sql("SELECT state, reason, boot, session FROM sites"),
+        "online||bootb|1"
+    );
+    let events = [
+        "boota|1|0|offline|f", // session 1's will, after session 2's birth
+        "boota|1|1|online|t",
+        "boota|2|0|offline|f", // second offline of session 2
+        "boota|2|5|online|t",
+        "boota|2|9|offline|t", // clean shutdown of session 2
+        "boota|3|0|offline|f", // old boot's will after the new boot's birth
+        "bootb|1|1|online|t",  // new boot, later clock
+        "bootc|1|1|online|f",  // new boot, clock behind
+    ];
+    assert_eq!(
+        env.sql(
+            "SELECT boot, session, seq, state, applied FROM status_events \
+             ORDER BY boot, session, seq"
+        ),
+        events.join("\n")
+    );
+    assert_eq!(env.sql("SELECT effective_state FROM fleet"), "online");
+    bridge.stop().await.expect("graceful stop");
+}
+
+/// Migrations can run again, and concurrently, without harm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_concurrency_safe() {
+    let env = Env::start();
+    let config = env.config("bridge-migrate", "");
+    let (a, b) = tokio::join!(
+        sitewatch_bridge::migrate_only(&config),
+        sitewatch_bridge::migrate_only(&config)
+    );
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    let mut applied = [a.applied.clone(), b.applied.clone()].concat();
+    applied.sort();
+    assert_eq!(applied, vec![1], "exactly one of the two applies version 1");
+    let again = sitewatch_bridge::migrate_only(&config)
+        .await
+        .expect("third");
+    assert!(again.applied.is_empty());
+    assert_eq!(again.current, 1);
+    assert_eq!(
+        env.sql("SELECT version, name FROM schema_migrations"),
+        "1|init"
+    );
+    // The schema works after all that.
+    let bridge = start_bridge(config).await;
+    publish_all(&env.broker.url(), &[heartbeat("m1", "b1", 1)]).await;
+    eventually(WAIT, "stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(1)
+    })
+    .await;
+    bridge.stop().await.expect("graceful stop");
+}
+
+/// Two bridges in one `$share` group split the messages and together
+/// store every one exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscription_splits_the_load() {
+    let env = Env::start();
+    let shared = "[consumer]\nshare_group = \"bridges\"\n[batch]\nmax_messages = 50\n";
+    let b1 = start_bridge(env.config("bridge-s1", shared)).await;
+    let b2 = start_bridge(env.config("bridge-s2", shared)).await;
+    let msgs: Vec<Msg> = (1..=100)
+        .flat_map(|seq| (0..4).map(move |s| heartbeat(&format!("site-{s}"), "b1", seq)))
+        .collect();
+    publish_all(&env.broker.url(), &msgs).await;
+    eventually(WAIT, "all 400 stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(400)
+    })
+    .await;
+    let got = |b: &sitewatch_bridge::Bridge| {
+        metric(
+            b.http_addr(),
+            "sitewatch_bridge_messages_received_total{kind=\"heartbeat\"}",
+        )
+        .expect("metric")
+    };
+    let (n1, n2) = (got(&b1), got(&b2));
+    assert_eq!(n1 + n2, 400.0, "each message went to exactly one bridge");
+    assert!(
+        n1 > 0.0 && n2 > 0.0,
+        "both bridges got a share: {n1} / {n2}"
+    );
+    assert_eq!(
+        env.sql("SELECT sum(received), sum(max_seq), count(*) FROM boots"),
+        "400|400|4"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM sites WHERE last_seq = 100"),
+        4
+    );
+    b1.stop().await.expect("stop 1");
+    b2.stop().await.expect("stop 2");
+}
+
+/// `check` prints every problem and exits 1 without opening a socket;
+/// a good file exits 0.
+#[test]
+fn check_reports_every_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[postgres]\nurl = \"postgresql://u@127.0.0.1:1/x\"\n\
+         [batch]\nmax_messages = 0\n[http]\nlisten = \"here\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitewatch-bridge"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .env_remove("SITEWATCH_POSTGRES_URL")
+        .env_remove("SITEWATCH_MQTT_URL")
+        .output()
+        .expect("run check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("batch.max_messages"), "{stderr}");
+    assert!(stderr.contains("http.listen"), "{stderr}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bridge.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitewatch-bridge"))
+        .args(["check", "--config", example])
+        .env_remove("SITEWATCH_POSTGRES_URL")
+        .env_remove("SITEWATCH_MQTT_URL")
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Regression: a fast stream of many small batches must not stall. The
+/// writer once awaited `ack()` while the poll task waited for room in the
+/// writer's channel (the broker had sent more than Receive Maximum), and
+/// both waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_load_does_not_deadlock() {
+    let env = Env::start();
+    let bridge = start_bridge(env.config("bridge-load", "[batch]\nmax_messages = 50\n")).await;
+    let msgs: Vec<Msg> = (1..=100)
+        .flat_map(|seq| (0..50).map(move |s| heartbeat(&format!("l{s}"), "b1", seq)))
+        .collect();
+    publish_all(&env.broker.url(), &msgs).await;
+    eventually(WAIT, "all 5000 stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(5000)
+    })
+    .await;
+    eventually(WAIT, "all 5000 acked", || {
+        metric(bridge.http_addr(), "sitewatch_bridge_acked_total") == Some(5000.0)
+    })
+    .await;
+    assert_eq!(
+        env.sql("SELECT sum(received), sum(max_seq) FROM boots"),
+        "5000|5000"
+    );
+    bridge.stop().await.expect("graceful stop");
+}
+
+/// Rough throughput numbers (not a pass/fail test): run with
+/// `cargo test -p sitewatch-bridge --release --test bridge throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn throughput_report() {
+    use sitewatch_bridge::sink::batch::InMessage;
+    use sitewatch_bridge::sink::postgres::{PgSink, Prepared};
+    use std::time::{Instant, SystemTime};
+
+    let env = Env::start();
+    let n_sites = 100u64;
+    let per_site = 200u64;
+    let msgs: Vec<Msg> = (1..=per_site)
+        .flat_map(|seq| (0..n_sites).map(move |s| heartbeat(&format!("s{s}"), "b1", seq)))
+        .collect();
+
+    // Sink alone, batches of 500.
+    let config = env.config("bench", "");
+    let mut sink = PgSink::new(config.postgres.clone());
+    sink.connect().await.expect("connect");
+    let now = SystemTime::now();
+    let started = Instant::now();
+    for chunk in msgs.chunks(500) {
+        let ins: Vec<InMessage<'_>> = chunk
+            .iter()
+            .map(|m| InMessage {
+                topic: &m.topic,
+                payload: &m.payload,
+                received_at: now,
+                retained: false,
+            })
+            .collect();
+        let prepared = Prepared::new(&ins);
+        sink.write(&prepared).await.expect("write");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "sink only: {} heartbeats in {secs:.2} s = {:.0} rows/s",
+        msgs.len(),
+        msgs.len() as f64 / secs
+    );
+    // Same again: all duplicates.
+    let started = Instant::now();
+    for chunk in msgs.chunks(500) {
+        let ins: Vec<InMessage<'_>> = chunk
+            .iter()
+            .map(|m| InMessage {
+                topic: &m.topic,
+                payload: &m.payload,
+                received_at: now,
+                retained: false,
+            })
+            .collect();
+        sink.write(&Prepared::new(&ins)).await.expect("write");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "sink only, all duplicates: {:.0} msgs/s",
+        msgs.len() as f64 / secs
+    );
+    env.sql("TRUNCATE heartbeats, boots, sites");
+
+    // End to end through mosquitto (publisher included).
+    let bridge = start_bridge(config).await;
+    let started = Instant::now();
+    publish_all(&env.broker.url(), &msgs).await;
+    let published = started.elapsed().as_secs_f64();
+    let total = msgs.len() as i64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.try_count("SELECT count(*) FROM heartbeats") != Some(total) {
+        if Instant::now() > deadline {
+            let m = http_get(bridge.http_addr(), "/metrics").map(|r| r.1);
+            panic!(
+                "not all stored: {:?} rows\n{}",
+                env.try_count("SELECT count(*) FROM heartbeats"),
+                m.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "end to end: {total} heartbeats in {secs:.2} s = {:.0} msgs/s (publishing took {published:.2} s)",
+        total as f64 / secs
+    );
+    bridge.stop().await.expect("stop");
+}
+
+/// A database that refuses for good (here: it does not exist) stops the
+/// bridge with an error naming it, instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_database_is_fatal() {
+    init_logs();
+    let env = Env::start();
+    let url = env.pg.database_url("no_such_db");
+    let config = config_for(&env.broker.url(), &url, "bridge-fatal", "");
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        sitewatch_bridge::run(config, std::future::pending()),
+    )
+    .await
+    .expect("run returns by itself");
+    let err = format!("{:#}", result.expect_err("must fail"));
+    assert!(err.contains("no_such_db"), "{err}");
+}
