@@ -21,7 +21,7 @@ impl fmt::Display for EncodeError {
     }
 }
 
-#[cfg(feature = "decode")]
+#[cfg(feature = "std")]
 impl std::error::Error for EncodeError {}
 
 /// Encodes `msg` as compact JSON into `buf`, returning the bytes written.

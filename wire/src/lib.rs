@@ -14,7 +14,7 @@
 //!   so encoder and decoder cannot drift.
 //!
 //! The human-readable contract is `docs/wire.md`; keep both in step.
-#![cfg_attr(not(feature = "decode"), no_std)]
+#![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 
 pub mod payload;

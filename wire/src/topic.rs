@@ -137,7 +137,7 @@ impl fmt::Display for TopicError {
     }
 }
 
-#[cfg(feature = "decode")]
+#[cfg(feature = "std")]
 impl std::error::Error for TopicError {}
 
 /// Checks a site id: 1 to 63 bytes of lowercase ASCII letters, digits, `-`, `_`.
