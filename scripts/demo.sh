@@ -22,7 +22,6 @@ done
 
 ensure_system_packages
 PGBIN=$(pg_bindir)
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 log "Building sitewatch-agent and sitewatch-bridge (release)"
 cargo build --release --locked --bin sitewatch-agent --bin sitewatch-bridge
@@ -31,46 +30,28 @@ AGENT="$TARGET_DIR/release/sitewatch-agent"
 BRIDGE="$TARGET_DIR/release/sitewatch-bridge"
 
 WORK=$(mktemp -d /tmp/sitewatch-demo.XXXXXX)
-chmod 755 "$WORK"
 PIDS=()
 cleanup() {
     set +e
     log "Stopping demo"
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     sleep 1
-    [ -f "$WORK/pg/postmaster.pid" ] && run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1
+    stop_throwaway_postgres "$WORK"
     for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# initdb and postgres refuse to run as root.
-run_pg() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
 MQTT_PORT=$(free_port)
 PG_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 
 log "Starting mosquitto on 127.0.0.1:$MQTT_PORT"
-cat > "$WORK/mosquitto.conf" <<CONF
-listener $MQTT_PORT 127.0.0.1
-allow_anonymous true
-persistence false
-log_dest file $WORK/mosquitto.log
-user $(id -un)
-CONF
-"$MOSQUITTO" -c "$WORK/mosquitto.conf" & PIDS+=($!)
+PIDS+=("$(start_throwaway_mosquitto "$WORK" "$MQTT_PORT")")
 
 log "Starting PostgreSQL on 127.0.0.1:$PG_PORT (data in $WORK/pg)"
-mkdir -p "$WORK/pg"
-[ "$(id -u)" -eq 0 ] && chown postgres "$WORK/pg"
-run_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres -A trust --no-sync -E UTF8 --locale=C >"$WORK/initdb.log" 2>&1 \
-    || { cat "$WORK/initdb.log"; die "initdb failed"; }
-run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/server.log" -w \
-    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg -c fsync=off" start >/dev/null
+start_throwaway_postgres "$WORK" "$PG_PORT" "-c fsync=off"
 PGURL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 
 cat > "$WORK/bridge.toml" <<CONF
@@ -99,7 +80,7 @@ mounts = ["/", "/tmp", "/srv/recordings"]
 CONF
 
 log "Starting sitewatch-bridge (metrics on http://127.0.0.1:$HTTP_PORT/metrics)"
-RUST_LOG=${RUST_LOG:-info} "$BRIDGE" --config "$WORK/bridge.toml" >"$WORK/bridge.log" 2>&1 & PIDS+=($!)
+RUST_LOG=${RUST_LOG:-info} "$BRIDGE" --config "$WORK/bridge.toml" >"$WORK/bridge.log" 2>&1 & BRIDGE_PID=$!; PIDS+=($BRIDGE_PID)
 log "Checking the agent config, then starting sitewatch-agent as site demo-site"
 "$AGENT" check --config "$WORK/agent.toml"
 RUST_LOG=${RUST_LOG:-info} "$AGENT" --config "$WORK/agent.toml" >"$WORK/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=($AGENT_PID)
@@ -123,6 +104,6 @@ while :; do
     printf '\n--- fleet at %s ---\n' "$(date +%T)"
     "$PGBIN/psql" -X -q "$PGURL" -c "$QUERY" 2>&1 || true
     "$PGBIN/psql" -X -q -A -t "$PGURL" -c "select 'heartbeats stored: ' || count(*) from heartbeats; select 'disk rows stored: ' || count(*) from disk_usage" 2>&1 || true
-    if ! kill -0 "${PIDS[2]}" 2>/dev/null; then tail -20 "$WORK/bridge.log"; die "the bridge stopped"; fi
+    if ! kill -0 "$BRIDGE_PID" 2>/dev/null; then tail -20 "$WORK/bridge.log"; die "the bridge stopped"; fi
     if [ "$SECONDS_TO_RUN" -gt 0 ] && [ $(( $(date +%s) - START )) -ge "$SECONDS_TO_RUN" ]; then break; fi
 done

@@ -32,7 +32,6 @@ while [ $# -gt 0 ]; do
 done
 ensure_system_packages
 PGBIN=$(pg_bindir)
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 # The bridge runs on central servers and is built for speed (release-fast,
 # opt-level 3), unlike the size-optimised agent profile.
@@ -42,34 +41,22 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_d
 BRIDGE="$TARGET_DIR/release-fast/sitewatch-bridge"
 LOADGEN="$TARGET_DIR/release-fast/sitewatch-loadgen"
 
-WORK=$(mktemp -d /tmp/sitewatch-bench.XXXXXX); chmod 755 "$WORK"
+WORK=$(mktemp -d /tmp/sitewatch-bench.XXXXXX)
 PIDS=()
-run_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
     set +e
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    [ -f "$WORK/pg/postmaster.pid" ] && run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1
+    stop_throwaway_postgres "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 MQTT_PORT=$(free_port); PG_PORT=$(free_port); HTTP_PORT=$(free_port)
 TOTAL=$(( SITES * ROUNDS * 2 ))
-cat > "$WORK/mosquitto.conf" <<CONF
-listener $MQTT_PORT 127.0.0.1
-allow_anonymous true
-persistence false
-max_queued_messages $(( TOTAL + 1000 ))
-max_inflight_messages 0
-log_dest file $WORK/mosquitto.log
-user $(id -un)
-CONF
-"$MOSQUITTO" -c "$WORK/mosquitto.conf" & PIDS+=($!)
-
-mkdir -p "$WORK/pg"; [ "$(id -u)" -eq 0 ] && chown postgres "$WORK/pg"
-run_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres -A trust -E UTF8 --locale=C >/dev/null
-run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/server.log" -w \
-    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg" start >/dev/null
+PIDS+=("$(start_throwaway_mosquitto "$WORK" "$MQTT_PORT" "max_queued_messages $(( TOTAL + 1000 ))
+max_inflight_messages 0")")
+# Default durability (fsync on): the bench measures what production pays.
+start_throwaway_postgres "$WORK" "$PG_PORT"
 PSQL=("$PGBIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PG_PORT" -U postgres)
 "${PSQL[@]}" -c "create database bench" -c "create database bench_copy"
 DB="postgres://postgres@127.0.0.1:$PG_PORT/bench"

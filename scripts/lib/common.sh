@@ -49,3 +49,98 @@ free_port() {
     done
     die "no free port found"
 }
+
+# Installs the named Debian packages that are missing (cross-build, emulation
+# and packaging tools; used by build-release.sh, test-cross.sh and
+# test-packaging.sh). Like ensure_system_packages, it never starts services.
+ensure_debian_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get; install them by hand"
+    log "Installing system packages: ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+}
+
+# Pinned cross-linking tools, both wheels from PyPI (no compiling, no
+# toolchain download at build time): cargo-zigbuild drives cargo with zig as
+# the C compiler and linker; ziglang ships zig with musl libc and crt objects
+# for every target.
+SITEWATCH_ZIGBUILD_VERSION=${SITEWATCH_ZIGBUILD_VERSION:-0.24.1}
+SITEWATCH_ZIGLANG_VERSION=${SITEWATCH_ZIGLANG_VERSION:-0.17.1}
+
+# Makes `cargo zigbuild` available: a Python venv under
+# $SITEWATCH_TOOLS_DIR (default ~/.cache/sitewatch/tools) holding the pinned
+# cargo-zigbuild and ziglang, prepended to PATH (its python3 is the one
+# cargo-zigbuild asks for `-m ziglang`). Reused when the versions match.
+ensure_zigbuild() {
+    local dir=${SITEWATCH_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sitewatch/tools}
+    local venv="$dir/zigbuild-$SITEWATCH_ZIGBUILD_VERSION-zig-$SITEWATCH_ZIGLANG_VERSION"
+    if [ ! -x "$venv/bin/cargo-zigbuild" ] || ! "$venv/bin/python3" -m ziglang version >/dev/null 2>&1; then
+        command -v python3 >/dev/null || ensure_debian_packages python3
+        # Debian's python3 creates venvs only with python3-venv (ensurepip).
+        python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_debian_packages python3-venv
+        log "Installing cargo-zigbuild $SITEWATCH_ZIGBUILD_VERSION and ziglang $SITEWATCH_ZIGLANG_VERSION (PyPI) into $venv"
+        rm -rf "$venv"
+        mkdir -p "$dir"
+        python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        "$venv/bin/python3" -m pip install -q --disable-pip-version-check \
+            "cargo-zigbuild==$SITEWATCH_ZIGBUILD_VERSION" "ziglang==$SITEWATCH_ZIGLANG_VERSION" \
+            || die "pip install cargo-zigbuild/ziglang failed"
+    fi
+    export PATH="$venv/bin:$PATH"
+    command -v cargo-zigbuild >/dev/null || die "cargo-zigbuild is not on PATH after installing it"
+}
+
+# Runs a command as the postgres user when root (initdb and postgres refuse
+# to run as root), as is otherwise.
+run_as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# start_throwaway_mosquitto DIR PORT [EXTRA_CONFIG_LINES]
+# Starts mosquitto in the background on 127.0.0.1:PORT with its config and
+# log in DIR; prints its PID. Anonymous access: for local demos and benches.
+start_throwaway_mosquitto() {
+    local dir="$1" port="$2" extra="${3:-}"
+    local bin
+    bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    cat > "$dir/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest file $dir/mosquitto.log
+user $(id -un)
+$extra
+CONF
+    "$bin" -c "$dir/mosquitto.conf" >/dev/null 2>&1 &
+    echo $!
+}
+
+# start_throwaway_postgres DIR PORT [POSTGRES_OPTIONS]
+# initdb in DIR/pg and starts it on 127.0.0.1:PORT (socket in DIR/pg); waits
+# until it accepts connections. Stop it with stop_throwaway_postgres DIR.
+start_throwaway_postgres() {
+    local dir="$1" port="$2" opts="${3:-}"
+    local bindir
+    bindir=$(pg_bindir)
+    mkdir -p "$dir/pg"
+    chmod 755 "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir/pg"
+    run_as_pg "$bindir/initdb" -D "$dir/pg" -U postgres -A trust --no-sync -E UTF8 --locale=C \
+        >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+    run_as_pg "$bindir/pg_ctl" -D "$dir/pg" -l "$dir/pg/server.log" -w \
+        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir/pg $opts" start >/dev/null \
+        || { cat "$dir/pg/server.log" >&2; die "PostgreSQL did not start"; }
+}
+
+# stop_throwaway_postgres DIR
+stop_throwaway_postgres() {
+    local dir="$1"
+    [ -f "$dir/pg/postmaster.pid" ] && run_as_pg "$(pg_bindir)/pg_ctl" -D "$dir/pg" -m fast stop >/dev/null 2>&1
+    return 0
+}
