@@ -5,7 +5,10 @@
 //! failure is a [`DecodeError`] whose [`DecodeError::reason`] is a stable
 //! code the bridge stores in `rejected_messages.reason`.
 
-use crate::payload::{validate_boot, Disk, Heartbeat, Status, MAX_MOUNTS, MAX_PATH_LEN};
+use crate::payload::{
+    validate_boot, Disk, Heartbeat, Log, Status, LOG_FIELD_MAX_BYTES, LOG_MSG_MAX_BYTES,
+    LOG_SD_MAX_BYTES, MAX_LOG_RECORDS, MAX_MOUNTS, MAX_PATH_LEN,
+};
 use crate::topic::{Kind, Topic, TopicError};
 use serde::Deserialize;
 use std::fmt;
@@ -23,6 +26,8 @@ pub enum Message {
     Heartbeat(Heartbeat),
     /// `disk`.
     Disk(Disk),
+    /// `log`: a batch of syslog records.
+    Log(Log),
 }
 
 impl Message {
@@ -32,6 +37,7 @@ impl Message {
             Message::Status(_) => Kind::Status,
             Message::Heartbeat(_) => Kind::Heartbeat,
             Message::Disk(_) => Kind::Disk,
+            Message::Log(_) => Kind::Log,
         }
     }
 
@@ -41,6 +47,7 @@ impl Message {
             Message::Status(m) => (&m.site, &m.boot, m.seq),
             Message::Heartbeat(m) => (&m.site, &m.boot, m.seq),
             Message::Disk(m) => (&m.site, &m.boot, m.seq),
+            Message::Log(m) => (&m.site, &m.boot, m.seq),
         }
     }
 
@@ -50,6 +57,7 @@ impl Message {
             Message::Status(m) => m.ts,
             Message::Heartbeat(m) => m.ts,
             Message::Disk(m) => m.ts,
+            Message::Log(m) => m.ts,
         }
     }
 }
@@ -185,6 +193,12 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Message, DecodeError> {
             check_disk(&m)?;
             Message::Disk(m)
         }
+        Kind::Log => {
+            let m: Log = serde_json::from_slice(payload).map_err(malformed)?;
+            check_header(&m.boot, m.seq)?;
+            check_log(&m)?;
+            Message::Log(m)
+        }
         // Filtered above by `defined()`.
         other => return Err(DecodeError::ReservedKind(other)),
     };
@@ -246,6 +260,42 @@ fn check_disk(m: &Disk) -> Result<(), DecodeError> {
         }
         if !mount.used_pct.is_finite() || !(0.0..=100.0).contains(&mount.used_pct) {
             return Err(DecodeError::Invalid("used_pct must be within 0-100"));
+        }
+    }
+    Ok(())
+}
+
+fn check_log(m: &Log) -> Result<(), DecodeError> {
+    if m.records.is_empty() || m.records.len() > MAX_LOG_RECORDS {
+        return Err(DecodeError::Invalid("a log batch has 1 to 1024 records"));
+    }
+    for r in &m.records {
+        if r.severity > 7 || r.facility > 23 {
+            return Err(DecodeError::Invalid("severity 0-7 and facility 0-23"));
+        }
+        if r.msg.len() > LOG_MSG_MAX_BYTES {
+            return Err(DecodeError::Invalid("log msg longer than 16 KiB"));
+        }
+        let fields = [
+            Some(&r.host),
+            Some(&r.app),
+            Some(&r.ip),
+            r.procid.as_ref(),
+            r.msgid.as_ref(),
+            Some(&r.format),
+        ];
+        if fields
+            .iter()
+            .flatten()
+            .any(|f| f.len() > LOG_FIELD_MAX_BYTES)
+        {
+            return Err(DecodeError::Invalid("log field longer than 255 bytes"));
+        }
+        if r.host.is_empty() || r.ip.is_empty() {
+            return Err(DecodeError::Invalid("log record needs host and ip"));
+        }
+        if r.sd.as_ref().is_some_and(|sd| sd.len() > LOG_SD_MAX_BYTES) {
+            return Err(DecodeError::Invalid("structured data longer than 4 KiB"));
         }
     }
     Ok(())

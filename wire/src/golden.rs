@@ -69,6 +69,7 @@ pub const VALID: &[Vector] = &[
     ),
     valid!("heartbeat.json", "sitewatch/v1/lokasi1/heartbeat", false),
     valid!("disk.json", "sitewatch/v1/lokasi1/disk", false),
+    valid!("log.json", "sitewatch/v1/lokasi1/log", false),
 ];
 
 /// Invalid vectors, at least one per rejection reason except `too_large`
@@ -112,6 +113,8 @@ pub const INVALID: &[Rejected] = &[
     ),
     invalid!("seq-zero.json", "sitewatch/v1/lokasi1/heartbeat", "invalid"),
     invalid!("disk-pct.json", "sitewatch/v1/lokasi1/disk", "invalid"),
+    invalid!("log-severity.json", "sitewatch/v1/lokasi1/log", "invalid"),
+    invalid!("log-empty.json", "sitewatch/v1/lokasi1/log", "invalid"),
 ];
 
 /// A payload one byte over the decoder's limit, on a valid topic; rejected

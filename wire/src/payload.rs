@@ -24,8 +24,9 @@ pub const MAX_PATH_LEN: usize = 255;
 
 /// Buffer size that always fits an encoded [`StatusOut`].
 pub const STATUS_BUF_LEN: usize = 512;
-/// Buffer size that always fits an encoded [`HeartbeatOut`].
-pub const HEARTBEAT_BUF_LEN: usize = 1024;
+/// Buffer size that always fits an encoded [`HeartbeatOut`] (every number
+/// at its largest: 1134 bytes with the syslog counters).
+pub const HEARTBEAT_BUF_LEN: usize = 2048;
 /// Buffer size that always fits an encoded [`DiskOut`] with [`MAX_MOUNTS`]
 /// entries whose strings respect their bounds (paths escaped at worst).
 pub const DISK_BUF_LEN: usize = 16 * 1024;
@@ -147,6 +148,32 @@ pub struct AgentCounters {
     pub dropped: u64,
     /// Disk samples that failed (unmounted path, statvfs error).
     pub disk_errors: u64,
+    /// Syslog lines (UDP datagrams, TCP frames) received from allowed
+    /// senders, before rate limiting.
+    pub syslog_received: u64,
+    /// Syslog lines parsed as RFC 5424.
+    pub syslog_rfc5424: u64,
+    /// Syslog lines parsed as RFC 3164 (BSD syslog).
+    pub syslog_rfc3164: u64,
+    /// Syslog lines understood by a vendor rule (MikroTik, UniFi...).
+    pub syslog_vendor: u64,
+    /// Syslog lines with a PRI but no timestamp.
+    pub syslog_no_timestamp: u64,
+    /// Syslog lines nothing recognised, relayed whole.
+    pub syslog_raw: u64,
+    /// Syslog lines cut at the receiver's line limit (still relayed).
+    pub syslog_truncated: u64,
+    /// Syslog lines dropped by a per-sender rate limit.
+    pub syslog_rate_limited: u64,
+    /// Syslog datagrams and TCP connections refused because the sender is
+    /// not in the allow list.
+    pub syslog_denied: u64,
+    /// Syslog records received but never published: pending memory full
+    /// (oldest dropped first), or still pending when the agent stopped.
+    pub syslog_dropped: u64,
+    /// Syslog TCP connections refused because the connection limit was
+    /// reached.
+    pub syslog_tcp_refused: u64,
 }
 
 /// `heartbeat` payload: liveness plus host and agent self-metrics.
@@ -267,6 +294,153 @@ impl<'a> DiskOut<'a> {
     }
 }
 
+/// Buffer size that always fits an encoded [`LogOut`]: the agent closes a
+/// batch before its encoded size passes [`LOG_BATCH_MAX_BYTES`], and one
+/// record is at most [`LOG_RECORD_MAX_BYTES`] encoded.
+pub const LOG_BUF_LEN: usize = LOG_BATCH_MAX_BYTES + LOG_RECORD_MAX_BYTES + 512;
+
+/// Target size of one `log` batch, in encoded bytes.
+pub const LOG_BATCH_MAX_BYTES: usize = 64 * 1024;
+
+/// Most records in one `log` batch.
+pub const MAX_LOG_RECORDS: usize = 1024;
+
+/// Longest `msg` text of one record, in bytes, after truncation. The
+/// receiver's default line limit is 8 KiB; this bound leaves room for a
+/// larger configured limit while keeping one record far below Loki's
+/// 256 KB line limit.
+pub const LOG_MSG_MAX_BYTES: usize = 16 * 1024;
+
+/// Upper bound of one encoded record: every text field at its limit with
+/// every byte escaped (`\u00XX`, 6 bytes), plus numbers and keys.
+pub const LOG_RECORD_MAX_BYTES: usize =
+    (LOG_MSG_MAX_BYTES + 4 * LOG_FIELD_MAX_BYTES + LOG_SD_MAX_BYTES) * 6 + 512;
+
+/// Longest `host`, `app`, `procid`, `msgid` field, in bytes.
+pub const LOG_FIELD_MAX_BYTES: usize = 255;
+
+/// Longest structured-data (`sd`) text, in bytes.
+pub const LOG_SD_MAX_BYTES: usize = 4096;
+
+/// Which parser understood a syslog line. Stable names; stored and used
+/// as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// RFC 5424 (`<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG`).
+    Rfc5424,
+    /// RFC 3164 / BSD syslog (`<PRI>Mmm dd hh:mm:ss HOST TAG: MSG`).
+    Rfc3164,
+    /// A vendor variant recognised by a dedicated rule (MikroTik
+    /// RouterOS, Hikvision, Dahua, ...); the vendor is in `app`/`host`.
+    Vendor,
+    /// `<PRI>` followed by a message with no timestamp (Ubiquiti and
+    /// many embedded devices).
+    NoTimestamp,
+    /// Nothing recognised: the whole line is the message.
+    Raw,
+}
+
+impl LogFormat {
+    /// Every format, for pre-registering counters.
+    pub const ALL: [LogFormat; 5] = [
+        LogFormat::Rfc5424,
+        LogFormat::Rfc3164,
+        LogFormat::Vendor,
+        LogFormat::NoTimestamp,
+        LogFormat::Raw,
+    ];
+
+    /// The stable name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Rfc5424 => "rfc5424",
+            LogFormat::Rfc3164 => "rfc3164",
+            LogFormat::Vendor => "vendor",
+            LogFormat::NoTimestamp => "no_timestamp",
+            LogFormat::Raw => "raw",
+        }
+    }
+}
+
+/// One syslog record in a `log` batch.
+///
+/// Every record keeps what arrived: the receive time and the sender's
+/// address are always set, and a line nothing could parse is kept whole as
+/// `msg` with format `raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LogRecordOut<'a> {
+    /// The device's own timestamp, Unix ms, when the line had one that
+    /// could be read (with the year and zone inferred where missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
+    /// When the agent received the line, Unix ms.
+    pub rx: u64,
+    /// Sender IP address as text.
+    pub ip: &'a str,
+    /// Host: the configured name for the sender, else the hostname in the
+    /// line, else the sender IP. At most [`LOG_FIELD_MAX_BYTES`].
+    pub host: &'a str,
+    /// APP-NAME / TAG; empty when the line has none.
+    pub app: &'a str,
+    /// PROCID (RFC 5424) or the `[pid]` of an RFC 3164 tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub procid: Option<&'a str>,
+    /// MSGID (RFC 5424).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msgid: Option<&'a str>,
+    /// Facility 0-23 (1, user, when the line had no PRI).
+    pub facility: u8,
+    /// Severity 0-7 (5, notice, when the line had no PRI).
+    pub severity: u8,
+    /// Which parser understood the line.
+    pub format: LogFormat,
+    /// The message text, valid UTF-8 (invalid bytes replaced by U+FFFD),
+    /// at most [`LOG_MSG_MAX_BYTES`].
+    pub msg: &'a str,
+    /// RFC 5424 STRUCTURED-DATA as sent (`[id k="v"]...`), when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sd: Option<&'a str>,
+    /// The line was longer than the receiver's limit and was cut.
+    #[serde(skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `log` payload: a batch of syslog records in receive order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LogOut<'a> {
+    /// Schema version.
+    pub v: u32,
+    /// See [`Header::site`].
+    pub site: &'a str,
+    /// See [`Header::boot`].
+    pub boot: &'a str,
+    /// See [`Header::seq`].
+    pub seq: u64,
+    /// See [`Header::ts`].
+    pub ts: u64,
+    /// 1 to [`MAX_LOG_RECORDS`] records.
+    pub records: &'a [LogRecordOut<'a>],
+}
+
+impl<'a> LogOut<'a> {
+    /// Builds a log batch payload.
+    pub fn new(h: Header<'a>, records: &'a [LogRecordOut<'a>]) -> Self {
+        LogOut {
+            v: crate::SCHEMA_VERSION,
+            site: h.site,
+            boot: h.boot,
+            seq: h.seq,
+            ts: h.ts,
+            records,
+        }
+    }
+}
+
 #[cfg(feature = "decode")]
 pub use owned::*;
 
@@ -376,5 +550,59 @@ mod owned {
         pub ts: u64,
         /// Mount entries.
         pub mounts: Vec<Mount>,
+    }
+
+    /// One decoded syslog record; see [`super::LogRecordOut`].
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct LogRecord {
+        /// Device timestamp, Unix ms.
+        #[serde(default)]
+        pub ts: Option<u64>,
+        /// Receive time, Unix ms.
+        pub rx: u64,
+        /// Sender IP.
+        pub ip: String,
+        /// Host name.
+        pub host: String,
+        /// APP-NAME / TAG.
+        pub app: String,
+        /// PROCID.
+        #[serde(default)]
+        pub procid: Option<String>,
+        /// MSGID.
+        #[serde(default)]
+        pub msgid: Option<String>,
+        /// Facility 0-23.
+        pub facility: u8,
+        /// Severity 0-7.
+        pub severity: u8,
+        /// Parser that understood the line (a [`super::LogFormat`] name;
+        /// kept as text so a newer agent's format does not fail decoding).
+        pub format: String,
+        /// Message text.
+        pub msg: String,
+        /// RFC 5424 structured data.
+        #[serde(default)]
+        pub sd: Option<String>,
+        /// Cut at the receiver's line limit.
+        #[serde(default)]
+        pub truncated: bool,
+    }
+
+    /// Decoded `log` payload.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct Log {
+        /// Schema version.
+        pub v: u32,
+        /// Site id.
+        pub site: String,
+        /// Boot id.
+        pub boot: String,
+        /// Sequence number.
+        pub seq: u64,
+        /// Agent timestamp, Unix ms.
+        pub ts: u64,
+        /// Records in receive order.
+        pub records: Vec<LogRecord>,
     }
 }

@@ -29,7 +29,7 @@ pub enum Kind {
     Heartbeat,
     /// Disk usage of configured mount points.
     Disk,
-    /// Reserved: batched syslog records.
+    /// Batched syslog records.
     Log,
     /// Reserved: RTSP probe result per camera (retained, has a name).
     Stream,
@@ -83,7 +83,10 @@ impl Kind {
     /// Whether this version of the contract defines a payload for the kind.
     /// The others are reserved and documented as planned.
     pub const fn defined(self) -> bool {
-        matches!(self, Kind::Status | Kind::Heartbeat | Kind::Disk)
+        matches!(
+            self,
+            Kind::Status | Kind::Heartbeat | Kind::Disk | Kind::Log
+        )
     }
 }
 

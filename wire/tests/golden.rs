@@ -34,6 +34,10 @@ fn heartbeat() -> HeartbeatOut<'static> {
         connect_errors: 1,
         dropped: 0,
         disk_errors: 1,
+        syslog_received: 3,
+        syslog_rfc3164: 2,
+        syslog_vendor: 1,
+        ..AgentCounters::default()
     };
     hb
 }
@@ -77,6 +81,39 @@ const MOUNTS: [MountOut<'static>; 3] = [
     },
 ];
 
+const LOG_RECORDS: [LogRecordOut<'static>; 2] = [
+    LogRecordOut {
+        ts: Some(1_764_284_441_250),
+        rx: 1_764_284_441_300,
+        ip: "192.168.88.1",
+        host: "gw-lokasi1",
+        app: "system,info,account",
+        procid: None,
+        msgid: None,
+        facility: 3,
+        severity: 6,
+        format: LogFormat::Rfc3164,
+        msg: "user admin logged in from 192.168.88.10 via winbox",
+        sd: None,
+        truncated: false,
+    },
+    LogRecordOut {
+        ts: Some(1_764_284_442_000),
+        rx: 1_764_284_442_010,
+        ip: "192.168.1.64",
+        host: "nvr-1",
+        app: "hikvision",
+        procid: Some("-"),
+        msgid: Some("ALARM"),
+        facility: 16,
+        severity: 4,
+        format: LogFormat::Rfc5424,
+        msg: "Video loss on channel 3 \"gate\"\tcam",
+        sd: Some("[meta channel=\"3\"]"),
+        truncated: true,
+    },
+];
+
 /// Encodes the value each valid vector was made from.
 fn encode_case(file: &str, buf: &mut [u8]) -> usize {
     let r = match file {
@@ -115,6 +152,10 @@ fn encode_case(file: &str, buf: &mut [u8]) -> usize {
         ),
         "heartbeat.json" => encode(&heartbeat(), buf),
         "disk.json" => encode(&DiskOut::new(header(3, 1_764_284_431_000), &MOUNTS), buf),
+        "log.json" => encode(
+            &LogOut::new(header(5, 1_764_284_442_100), &LOG_RECORDS),
+            buf,
+        ),
         other => panic!("no encoder case for {other}"),
     };
     r.expect("encode")
@@ -130,7 +171,7 @@ fn vector_path(file: &str) -> PathBuf {
 fn encoder_produces_golden_bytes() {
     let bless = std::env::var_os("SITEWATCH_BLESS").is_some();
     for v in VALID {
-        let mut buf = [0u8; DISK_BUF_LEN];
+        let mut buf = vec![0u8; LOG_BUF_LEN];
         let n = encode_case(v.file, &mut buf);
         let got = &buf[..n];
         if bless {
@@ -180,7 +221,8 @@ fn decoder_reads_golden_values() {
                 assert_eq!(h.agent_rss_bytes, want.agent_rss_bytes);
                 assert_eq!(h.counters.get("published"), Some(&2));
                 assert_eq!(h.counters.get("connect_errors"), Some(&1));
-                assert_eq!(h.counters.len(), 6);
+                assert_eq!(h.counters.get("syslog_vendor"), Some(&1));
+                assert_eq!(h.counters.len(), 17);
             }
             ("disk.json", Message::Disk(d)) => {
                 assert_eq!(d.mounts.len(), MOUNTS.len());
@@ -194,6 +236,23 @@ fn decoder_reads_golden_values() {
                     assert_eq!(got.inodes_total, want.inodes_total);
                     assert_eq!(got.inodes_free, want.inodes_free);
                     assert_eq!(got.error.as_deref(), want.error);
+                }
+            }
+            ("log.json", Message::Log(l)) => {
+                assert_eq!(l.records.len(), LOG_RECORDS.len());
+                for (got, want) in l.records.iter().zip(LOG_RECORDS.iter()) {
+                    assert_eq!(got.ts, want.ts);
+                    assert_eq!(got.rx, want.rx);
+                    assert_eq!(got.ip, want.ip);
+                    assert_eq!(got.host, want.host);
+                    assert_eq!(got.app, want.app);
+                    assert_eq!(got.procid.as_deref(), want.procid);
+                    assert_eq!(got.msgid.as_deref(), want.msgid);
+                    assert_eq!((got.facility, got.severity), (want.facility, want.severity));
+                    assert_eq!(got.format, want.format.as_str());
+                    assert_eq!(got.msg, want.msg);
+                    assert_eq!(got.sd.as_deref(), want.sd);
+                    assert_eq!(got.truncated, want.truncated);
                 }
             }
             (f, m) => panic!("{f} decoded as unexpected {:?}", m.kind()),
@@ -258,4 +317,52 @@ fn encode_reports_a_small_buffer() {
     let mut buf = [0u8; 16];
     let e = encode(&heartbeat(), &mut buf).expect_err("must not fit");
     assert_eq!(e, sitewatch_wire::EncodeError::BufferFull);
+}
+
+#[test]
+fn every_control_character_round_trips() {
+    // Syslog lines carry arbitrary bytes; the heap-free encoder must escape
+    // every control character so the bridge's decoder reads the text back.
+    let text: String = (0u8..0x20)
+        .map(char::from)
+        .chain("\"\\/\u{7f}é€😀".chars())
+        .collect();
+    let rec = LogRecordOut {
+        msg: &text,
+        app: &text,
+        ..LOG_RECORDS[0]
+    };
+    let recs = [rec];
+    let mut buf = vec![0u8; LOG_BUF_LEN];
+    let n = encode(&LogOut::new(header(9, 1), &recs), &mut buf).expect("encode");
+    let Message::Log(l) = decode("sitewatch/v1/lokasi1/log", &buf[..n]).expect("decode") else {
+        panic!("not a log");
+    };
+    assert_eq!(l.records[0].msg, text);
+    assert_eq!(l.records[0].app, text);
+}
+
+#[test]
+fn worst_case_log_record_fits_its_bound() {
+    let msg = "\u{1}".repeat(LOG_MSG_MAX_BYTES);
+    let field = "\u{1}".repeat(LOG_FIELD_MAX_BYTES);
+    let sd = "\"".repeat(LOG_SD_MAX_BYTES);
+    let rec = LogRecordOut {
+        ts: Some(u64::MAX),
+        rx: u64::MAX,
+        ip: "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        host: &field,
+        app: &field,
+        procid: Some(&field),
+        msgid: Some(&field),
+        facility: 23,
+        severity: 7,
+        format: LogFormat::NoTimestamp,
+        msg: &msg,
+        sd: Some(&sd),
+        truncated: true,
+    };
+    let mut buf = vec![0u8; LOG_RECORD_MAX_BYTES];
+    let n = encode(&rec, &mut buf).expect("one record fits LOG_RECORD_MAX_BYTES");
+    assert!(n <= LOG_RECORD_MAX_BYTES);
 }
