@@ -92,7 +92,7 @@ struct LogRaw {
 }
 
 /// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 5] = ["site_id", "mqtt", "heartbeat", "disk", "log"];
+const TOP_LEVEL_KEYS: [&str; 6] = ["site_id", "mqtt", "heartbeat", "disk", "log", "syslog"];
 
 // One struct per section: each is parsed from the whole document on its own
 // (ignoring the other keys), so a mistake in one section does not hide a
@@ -116,6 +116,10 @@ struct DiskOnly {
 #[derive(Deserialize)]
 struct LogOnly {
     log: Option<LogRaw>,
+}
+#[derive(Deserialize)]
+struct SyslogOnly {
+    syslog: Option<crate::syslog::config::SyslogRaw>,
 }
 
 /// Validated heartbeat settings.
@@ -156,6 +160,8 @@ pub struct Config {
     /// `tracing` filter directive from `[log] level` (`info`, `debug`,
     /// `info,rumqttc=warn`…); `RUST_LOG` wins when set.
     pub log_level: Option<String>,
+    /// Syslog receiver; `None` (off) when the file has no `[syslog]` table.
+    pub syslog: Option<crate::syslog::SyslogConfig>,
 }
 
 /// Every problem found in a config, in plain words.
@@ -226,7 +232,7 @@ impl Config {
         for key in table.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog])"
                 ));
             }
         }
@@ -239,6 +245,7 @@ impl Config {
             section::<DiskOnly>(text, "[disk] ", &mut problems).map(|s| s.disk.unwrap_or_default());
         let log =
             section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
+        let syslog = section::<SyslogOnly>(text, "[syslog] ", &mut problems).map(|s| s.syslog);
 
         // Site id, with its override.
         let site = env(ENV_SITE_ID).or(site);
@@ -303,20 +310,28 @@ impl Config {
         });
         let disk = disk.and_then(|d| validate_disk(d, &mut problems));
         let log_level = log.and_then(|l| validate_log(l, &mut problems));
+        let syslog = syslog.and_then(|raw| match raw {
+            None => Some(None),
+            Some(raw) => crate::syslog::config::validate(raw, &mut problems).map(Some),
+        });
 
-        match (site_id, mqtt, heartbeat, disk, log_level) {
-            (Some(site_id), Some(mqtt), Some(heartbeat), Some(disk), Some(log_level))
-                if problems.is_empty() =>
-            {
-                Ok(Config {
-                    origin: origin.to_owned(),
-                    site_id,
-                    mqtt,
-                    heartbeat,
-                    disk,
-                    log_level,
-                })
-            }
+        match (site_id, mqtt, heartbeat, disk, log_level, syslog) {
+            (
+                Some(site_id),
+                Some(mqtt),
+                Some(heartbeat),
+                Some(disk),
+                Some(log_level),
+                Some(syslog),
+            ) if problems.is_empty() => Ok(Config {
+                origin: origin.to_owned(),
+                site_id,
+                mqtt,
+                heartbeat,
+                disk,
+                log_level,
+                syslog,
+            }),
             _ => {
                 if problems.is_empty() {
                     // Cannot happen: every None above pushed a problem.
@@ -370,6 +385,10 @@ impl Config {
                 self.disk.interval.as_secs(),
                 self.disk.mounts.join(", ")
             ));
+        }
+        match &self.syslog {
+            Some(sys) => s.push_str(&format!("; {}", sys.summary())),
+            None => s.push_str("; syslog receiver off (no [syslog] table)"),
         }
         s
     }
@@ -689,6 +708,27 @@ level = "loud"
         parse(&format!("{MINIMAL}[log]\nlevel = \"DEBUG\"\n")).expect("case-insensitive");
         let p = parse(&format!("{MINIMAL}[log]\nlevel = \"verbose\"\n")).expect_err("bad");
         assert!(p.list[0].contains("`verbose` is not a level"), "{p}");
+    }
+
+    #[test]
+    fn syslog_is_off_without_its_table_and_validated_with_it() {
+        assert!(parse(MINIMAL).expect("valid").syslog.is_none());
+        let c = parse(&format!(
+            "{MINIMAL}[syslog]\nudp = [\"0.0.0.0:1514\"]\ntcp = []\n"
+        ))
+        .expect("valid");
+        let sys = c.syslog.as_ref().expect("on");
+        assert_eq!(sys.udp.len(), 1);
+        assert!(sys.tcp.is_empty());
+        assert!(c.summary().contains("syslog UDP 0.0.0.0:1514 and TCP off"));
+        // Syslog problems are listed with the others.
+        let text = format!(
+            "{MINIMAL}[disk]\nmounts = [\"rel\"]\n[syslog]\ntimezone = \"WIB\"\nmax_tcp_connections = 0\n"
+        );
+        let p = parse(&text).expect_err("invalid");
+        assert_eq!(p.list.len(), 3, "{p}");
+        let p = parse(&format!("{MINIMAL}[syslog]\nudp_port = 514\n")).expect_err("unknown key");
+        assert!(p.list[0].starts_with("[syslog] line"), "{p}");
     }
 
     #[test]

@@ -66,3 +66,50 @@ pub async fn run(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sitewatch_wire::payload::{AgentCounters, Header, HeartbeatOut, HEARTBEAT_BUF_LEN};
+
+    /// With every counter (syslog ones included) and metric at its largest,
+    /// a heartbeat still fits the wire's heartbeat buffer.
+    #[test]
+    fn worst_case_heartbeat_fits() {
+        let h = Header {
+            site: &"s".repeat(63),
+            boot: &"b".repeat(32),
+            seq: u64::MAX,
+            ts: u64::MAX,
+        };
+        let m = u64::MAX;
+        let mut hb = HeartbeatOut::new(h, "0.1.0-rc.1+build.123456", u32::MAX);
+        hb.uptime_secs = m;
+        hb.agent_uptime_secs = m;
+        hb.load = [-3.402_823_5e38; 3];
+        hb.mem_total_bytes = m;
+        hb.mem_available_bytes = m;
+        hb.agent_rss_bytes = m;
+        hb.counters = AgentCounters {
+            published: m,
+            acked: m,
+            reconnects: m,
+            connect_errors: m,
+            dropped: m,
+            disk_errors: m,
+            syslog_received: m,
+            syslog_rfc5424: m,
+            syslog_rfc3164: m,
+            syslog_vendor: m,
+            syslog_no_timestamp: m,
+            syslog_raw: m,
+            syslog_truncated: m,
+            syslog_rate_limited: m,
+            syslog_denied: m,
+            syslog_dropped: m,
+            syslog_tcp_refused: m,
+        };
+        let mut buf = [0u8; HEARTBEAT_BUF_LEN * 2];
+        let n = sitewatch_wire::encode(&hb, &mut buf).expect("encodes");
+        assert!(n <= HEARTBEAT_BUF_LEN, "worst-case heartbeat is {n} bytes");
+    }
+}

@@ -8,7 +8,8 @@
 //! - [`config`]: TOML → validated [`Config`]; collects every problem.
 //! - Sources, one module per capability, each a task that samples on its
 //!   own interval and hands messages to the [`publish::Publisher`]:
-//!   [`heartbeat`] (host metrics from [`host`]) and [`disk`] (mount points).
+//!   [`heartbeat`] (host metrics from [`host`]), [`disk`] (mount points)
+//!   and [`syslog`] (a syslog receiver relaying `log` batches).
 //! - [`publish`]: the publish queue; stamps site/boot/seq, encodes with
 //!   `sitewatch_wire`, never blocks a source.
 //! - [`mqtt`]: the uplink task; birth, Last Will, reconnects, graceful
@@ -30,6 +31,7 @@ pub mod heartbeat;
 pub mod host;
 pub mod mqtt;
 pub mod publish;
+pub mod syslog;
 
 use std::future::Future;
 use std::time::Duration;
@@ -44,7 +46,8 @@ pub use config::Config;
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How long sources get to stop after shutdown is requested. They only
-/// wait on timers, so this is generous.
+/// wait on timers, except the syslog source, which publishes its pending
+/// batches first (bounded at 1.5 s).
 const SOURCES_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the uplink gets to say goodbye (its own steps are bounded too).
@@ -103,6 +106,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         first_connect(),
         stop_sources.clone(),
     ));
+    if let Some(sys) = config.syslog.clone() {
+        sources.spawn(syslog::run(publisher.clone(), sys, stop_sources.clone()));
+    }
 
     let stop_uplink = CancellationToken::new();
     let uplink = mqtt::Uplink::new(

@@ -53,8 +53,9 @@ pub const INFLIGHT: u16 = 16;
 /// so only acks and pings arrive.
 const MAX_INCOMING_PACKET: usize = 4 * 1024;
 
-/// Largest packet we send: a full `disk` payload plus topic and header.
-const MAX_OUTGOING_PACKET: usize = sitewatch_wire::payload::DISK_BUF_LEN + 1024;
+/// Largest packet we send: the largest payload (a `log` batch) plus topic
+/// and header.
+const MAX_OUTGOING_PACKET: usize = sitewatch_wire::payload::LOG_BUF_LEN + 1024;
 
 /// Shortest and longest reconnect delay (jittered in between).
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -225,6 +226,8 @@ impl Uplink {
     fn on_error(&mut self, e: &ConnectionError) {
         if self.connected {
             self.connected = false;
+            // rumqttc has emptied its request queue (clean session).
+            self.publisher.note_queue_drained();
             let words = diagnose::lost_connection(e);
             tracing::warn!(session = self.session, err = %e, "Connection to broker lost: {words}");
             self.last_error = Some(words);
@@ -260,6 +263,7 @@ impl Uplink {
                     self.on_connack();
                 }
                 Ok(Event::Incoming(Packet::PubAck(_))) => Counters::inc(&self.counters().acked),
+                Ok(Event::Outgoing(Outgoing::Publish(_))) => self.publisher.note_sent(),
                 Ok(_) => {}
                 Err(e) => {
                     // Back to the shortest delay only after a connection
@@ -295,6 +299,7 @@ impl Uplink {
             match tokio::time::timeout(FLUSH_IDLE, self.eventloop.poll()).await {
                 Err(_) => break,
                 Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => Counters::inc(&self.counters().acked),
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(_)))) => self.publisher.note_sent(),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(err = %e, "Connection failed while flushing before shutdown");

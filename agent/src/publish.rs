@@ -5,7 +5,12 @@
 //! id, sequence number) and the agent counters. A source builds its payload
 //! from a [`Header`] the publisher stamps; the publisher encodes it with
 //! `sitewatch_wire::encode` into a stack buffer and offers it to the MQTT
-//! client's bounded request queue without waiting.
+//! client's bounded request queue without waiting. Log batches, which are
+//! up to
+//! [`LOG_BUF_LEN`](sitewatch_wire::payload::LOG_BUF_LEN) long, are encoded into a heap buffer the syslog
+//! receiver allocates once and reuses ([`Publisher::publish_log`]); they
+//! may use only part of the queue ([`LOG_QUEUE_SLOTS`]) so a log flood on
+//! a slow uplink cannot crowd out heartbeats.
 //!
 //! This module must not block or await: live sources never wait on the
 //! uplink (see [`QUEUE_CAPACITY`]).
@@ -17,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rumqttc::{AsyncClient, Publish, QoS};
 use serde::Serialize;
 use sitewatch_wire::payload::{
-    AgentCounters, Header, OfflineReason, State, StatusOut, DISK_BUF_LEN, HEARTBEAT_BUF_LEN,
-    STATUS_BUF_LEN,
+    AgentCounters, Header, LogOut, LogRecordOut, OfflineReason, State, StatusOut, DISK_BUF_LEN,
+    HEARTBEAT_BUF_LEN, STATUS_BUF_LEN,
 };
 use sitewatch_wire::topic::{Kind, Topic};
 
@@ -34,6 +39,11 @@ use crate::AGENT_VERSION;
 /// minutes of default heartbeat and disk traffic; a durable outbox will
 /// replace this policy later.
 pub const QUEUE_CAPACITY: usize = 64;
+
+/// How many of the [`QUEUE_CAPACITY`] slots log batches may occupy; the
+/// rest stay free for heartbeats and disk reports. Batches that find no
+/// slot wait in the syslog receiver's bounded memory instead.
+pub const LOG_QUEUE_SLOTS: u64 = 32;
 
 /// Largest encode buffer any kind needs, taken on the stack per publish.
 const MAX_BUF_LEN: usize = {
@@ -95,12 +105,39 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Failed disk samples (one per mount per sample).
     pub disk_errors: AtomicU64,
+    /// Syslog lines received from allowed senders.
+    pub syslog_received: AtomicU64,
+    /// Syslog lines parsed as RFC 5424.
+    pub syslog_rfc5424: AtomicU64,
+    /// Syslog lines parsed as RFC 3164.
+    pub syslog_rfc3164: AtomicU64,
+    /// Syslog lines understood by a vendor rule.
+    pub syslog_vendor: AtomicU64,
+    /// Syslog lines with a PRI but no timestamp.
+    pub syslog_no_timestamp: AtomicU64,
+    /// Syslog lines relayed whole (nothing recognised).
+    pub syslog_raw: AtomicU64,
+    /// Syslog lines cut at the line limit.
+    pub syslog_truncated: AtomicU64,
+    /// Syslog lines dropped by a rate limit.
+    pub syslog_rate_limited: AtomicU64,
+    /// Syslog datagrams/connections from senders not allowed.
+    pub syslog_denied: AtomicU64,
+    /// Syslog records dropped before publishing (memory bound, shutdown).
+    pub syslog_dropped: AtomicU64,
+    /// Syslog TCP connections refused at the connection limit.
+    pub syslog_tcp_refused: AtomicU64,
 }
 
 impl Counters {
     /// Adds one to a counter.
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
     }
 
     /// A consistent-enough copy for a heartbeat.
@@ -113,6 +150,17 @@ impl Counters {
             connect_errors: get(&self.connect_errors),
             dropped: get(&self.dropped),
             disk_errors: get(&self.disk_errors),
+            syslog_received: get(&self.syslog_received),
+            syslog_rfc5424: get(&self.syslog_rfc5424),
+            syslog_rfc3164: get(&self.syslog_rfc3164),
+            syslog_vendor: get(&self.syslog_vendor),
+            syslog_no_timestamp: get(&self.syslog_no_timestamp),
+            syslog_raw: get(&self.syslog_raw),
+            syslog_truncated: get(&self.syslog_truncated),
+            syslog_rate_limited: get(&self.syslog_rate_limited),
+            syslog_denied: get(&self.syslog_denied),
+            syslog_dropped: get(&self.syslog_dropped),
+            syslog_tcp_refused: get(&self.syslog_tcp_refused),
         }
     }
 }
@@ -145,6 +193,12 @@ struct Inner {
     status_topic: String,
     heartbeat_topic: String,
     disk_topic: String,
+    log_topic: String,
+    /// Messages handed to the client's request queue.
+    queued: AtomicU64,
+    /// Messages that left that queue, as far as the uplink can tell
+    /// (see [`Publisher::note_sent`]).
+    left: AtomicU64,
 }
 
 impl Publisher {
@@ -171,6 +225,9 @@ impl Publisher {
                 status_topic: topic(Kind::Status)?,
                 heartbeat_topic: topic(Kind::Heartbeat)?,
                 disk_topic: topic(Kind::Disk)?,
+                log_topic: topic(Kind::Log)?,
+                queued: AtomicU64::new(0),
+                left: AtomicU64::new(0),
                 client,
             }),
         })
@@ -205,6 +262,7 @@ impl Publisher {
         match kind {
             Kind::Heartbeat => &self.inner.heartbeat_topic,
             Kind::Disk => &self.inner.disk_topic,
+            Kind::Log => &self.inner.log_topic,
             _ => &self.inner.status_topic,
         }
     }
@@ -218,11 +276,15 @@ impl Publisher {
         F: FnOnce(Header<'s>) -> T,
     {
         let client = &self.inner.client;
-        let res = self.stamp(kind, build, |topic, retain, payload| {
+        let mut buf = [0u8; MAX_BUF_LEN];
+        let res = self.stamp(kind, &mut buf, false, build, |topic, retain, payload| {
             client
                 .try_publish(topic, QoS::AtLeastOnce, retain, payload)
                 .is_ok()
         });
+        if res.is_ok() {
+            self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        }
         if res == Err(NotQueued::QueueFull) {
             Counters::inc(&self.inner.counters.dropped);
             tracing::debug!(kind = %kind, "Publish queue full; message dropped");
@@ -239,7 +301,8 @@ impl Publisher {
         F: FnOnce(Header<'s>) -> T,
     {
         let mut out = None;
-        self.stamp(kind, build, |topic, retain, payload| {
+        let mut buf = [0u8; MAX_BUF_LEN];
+        self.stamp(kind, &mut buf, false, build, |topic, retain, payload| {
             let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
             p.retain = retain;
             out = Some(p);
@@ -249,10 +312,73 @@ impl Publisher {
         out
     }
 
-    /// Common path: lock seq, stamp, encode, hand over, commit seq.
+    /// Whether a log batch may be offered to the request queue now:
+    /// fewer than [`LOG_QUEUE_SLOTS`] messages seem to wait in it (all
+    /// [`QUEUE_CAPACITY`] slots when `shutting_down`, as no heartbeat
+    /// follows). An estimate: see [`Publisher::note_sent`].
+    pub fn log_room(&self, shutting_down: bool) -> bool {
+        let queued = self.inner.queued.load(Ordering::Relaxed);
+        let left = self.inner.left.load(Ordering::Relaxed);
+        let depth = queued.saturating_sub(left);
+        let slots = if shutting_down {
+            QUEUE_CAPACITY as u64
+        } else {
+            LOG_QUEUE_SLOTS
+        };
+        depth < slots
+    }
+
+    /// Called by the uplink for each PUBLISH it takes from its queues
+    /// (rumqttc's `Outgoing::Publish`), so [`Publisher::log_room`] can
+    /// estimate the request queue's depth. The uplink's own messages and
+    /// retransmissions count too, which only makes the estimate low.
+    pub(crate) fn note_sent(&self) {
+        self.inner.left.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by the uplink when a connection drops: rumqttc then empties
+    /// the request queue (clean session: those messages are lost), so the
+    /// depth estimate restarts at zero.
+    pub(crate) fn note_queue_drained(&self) {
+        let queued = self.inner.queued.load(Ordering::Relaxed);
+        self.inner.left.fetch_max(queued, Ordering::Relaxed);
+    }
+
+    /// Publishes one `log` batch, encoding it into `buf` (at least
+    /// [`LOG_BUF_LEN`](sitewatch_wire::payload::LOG_BUF_LEN) bytes, owned by the caller and reused). Unlike
+    /// [`Publisher::publish`], a full queue gives the sequence number back
+    /// and returns [`NotQueued::QueueFull`]: the caller keeps the batch and
+    /// tries again later, so nothing is lost or counted yet.
+    pub fn publish_log(
+        &self,
+        buf: &mut [u8],
+        records: &[LogRecordOut<'_>],
+    ) -> Result<u64, NotQueued> {
+        let client = &self.inner.client;
+        let res = self.stamp(
+            Kind::Log,
+            buf,
+            true,
+            |h| LogOut::new(h, records),
+            |topic, retain, payload| {
+                client
+                    .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                    .is_ok()
+            },
+        );
+        if res.is_ok() {
+            self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    /// Common path: lock seq, stamp, encode into `buf`, hand over, commit
+    /// seq. With `give_back`, a refused hand-over returns the number.
     fn stamp<'s, T, F>(
         &'s self,
         kind: Kind,
+        buf: &mut [u8],
+        give_back: bool,
         build: F,
         hand_over: impl FnOnce(&str, bool, Vec<u8>) -> bool,
     ) -> Result<u64, NotQueued>
@@ -276,8 +402,7 @@ impl Publisher {
             ts: now_ms(),
         };
         let msg = build(header);
-        let mut buf = [0u8; MAX_BUF_LEN];
-        let n = match sitewatch_wire::encode(&msg, &mut buf) {
+        let n = match sitewatch_wire::encode(&msg, buf) {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(kind = %kind, err = %e, "Cannot encode message; dropped");
@@ -285,7 +410,12 @@ impl Publisher {
                 return Err(NotQueued::Encode);
             }
         };
+        // rumqttc takes ownership of the payload: this copy is the one
+        // allocation per message.
         if !hand_over(self.topic(kind), kind.retained(), buf[..n].to_vec()) {
+            if give_back {
+                *seq -= 1;
+            }
             return Err(NotQueued::QueueFull);
         }
         Counters::inc(&self.inner.counters.published);

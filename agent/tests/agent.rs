@@ -3,6 +3,7 @@
 //! built binary unless a test says otherwise; an observer decodes every
 //! message with the bridge's decoder.
 
+mod syslog;
 mod util;
 
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ fn birth_heartbeat_and_disk_with_consecutive_seq() {
         match &m.msg {
             Message::Heartbeat(_) => heartbeats += 1,
             Message::Disk(_) => disks += 1,
-            Message::Status(_) => {}
+            Message::Status(_) | Message::Log(_) => {}
         }
         heartbeats >= 2 && disks >= 2
     });
@@ -64,7 +65,7 @@ fn birth_heartbeat_and_disk_with_consecutive_seq() {
                 let missing = &d.mounts[1];
                 assert_eq!(missing.error.as_deref(), Some("missing"));
             }
-            Message::Status(_) => {}
+            Message::Status(_) | Message::Log(_) => {}
         }
     }
     // The birth is retained.

@@ -2,7 +2,7 @@
 # Keeps the scripts working on a fresh Debian/Ubuntu machine with Rust installed.
 
 # Debian packages the tests and the demo need (real services, no mocks).
-SITEWATCH_DEB_PACKAGES=(mosquitto mosquitto-clients postgresql postgresql-client)
+SITEWATCH_DEB_PACKAGES=(mosquitto mosquitto-clients postgresql postgresql-client syslog-ng-core bsdutils)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

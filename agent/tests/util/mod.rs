@@ -169,7 +169,8 @@ impl Observer {
         let id = format!("observer-{}", fastrand::u32(..));
         let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
         opts.set_keep_alive(Duration::from_secs(5));
-        opts.set_max_packet_size(64 * 1024, 64 * 1024);
+        // Log batches can be up to LOG_BUF_LEN (~191 KiB).
+        opts.set_max_packet_size(512 * 1024, 64 * 1024);
         let (client, mut conn) = Client::new(opts, 10);
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
