@@ -1,4 +1,5 @@
-//! Liveness flags shared by the MQTT source, the writer and `/healthz`.
+//! Liveness flags shared by the MQTT source, the writer (database and
+//! Loki) and `/healthz`.
 //!
 //! Only plain atomics and short strings behind a `std` mutex held for a
 //! copy; no task ever waits on another through this module.
@@ -13,6 +14,8 @@ pub struct Health {
     mqtt_problem: Mutex<String>,
     writes_failing: AtomicBool,
     write_problem: Mutex<String>,
+    loki_failing: AtomicBool,
+    loki_problem: Mutex<String>,
 }
 
 impl Health {
@@ -68,6 +71,32 @@ impl Health {
         }
         Err(self
             .write_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+
+    /// A push to Loki was accepted (or refused for its data: Loki is up).
+    pub fn set_loki_ok(&self) {
+        self.loki_failing.store(false, Ordering::Release);
+    }
+
+    /// Pushes to Loki fail (the writer retries and holds its batch), and why.
+    pub fn set_loki_failing(&self, why: impl Into<String>) {
+        *self
+            .loki_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why.into();
+        self.loki_failing.store(true, Ordering::Release);
+    }
+
+    /// `Ok` unless the last push to Loki failed.
+    pub fn loki(&self) -> Result<(), String> {
+        if !self.loki_failing.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(self
+            .loki_problem
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone())

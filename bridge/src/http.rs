@@ -3,8 +3,11 @@
 //! `/healthz` answers `200 ok` only when the bridge is connected to the
 //! broker with its subscription in place, the database answered a ping
 //! within the last second (pinged on demand over a dedicated connection,
-//! with a short timeout), and the writer's last attempt did not fail.
-//! Otherwise `503` with one plain-words line per problem.
+//! with a short timeout), the writer's last attempt did not fail, and,
+//! when `[loki]` is configured, the last push to Loki did not fail (a
+//! failing Loki holds the pipeline). Otherwise `503` with one
+//! plain-words line per problem. Without `[loki]` the answer stays `200`
+//! and says, on a second line, that log batches are being rejected.
 //!
 //! `/metrics` renders the registry in the OpenMetrics text format.
 
@@ -42,6 +45,8 @@ pub struct HttpState {
     pub health: Arc<Health>,
     /// Database ping over its own connection.
     pub db: DbProbe,
+    /// Whether `[loki]` is configured.
+    pub loki_configured: bool,
 }
 
 /// Pings the database for `/healthz` over a dedicated connection, so a
@@ -149,8 +154,16 @@ async fn healthz(State(st): State<Arc<HttpState>>) -> Response {
             problems.push(format!("database: {why}"));
         }
     }
+    if let Err(why) = st.health.loki() {
+        problems.push(format!("loki: pushes failing (log batches held): {why}"));
+    }
     if problems.is_empty() {
-        (StatusCode::OK, "ok\n").into_response()
+        let body = if st.loki_configured {
+            "ok\n"
+        } else {
+            "ok\nnote: no [loki] configured; log batches are rejected as no_log_sink\n"
+        };
+        (StatusCode::OK, body).into_response()
     } else {
         let mut body = problems.join("\n");
         body.push('\n');

@@ -1,10 +1,12 @@
-//! sitewatch bridge: sitewatch MQTT topics into PostgreSQL.
+//! sitewatch bridge: sitewatch MQTT topics into PostgreSQL, and syslog
+//! batches into Grafana Loki.
 //!
 //! # Layout
 //! Data flows one way:
 //! MQTT ([`source`]) → bounded channel → batching and retries ([`writer`])
-//! → decode ([`sink::batch`], using `sitewatch-wire`) → PostgreSQL
-//! ([`sink::postgres`]) → acknowledgement to the broker.
+//! → decode ([`sink::batch`], using `sitewatch-wire`) → `log` messages to
+//! Loki ([`sink::loki`]) → PostgreSQL ([`sink::postgres`]) →
+//! acknowledgement to the broker.
 //!
 //! * [`config`]: TOML file + environment, validated (pure);
 //! * [`source`]: the MQTT 5 persistent session (rumqttc);
@@ -97,6 +99,23 @@ impl Bridge {
             .context("reading the HTTP listener address")?;
 
         let source = source::Source::new(&config, health.clone(), metrics.clone())?;
+        let loki = match &config.loki {
+            Some(l) => {
+                let sink = sink::loki::LokiSink::new(l, metrics.clone(), health.clone())
+                    .context("setting up the Loki client")?;
+                tracing::info!(loki = sink.display(), "Syslog batches go to Loki.");
+                metrics.loki_configured.set(1);
+                Some(sink)
+            }
+            None => {
+                tracing::warn!(
+                    "No [loki] section: syslog batches (log messages) will be stored in \
+                     rejected_messages as no_log_sink, not delivered."
+                );
+                None
+            }
+        };
+        metrics.loki_up.set(1);
         let client = source.client();
         let generation = source.generation();
         // Two Receive-Maximum windows: see `source` on flow control.
@@ -117,6 +136,7 @@ impl Bridge {
 
         let writer = writer::Writer {
             sink: sink::postgres::PgSink::new(config.postgres.clone()),
+            loki,
             rx,
             client: client.clone(),
             generation,
@@ -134,6 +154,7 @@ impl Bridge {
             metrics,
             health,
             db: http::DbProbe::new(config.postgres.clone()),
+            loki_configured: config.loki.is_some(),
         });
         let http = tokio::spawn(http::serve(listener, state, stop_http.clone()));
 

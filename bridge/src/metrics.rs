@@ -14,19 +14,35 @@ use prometheus_client::registry::Registry;
 
 /// Rejection reason for a message that decoded but that PostgreSQL refused.
 pub const REASON_DB_ERROR: &str = "db_error";
+/// Rejection reason for a log batch (or some of its lines) that Loki
+/// refused (HTTP 400 or another non-retriable status).
+pub const REASON_LOKI_REJECTED: &str = "loki_rejected";
+/// Rejection reason for a log batch received while no `[loki]` is set.
+pub const REASON_NO_LOG_SINK: &str = "no_log_sink";
 
 /// Tables the bridge inserts rows into (label values of `rows_written`).
-pub const TABLES: [&str; 4] = [
+pub const TABLES: [&str; 5] = [
     "status_events",
     "heartbeats",
     "disk_usage",
+    "log_batches",
     "rejected_messages",
 ];
 
 /// Message kinds used as label values of `messages_received`: the defined
 /// kinds, plus `other` for topics whose kind is reserved, unknown or
 /// unparsable.
-pub const KINDS: [&str; 4] = ["status", "heartbeat", "disk", "other"];
+pub const KINDS: [&str; 5] = ["status", "heartbeat", "disk", "log", "other"];
+
+/// Label values of `loki_requests`: how a push request ended.
+pub const LOKI_RESULTS: [&str; 6] = [
+    "accepted",
+    "refused",
+    "rate_limited",
+    "server_error",
+    "misconfigured",
+    "transport_error",
+];
 
 /// `{kind="..."}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +63,13 @@ pub struct TableLabel {
 pub struct ReasonLabel {
     /// Stable rejection code.
     pub reason: &'static str,
+}
+
+/// `{result="..."}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// One of [`LOKI_RESULTS`].
+    pub result: &'static str,
 }
 
 /// All bridge metrics. Cheap to clone (every metric is an `Arc` inside).
@@ -75,6 +98,27 @@ pub struct Metrics {
     pub mqtt_connected: Gauge,
     /// 1 while the last database operation succeeded.
     pub db_up: Gauge,
+    /// Log lines Loki accepted (each counted once, in the push that
+    /// stored it).
+    pub loki_lines_pushed: Counter,
+    /// Bytes of those lines as Loki counts them (line plus structured
+    /// metadata names and values, before compression).
+    pub loki_bytes_pushed: Counter,
+    /// Compressed request bytes sent to Loki, every attempt included.
+    pub loki_request_bytes: Counter,
+    /// Push requests repeated after a retriable failure (429, 5xx,
+    /// transport error, misconfiguration).
+    pub loki_retries: Counter,
+    /// Log lines Loki refused (kept in `rejected_messages`).
+    pub loki_rejected_lines: Counter,
+    /// Duration of each push request (answer or failure).
+    pub loki_push_duration_seconds: Histogram,
+    /// Push requests by result.
+    pub loki_requests: Family<ResultLabel, Counter>,
+    /// 1 while the last push reached Loki (or Loki is not configured).
+    pub loki_up: Gauge,
+    /// 1 when `[loki]` is configured.
+    pub loki_configured: Gauge,
 }
 
 impl Metrics {
@@ -94,17 +138,30 @@ impl Metrics {
             acked: Counter::default(),
             mqtt_connected: Gauge::default(),
             db_up: Gauge::default(),
+            loki_lines_pushed: Counter::default(),
+            loki_bytes_pushed: Counter::default(),
+            loki_request_bytes: Counter::default(),
+            loki_retries: Counter::default(),
+            loki_rejected_lines: Counter::default(),
+            loki_push_duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            loki_requests: Family::default(),
+            loki_up: Gauge::default(),
+            loki_configured: Gauge::default(),
         };
+        for result in LOKI_RESULTS {
+            let _ = m.loki_requests.get_or_create(&ResultLabel { result });
+        }
         for kind in KINDS {
             let _ = m.messages_received.get_or_create(&KindLabel { kind });
         }
         for table in TABLES {
             let _ = m.rows_written.get_or_create(&TableLabel { table });
         }
-        for reason in sitewatch_wire::DecodeError::REASONS
-            .into_iter()
-            .chain([REASON_DB_ERROR])
-        {
+        for reason in sitewatch_wire::DecodeError::REASONS.into_iter().chain([
+            REASON_DB_ERROR,
+            REASON_LOKI_REJECTED,
+            REASON_NO_LOG_SINK,
+        ]) {
             let _ = m.rejected.get_or_create(&ReasonLabel { reason });
         }
 
@@ -160,6 +217,51 @@ impl Metrics {
             "1 while the last database operation succeeded",
             m.db_up.clone(),
         );
+        r.register(
+            "loki_lines_pushed",
+            "Log lines Loki accepted",
+            m.loki_lines_pushed.clone(),
+        );
+        r.register(
+            "loki_bytes_pushed",
+            "Bytes of accepted log lines plus structured metadata, uncompressed",
+            m.loki_bytes_pushed.clone(),
+        );
+        r.register(
+            "loki_request_bytes",
+            "Compressed push request bytes sent to Loki, retries included",
+            m.loki_request_bytes.clone(),
+        );
+        r.register(
+            "loki_retries",
+            "Push requests to Loki repeated after a retriable failure",
+            m.loki_retries.clone(),
+        );
+        r.register(
+            "loki_rejected_lines",
+            "Log lines Loki refused (stored in rejected_messages)",
+            m.loki_rejected_lines.clone(),
+        );
+        r.register(
+            "loki_push_duration_seconds",
+            "Duration of each push request to Loki",
+            m.loki_push_duration_seconds.clone(),
+        );
+        r.register(
+            "loki_requests",
+            "Push requests to Loki, by result",
+            m.loki_requests.clone(),
+        );
+        r.register(
+            "loki_up",
+            "1 while the last push reached Loki (also when Loki is not configured)",
+            m.loki_up.clone(),
+        );
+        r.register(
+            "loki_configured",
+            "1 when a [loki] section is configured",
+            m.loki_configured.clone(),
+        );
         m
     }
 
@@ -169,6 +271,7 @@ impl Metrics {
             Ok(sitewatch_wire::topic::Kind::Status) => "status",
             Ok(sitewatch_wire::topic::Kind::Heartbeat) => "heartbeat",
             Ok(sitewatch_wire::topic::Kind::Disk) => "disk",
+            Ok(sitewatch_wire::topic::Kind::Log) => "log",
             _ => "other",
         }
     }
@@ -209,12 +312,18 @@ mod tests {
         assert!(text.contains("sitewatch_bridge_rejected_total{reason=\"db_error\"} 0"));
         assert!(text.contains("sitewatch_bridge_batch_duration_seconds_bucket"));
         assert!(text.contains("sitewatch_bridge_mqtt_connected 0"));
+        assert!(text.contains("sitewatch_bridge_rejected_total{reason=\"loki_rejected\"} 0"));
+        assert!(text.contains("sitewatch_bridge_rejected_total{reason=\"no_log_sink\"} 0"));
+        assert!(text.contains("sitewatch_bridge_loki_lines_pushed_total 0"));
+        assert!(text.contains("sitewatch_bridge_loki_push_duration_seconds_bucket"));
+        assert!(text.contains("sitewatch_bridge_loki_requests_total{result=\"rate_limited\"} 0"));
     }
 
     #[test]
     fn kinds_from_topics() {
         assert_eq!(Metrics::kind_of("sitewatch/v1/a/status"), "status");
         assert_eq!(Metrics::kind_of("sitewatch/v1/a/disk"), "disk");
+        assert_eq!(Metrics::kind_of("sitewatch/v1/a/log"), "log");
         assert_eq!(Metrics::kind_of("sitewatch/v1/a/weather"), "other");
         assert_eq!(Metrics::kind_of("sitewatch/v1/a/stream/cam1"), "other");
     }

@@ -2,11 +2,19 @@
 //! transaction, and acknowledges it to the broker only after commit.
 //!
 //! Loop: wait for a first message, collect up to `batch.max_messages` or
-//! until `batch.max_wait_ms` has passed, decode, write. A failed write is
-//! retried with the *same* batch (with backoff and a fresh connection)
-//! until it succeeds; meanwhile nothing is acknowledged, the channel fills
-//! and the broker holds the rest (backpressure, never dropping). Poison
-//! messages cannot block it: the sink isolates and rejects them.
+//! until `batch.max_wait_ms` has passed, decode, deliver the `log`
+//! messages to Loki, write. A failed write is retried with the *same*
+//! batch (with backoff and a fresh connection) until it succeeds;
+//! meanwhile nothing is acknowledged, the channel fills and the broker
+//! holds the rest (backpressure, never dropping). Poison messages cannot
+//! block it: the sink isolates and rejects them.
+//!
+//! `log` messages ([`crate::sink::loki`]): the writer looks up which were
+//! delivered already (`log_batches`), pushes the others to Loki (retrying
+//! for as long as Loki fails, like the database), and only then writes
+//! the batch, with one `log_batches` row per delivered message; acks
+//! follow the commit as for every message. Without `[loki]`, `log`
+//! messages are stored in `rejected_messages` as `no_log_sink`.
 //!
 //! Acknowledgements go out in receive order, and only for messages that
 //! arrived on the current broker connection (see
@@ -40,8 +48,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
-use crate::metrics::{Metrics, ReasonLabel, TableLabel};
-use crate::sink::batch::{agent_time, InMessage};
+use crate::metrics::{Metrics, ReasonLabel, TableLabel, REASON_NO_LOG_SINK};
+use crate::sink::batch::{agent_time, clamp_i64, InMessage};
+use crate::sink::loki::{self, LogId, LogJob, LokiSink};
 use crate::sink::postgres::{BatchOutcome, ConnectError, PgSink, Prepared};
 use crate::source::Received;
 
@@ -49,6 +58,8 @@ use crate::source::Received;
 pub struct Writer {
     /// Where batches go.
     pub(crate) sink: PgSink,
+    /// Where `log` messages go first; `None` rejects them (`no_log_sink`).
+    pub(crate) loki: Option<LokiSink>,
     /// Messages from the source.
     pub(crate) rx: mpsc::Receiver<Received>,
     /// For acknowledgements.
@@ -85,6 +96,10 @@ const ACK_RETRY: Duration = Duration::from_millis(5);
 
 /// Longest the writer tries to hand over its last acks at shutdown.
 const FINAL_ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// `rejected_messages.detail` of a `log` message received without Loki.
+const NO_LOG_SINK_DETAIL: &str = "no [loki] section is configured, so this syslog batch \
+    cannot be delivered; its payload is kept here";
 
 impl Writer {
     /// Runs until shutdown (after the last batch is committed and acked)
@@ -254,7 +269,7 @@ impl Writer {
                 retained: r.publish.retain,
             })
             .collect();
-        let prepared = Prepared::new(&msgs);
+        let mut prepared = Prepared::new(&msgs);
         for d in prepared.decoded.iter().filter(|d| !d.retained) {
             let lag = d
                 .received_at
@@ -262,6 +277,7 @@ impl Writer {
                 .unwrap_or_default();
             self.metrics.message_lag_seconds.observe(lag.as_secs_f64());
         }
+        self.deliver_logs(&mut prepared).await;
 
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut attempt = 0u32;
@@ -288,6 +304,73 @@ impl Writer {
         self.metrics.db_up.set(1);
         self.health.set_writes_ok();
         self.record(&outcome);
+    }
+
+    /// Pushes the batch's `log` messages that are not delivered yet to
+    /// Loki (or rejects them all when Loki is not configured) and notes
+    /// the outcome in the batch; see [`loki::apply`]. Returns when every
+    /// line was accepted or refused.
+    async fn deliver_logs(&mut self, prepared: &mut Prepared<'_>) {
+        let ids: Vec<LogId> = prepared
+            .decoded
+            .iter()
+            .filter_map(|d| match &d.msg {
+                sitewatch_wire::Message::Log(l) => {
+                    Some((l.site.clone(), l.boot.clone(), clamp_i64(l.seq)))
+                }
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if self.loki.is_none() {
+            loki::reject_logs(prepared, REASON_NO_LOG_SINK, NO_LOG_SINK_DETAIL);
+            return;
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let delivered = loop {
+            match self.sink.delivered_logs(&ids).await {
+                Ok(set) => break set,
+                Err(e) => {
+                    let err = format!("{e:#}");
+                    self.metrics.db_errors.inc();
+                    self.metrics.db_up.set(0);
+                    self.health.set_writes_failing(err.clone());
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        %err, retry_in = ?delay,
+                        "Cannot tell which log batches were delivered; will retry \
+                         (nothing acknowledged meanwhile)."
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        let positions = loki::plan(&prepared.decoded, &delivered);
+        let Some(sink) = &self.loki else {
+            return;
+        };
+        let jobs: Vec<LogJob<'_>> = positions
+            .iter()
+            .filter_map(|&pos| {
+                let d = prepared.decoded.get(pos)?;
+                match &d.msg {
+                    sitewatch_wire::Message::Log(log) => Some(LogJob {
+                        log,
+                        received_at: d.received_at,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect();
+        let outcomes = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            sink.deliver(&jobs).await
+        };
+        drop(jobs);
+        loki::apply(prepared, &positions, &outcomes);
     }
 
     fn record(&self, o: &BatchOutcome) {

@@ -1,6 +1,7 @@
 //! Integration tests: the bridge against a real mosquitto and a real
 //! PostgreSQL, each private to its test (see `sitewatch-testkit`).
 
+mod loki;
 mod util;
 
 use std::collections::BTreeMap;
@@ -11,11 +12,13 @@ use util::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Every golden valid vector is stored, and the site state follows.
+/// Every golden valid vector is stored (the log batch delivered to Loki),
+/// and the site state follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_vectors_are_stored() {
     let env = Env::start();
-    let bridge = start_bridge(env.config("bridge-valid", "")).await;
+    let loki = blocking(sitewatch_testkit::LokiReceiver::start).expect("loki receiver");
+    let bridge = start_bridge(env.config("bridge-valid", &loki_section(&loki.url()))).await;
     let addr = bridge.http_addr();
 
     let msgs: Vec<Msg> = golden::VALID
@@ -29,18 +32,23 @@ async fn valid_vectors_are_stored() {
     publish_all(&env.broker.url(), &msgs).await;
 
     eventually(WAIT, "all valid vectors stored", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 4") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 5") == Some(1)
     })
     .await;
     assert_eq!(env.count("SELECT count(*) FROM status_events"), 3);
     assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 1);
     assert_eq!(env.count("SELECT count(*) FROM disk_usage"), 3);
     assert_eq!(env.count("SELECT count(*) FROM rejected_messages"), 0);
+    assert_eq!(
+        env.sql("SELECT seq, records, rejected FROM log_batches"),
+        "5|2|0"
+    );
+    assert_eq!(loki.entry_count(), 2);
     // online (s1) then shutdown (s1) apply; the Last Will of s1 arrives
     // after the clean shutdown of the same session and is ignored.
     assert_eq!(
         env.sql("SELECT state, reason, boot, session, agent_version, heartbeat_secs, last_seq FROM sites"),
-        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|4"
+        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|5"
     );
     assert_eq!(
         env.sql("SELECT seq, state, applied FROM status_events ORDER BY seq"),
@@ -48,7 +56,7 @@ async fn valid_vectors_are_stored() {
     );
     assert_eq!(
         env.sql("SELECT max_seq, received, missing FROM boot_gaps"),
-        "4|4|0"
+        "5|5|0"
     );
     assert_eq!(
         env.sql("SELECT uptime_secs, load1, load15, counters->>'published' FROM heartbeats"),
@@ -81,11 +89,16 @@ async fn valid_vectors_are_stored() {
         m("sitewatch_bridge_rows_written_total{table=\"disk_usage\"}"),
         Some(3.0)
     );
-    assert_eq!(m("sitewatch_bridge_acked_total"), Some(5.0));
+    assert_eq!(
+        m("sitewatch_bridge_rows_written_total{table=\"log_batches\"}"),
+        Some(1.0)
+    );
+    assert_eq!(m("sitewatch_bridge_loki_lines_pushed_total"), Some(2.0));
+    assert_eq!(m("sitewatch_bridge_acked_total"), Some(6.0));
     assert_eq!(m("sitewatch_bridge_duplicates_total"), Some(0.0));
     assert_eq!(m("sitewatch_bridge_mqtt_connected"), Some(1.0));
     assert!(
-        body.contains("sitewatch_bridge_message_lag_seconds_count 5"),
+        body.contains("sitewatch_bridge_message_lag_seconds_count 6"),
         "{body}"
     );
     bridge.stop().await.expect("graceful stop");
@@ -538,15 +551,19 @@ async fn migrations_are_idempotent_and_concurrency_safe() {
     let (a, b) = (a.expect("first"), b.expect("second"));
     let mut applied = [a.applied.clone(), b.applied.clone()].concat();
     applied.sort();
-    assert_eq!(applied, vec![1], "exactly one of the two applies version 1");
+    assert_eq!(
+        applied,
+        vec![1, 2],
+        "exactly one of the two applies each version"
+    );
     let again = sitewatch_bridge::migrate_only(&config)
         .await
         .expect("third");
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 1);
+    assert_eq!(again.current, 2);
     assert_eq!(
-        env.sql("SELECT version, name FROM schema_migrations"),
-        "1|init"
+        env.sql("SELECT version, name FROM schema_migrations ORDER BY version"),
+        "1|init\n2|log_batches"
     );
     // The schema works after all that.
     let bridge = start_bridge(config).await;

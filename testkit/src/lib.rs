@@ -1,4 +1,5 @@
-//! Throwaway real services and TLS material for sitewatch tests.
+//! Throwaway real services and TLS material for sitewatch tests, and a
+//! stand-in for Grafana Loki's push API ([`LokiReceiver`]).
 //!
 //! The agent and the bridge talk to real mosquitto and real PostgreSQL in
 //! production, so their tests do too: mocks would not catch TLS, QoS,
@@ -30,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod certs;
+pub mod loki;
 mod mosquitto;
 mod postgres;
 mod process;
@@ -42,6 +44,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 pub use certs::TestCerts;
+pub use loki::{LokiLimits, LokiReceiver, LokiReceiverBuilder, ReceivedEntry, RequestRecord};
 pub use mosquitto::{Mosquitto, MosquittoBuilder};
 pub use postgres::Postgres;
 pub use process::{mosquitto_binary, pg_bindir, require_binaries, ChildGuard};

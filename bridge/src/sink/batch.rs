@@ -56,6 +56,9 @@ pub struct Decoded {
     pub received_at: SystemTime,
     /// See [`InMessage::retained`].
     pub retained: bool,
+    /// For a `log` message: what Loki took (set by the writer after the
+    /// push, before the database write; see [`super::loki::apply`]).
+    pub log: Option<super::loki::LogDelivery>,
 }
 
 /// A message to store in `rejected_messages`.
@@ -67,7 +70,8 @@ pub struct Rejection {
     pub received_at: SystemTime,
     /// Topic, sanitized.
     pub topic: String,
-    /// Stable code: a `DecodeError::reason()` or `db_error`.
+    /// Stable code: a `DecodeError::reason()`, `db_error`,
+    /// `loki_rejected` or `no_log_sink`.
     pub reason: &'static str,
     /// Human-readable explanation, sanitized.
     pub detail: String,
@@ -104,6 +108,7 @@ pub fn prepare(msgs: &[InMessage<'_>]) -> (Vec<Decoded>, Vec<Rejection>) {
                 msg,
                 received_at: m.received_at,
                 retained: m.retained,
+                log: None,
             }),
             Err(e) => rejected.push(Rejection::new(index, m, e.reason(), &e.to_string())),
         }

@@ -1,6 +1,8 @@
-//! Where messages go: PostgreSQL.
+//! Where messages go: PostgreSQL, and Loki for syslog batches.
 //!
 //! * [`batch`]: pure decoding of raw messages into rows and rejections;
+//! * [`loki`]: pushing `log` messages to Grafana Loki (before the
+//!   database transaction that records them);
 //! * [`state`]: the pure site-state rule for status messages;
 //! * [`classify`]: which database errors are retried;
 //! * [`migrations`]: the embedded, versioned schema;
@@ -10,6 +12,7 @@
 
 pub mod batch;
 pub mod classify;
+pub mod loki;
 pub mod migrations;
 pub mod postgres;
 pub mod state;

@@ -13,6 +13,11 @@
 //! message at a time under savepoints, storing each offending message in
 //! `rejected_messages` as `db_error` instead; the batch then succeeds.
 //!
+//! `log` messages are pushed to Loki by the writer before the batch
+//! comes here ([`super::loki`]); this module records each delivered one
+//! in `log_batches` (and `boots`), and answers which were delivered
+//! already ([`PgSink::delivered_logs`]).
+//!
 //! Retrying, acking and metrics are the caller's business
 //! ([`crate::writer`]); this module only talks to the database.
 
@@ -28,6 +33,7 @@ use super::batch::{
     agent_time, clamp_i32, clamp_i64, prepare, unix_ms, Decoded, InMessage, Rejection,
 };
 use super::classify::{classify, is_transient, ErrorClass};
+use super::loki::{LogDelivery, LogId};
 use super::migrations::{migrate, MigrationReport};
 use super::state::{should_apply, StateKey};
 use crate::config::PostgresSettings;
@@ -65,6 +71,8 @@ pub struct TableRows {
     pub heartbeats: u64,
     /// `disk_usage`.
     pub disk_usage: u64,
+    /// `log_batches`.
+    pub log_batches: u64,
     /// `rejected_messages`.
     pub rejected_messages: u64,
 }
@@ -74,15 +82,17 @@ impl TableRows {
         self.status_events += o.status_events;
         self.heartbeats += o.heartbeats;
         self.disk_usage += o.disk_usage;
+        self.log_batches += o.log_batches;
         self.rejected_messages += o.rejected_messages;
     }
 
     /// `(table, rows)` pairs, for metrics.
-    pub fn by_table(&self) -> [(&'static str, u64); 4] {
+    pub fn by_table(&self) -> [(&'static str, u64); 5] {
         [
             ("status_events", self.status_events),
             ("heartbeats", self.heartbeats),
             ("disk_usage", self.disk_usage),
+            ("log_batches", self.log_batches),
             ("rejected_messages", self.rejected_messages),
         ]
     }
@@ -274,6 +284,41 @@ impl PgSink {
         }
     }
 
+    /// Which of `ids` are recorded in `log_batches` (pushed to Loki by a
+    /// committed batch). One attempt; an error is worth retrying (the
+    /// connection has then been dropped).
+    pub async fn delivered_logs(&mut self, ids: &[LogId]) -> anyhow::Result<HashSet<LogId>> {
+        let timeout = self.settings.write_timeout;
+        let display = self.settings.display.clone();
+        let result = tokio::time::timeout(timeout, async {
+            let conn = self.conn_mut().await?;
+            let site: Vec<&str> = ids.iter().map(|i| i.0.as_str()).collect();
+            let boot: Vec<&str> = ids.iter().map(|i| i.1.as_str()).collect();
+            let seq: Vec<i64> = ids.iter().map(|i| i.2).collect();
+            let rows = conn
+                .client
+                .query(&conn.stmts.delivered_logs, &[&site, &boot, &seq])
+                .await?;
+            let mut out = HashSet::with_capacity(rows.len());
+            for row in rows {
+                out.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+            Ok::<_, anyhow::Error>(out)
+        })
+        .await;
+        match result {
+            Ok(Ok(set)) => Ok(set),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e.context(format!("reading log_batches on {display}")))
+            }
+            Err(_) => {
+                self.conn = None;
+                anyhow::bail!("reading log_batches on {display} took longer than {timeout:?}")
+            }
+        }
+    }
+
     /// Runs `SELECT 1` on the sink's connection (connecting if needed).
     pub async fn ping(&mut self) -> anyhow::Result<()> {
         let conn = self.conn_mut().await?;
@@ -355,6 +400,8 @@ struct Statements {
     insert_status: Statement,
     insert_heartbeats: Statement,
     insert_disk: Statement,
+    insert_log_batches: Statement,
+    delivered_logs: Statement,
     insert_rejected: Statement,
     upsert_boots: Statement,
     heartbeat_versions: Statement,
@@ -370,6 +417,8 @@ impl Statements {
             insert_status: c.prepare(SQL_INSERT_STATUS).await?,
             insert_heartbeats: c.prepare(SQL_INSERT_HEARTBEATS).await?,
             insert_disk: c.prepare(SQL_INSERT_DISK).await?,
+            insert_log_batches: c.prepare(SQL_INSERT_LOG_BATCHES).await?,
+            delivered_logs: c.prepare(SQL_DELIVERED_LOGS).await?,
             insert_rejected: c.prepare(SQL_INSERT_REJECTED).await?,
             upsert_boots: c.prepare(SQL_UPSERT_BOOTS).await?,
             heartbeat_versions: c.prepare(SQL_HEARTBEAT_VERSIONS).await?,
@@ -433,6 +482,21 @@ SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::
                      $11::float4[], $12::int8[], $13::int8[], $14::bool[], $15::text[])
 ON CONFLICT DO NOTHING
 RETURNING site, boot, seq";
+
+/// One row per `log` message delivered to Loki.
+const SQL_INSERT_LOG_BATCHES: &str = "\
+INSERT INTO log_batches (site, boot, seq, ts, received_at, records, rejected)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[],
+                     $6::int4[], $7::int4[])
+ON CONFLICT DO NOTHING
+RETURNING site, boot, seq";
+
+/// Which of the given log message identities were delivered already.
+const SQL_DELIVERED_LOGS: &str = "\
+SELECT l.site, l.boot, l.seq
+FROM log_batches AS l
+JOIN UNNEST($1::text[], $2::text[], $3::int8[]) AS u(site, boot, seq)
+  ON l.site = u.site AND l.boot = u.boot AND l.seq = u.seq";
 
 const SQL_INSERT_REJECTED: &str = "\
 INSERT INTO rejected_messages (received_at, topic, reason, detail, payload, payload_len)
@@ -703,6 +767,34 @@ async fn write_rows<C: GenericClient + Sync>(
         new_ids.extend(disk_ids);
     }
 
+    let mut lc = LogCols::default();
+    for d in decoded {
+        if let Message::Log(l) = &d.msg {
+            lc.push(l, d.received_at, d.log);
+        }
+    }
+    if !lc.site.is_empty() {
+        let rows = tx
+            .query(
+                &st.insert_log_batches,
+                &[
+                    &lc.site,
+                    &lc.boot,
+                    &lc.seq,
+                    &lc.ts,
+                    &lc.received_at,
+                    &lc.records,
+                    &lc.rejected,
+                ],
+            )
+            .await?;
+        counts.rows.log_batches = rows.len() as u64;
+        new_messages += rows.len();
+        for row in rows {
+            new_ids.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+
     if !rejected.is_empty() {
         let received_at: Vec<SystemTime> = rejected.iter().map(|r| r.received_at).collect();
         let topic: Vec<&str> = rejected.iter().map(|r| r.topic.as_str()).collect();
@@ -874,6 +966,41 @@ impl<'a> HeartbeatCols<'a> {
                 .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
                 .collect(),
         ));
+    }
+}
+
+#[derive(Default)]
+struct LogCols<'a> {
+    site: Vec<&'a str>,
+    boot: Vec<&'a str>,
+    seq: Vec<i64>,
+    ts: Vec<SystemTime>,
+    received_at: Vec<SystemTime>,
+    records: Vec<i32>,
+    rejected: Vec<i32>,
+}
+
+impl<'a> LogCols<'a> {
+    fn push(
+        &mut self,
+        l: &'a sitewatch_wire::payload::Log,
+        received_at: SystemTime,
+        delivery: Option<LogDelivery>,
+    ) {
+        // A log message reaches here only after the writer pushed it (or
+        // found it delivered); without a delivery record it counts all
+        // its lines.
+        let d = delivery.unwrap_or(LogDelivery {
+            pushed: clamp_i32(u64::try_from(l.records.len()).unwrap_or(u64::MAX)),
+            refused: 0,
+        });
+        self.site.push(&l.site);
+        self.boot.push(&l.boot);
+        self.seq.push(clamp_i64(l.seq));
+        self.ts.push(agent_time(l.ts));
+        self.received_at.push(received_at);
+        self.records.push(d.pushed);
+        self.rejected.push(d.refused);
     }
 }
 

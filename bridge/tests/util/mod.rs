@@ -240,6 +240,50 @@ pub async fn publish_all(broker_url: &str, msgs: &[Msg]) {
     .await;
 }
 
+/// A `[loki]` section pushing to `url` with fast retries (tests).
+pub fn loki_section(url: &str) -> String {
+    format!("[loki]\nurl = \"{url}\"\nmin_backoff_ms = 20\nmax_backoff_secs = 1\n")
+}
+
+/// Current time, Unix ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One syslog record as JSON (see docs/wire.md, `log`).
+pub fn log_record(
+    ts: Option<u64>,
+    rx: u64,
+    host: &str,
+    app: &str,
+    severity: u8,
+    msg: &str,
+) -> serde_json::Value {
+    let mut r = serde_json::json!({
+        "rx": rx, "ip": "192.0.2.10", "host": host, "app": app,
+        "facility": 16, "severity": severity, "format": "rfc3164", "msg": msg
+    });
+    if let Some(ts) = ts {
+        r["ts"] = serde_json::Value::from(ts);
+    }
+    r
+}
+
+/// A `log` message carrying `records`.
+pub fn log_msg(site: &str, boot: &str, seq: u64, records: Vec<serde_json::Value>) -> Msg {
+    let payload = serde_json::json!({
+        "v": 1, "site": site, "boot": boot, "seq": seq, "ts": now_ms(),
+        "records": records
+    });
+    Msg::new(
+        format!("sitewatch/v1/{site}/log"),
+        serde_json::to_vec(&payload).expect("json"),
+    )
+}
+
 /// A valid heartbeat payload.
 pub fn heartbeat(site: &str, boot: &str, seq: u64) -> Msg {
     heartbeat_with(site, boot, seq, "0.1.0")
