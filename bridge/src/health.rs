@@ -10,6 +10,9 @@ use std::sync::{Mutex, PoisonError};
 /// What the bridge knows about its two connections.
 #[derive(Debug, Default)]
 pub struct Health {
+    /// Connected to PostgreSQL with the schema migrated: until then the
+    /// bridge is not ready, even if the database answers pings.
+    db_ready: AtomicBool,
     mqtt_ready: AtomicBool,
     mqtt_problem: Mutex<String>,
     writes_failing: AtomicBool,
@@ -50,6 +53,11 @@ impl Health {
         })
     }
 
+    /// The writer connected and the migrations have run.
+    pub fn set_db_ready(&self) {
+        self.db_ready.store(true, Ordering::Release);
+    }
+
     /// The writer stored a batch.
     pub fn set_writes_ok(&self) {
         self.writes_failing.store(false, Ordering::Release);
@@ -64,8 +72,13 @@ impl Health {
         self.writes_failing.store(true, Ordering::Release);
     }
 
-    /// `Ok` unless the writer's last attempt failed.
+    /// `Ok` once the schema is ready and unless the writer's last attempt
+    /// failed.
     pub fn writes(&self) -> Result<(), String> {
+        if !self.db_ready.load(Ordering::Acquire) && !self.writes_failing.load(Ordering::Acquire)
+        {
+            return Err("connecting and migrating the schema".to_owned());
+        }
         if !self.writes_failing.load(Ordering::Acquire) {
             return Ok(());
         }

@@ -115,6 +115,7 @@ impl Writer {
                     tracing::info!(db = self.sink.display(), schema, "Database ready.");
                     self.metrics.db_up.set(1);
                     self.health.set_writes_ok();
+                    self.health.set_db_ready();
                     break;
                 }
                 Err(ConnectError::Fatal(e)) => {
