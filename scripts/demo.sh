@@ -96,7 +96,8 @@ cat >&2 <<TXT
 TXT
 
 QUERY="select site, effective_state as state, offline_reason as reason, agent_version as version, boot,
-              to_char(last_seen, 'HH24:MI:SS') as last_seen, disk_max_used_pct as disk_max_pct
+              to_char(last_seen, 'HH24:MI:SS') as last_seen, disk_max_used_pct as disk_max_pct,
+              disk_failed_mounts as disk_errors
          from fleet order by site"
 START=$(date +%s)
 while :; do

@@ -6,7 +6,9 @@
 //! target directory; `SITEWATCH_AGENT_BIN` / `SITEWATCH_BRIDGE_BIN` override.
 
 use anyhow::Context;
-use sitewatch_testkit::{free_port, sig, wait_until, ChildGuard, Mosquitto, Postgres, TestCerts};
+use sitewatch_testkit::{
+    free_port, sig, wait_until, ChildGuard, LokiReceiver, Mosquitto, Postgres, TestCerts,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -43,6 +45,8 @@ fn bridge_bin() -> PathBuf {
 
 struct Fleet {
     dir: tempfile::TempDir,
+    /// Loki stand-in; the bridge pushes syslog batches here.
+    loki: LokiReceiver,
     broker: Mosquitto,
     db: Postgres,
     db_name: String,
@@ -61,8 +65,10 @@ impl Fleet {
         let db = Postgres::start()?;
         let db_name = "sitewatch".to_string();
         db.create_database(&db_name)?;
+        let loki = LokiReceiver::start()?;
         let mut fleet = Fleet {
             dir,
+            loki,
             broker,
             db,
             db_name,
@@ -80,10 +86,11 @@ impl Fleet {
             format!(
                 "[mqtt]\nurl = \"{}\"\nclient_id = \"bridge-e2e\"\n\n\
                  [postgres]\nurl = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
-                 [batch]\nmax_wait_ms = 50\n",
+                 [batch]\nmax_wait_ms = 50\n\n[loki]\nurl = \"{}\"\n",
                 self.broker.url(),
                 self.db.database_url(&self.db_name),
-                self.http_port
+                self.http_port,
+                self.loki.url()
             ),
         )?;
         let mut child = ChildGuard::spawn(
@@ -119,12 +126,16 @@ impl Fleet {
     }
 
     fn agent_config(&self, name: &str, site: &str, mqtt: &str) -> PathBuf {
+        self.agent_config_with(name, site, mqtt, "")
+    }
+
+    fn agent_config_with(&self, name: &str, site: &str, mqtt: &str, extra: &str) -> PathBuf {
         let p = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &p,
             format!(
                 "site_id = \"{site}\"\n\n[mqtt]\n{mqtt}\n\n[heartbeat]\ninterval_secs = 1\n\n\
-                 [disk]\ninterval_secs = 1\nmounts = [\"/\", \"{}\"]\n",
+                 [disk]\ninterval_secs = 1\nmounts = [\"/\", \"{}\"]\n\n{extra}\n",
                 self.dir.path().join("not-a-mount").display()
             ),
         )
@@ -322,4 +333,86 @@ fn mutual_tls_agent_reaches_postgres_and_rogue_cert_does_not() {
         "a client certificate from another CA must not get in\n{}",
         rogue_agent.log_contents()
     );
+}
+
+#[test]
+fn syslog_from_logger_reaches_loki_with_site_and_host_labels() {
+    let fleet = Fleet::start(None).expect("fleet");
+    let udp = free_port();
+    let tcp = free_port();
+    let cfg = fleet.agent_config_with(
+        "agent",
+        "lokasi3",
+        &plain_mqtt(&fleet.broker),
+        &format!(
+            "[syslog]\nudp = [\"127.0.0.1:{udp}\"]\ntcp = [\"127.0.0.1:{tcp}\"]\n\
+             batch_max_wait_ms = 100\n\n[syslog.hosts]\n\"127.0.0.1\" = \"nvr-1\"\n"
+        ),
+    );
+    let agent = fleet.start_agent(&cfg);
+    fleet.wait_state("lokasi3", "online/-", Some(&agent));
+
+    // Real senders: util-linux logger over UDP (RFC 3164) and TCP (RFC 5424).
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let (proto, port, fmt) = if i % 2 == 0 {
+            ("-d", udp, "--rfc3164")
+        } else {
+            ("-T", tcp, "--rfc5424")
+        };
+        let msg = format!("e2e line {i} video loss on channel {}", i % 4);
+        let st = Command::new("logger")
+            .args([proto, fmt, "-n", "127.0.0.1", "-P", &port.to_string()])
+            .args(["-t", "nvrd", "-p", "local0.warning", &msg])
+            .status()
+            .expect("run logger (util-linux)");
+        assert!(st.success(), "logger failed for line {i}");
+        sent.push(msg);
+    }
+
+    let r = wait_until(WAIT, "every line is in Loki", || {
+        let entries = fleet.loki.entries();
+        sent.iter()
+            .all(|m| entries.iter().any(|e| e.line.contains(m.as_str())))
+    });
+    let entries = fleet.loki.entries();
+    if let Err(e) = r {
+        panic!(
+            "{e:#}\nloki has {} entries: {:#?}\nagent log:\n{}",
+            entries.len(),
+            entries.iter().map(|e| &e.line).collect::<Vec<_>>(),
+            agent.log_contents()
+        );
+    }
+    for m in &sent {
+        let hits: Vec<_> = entries
+            .iter()
+            .filter(|e| e.line.contains(m.as_str()))
+            .collect();
+        assert_eq!(hits.len(), 1, "`{m}` must arrive exactly once");
+        let e = hits[0];
+        assert_eq!(e.labels.get("site").map(String::as_str), Some("lokasi3"));
+        // The mapped name wins over the hostname logger puts in the line.
+        assert_eq!(e.labels.get("host").map(String::as_str), Some("nvr-1"));
+        assert_eq!(e.labels.get("app").map(String::as_str), Some("nvrd"));
+        assert_eq!(
+            e.labels.get("severity").map(String::as_str),
+            Some("warning")
+        );
+        assert_eq!(e.metadata("ip"), Some("127.0.0.1"));
+        assert_eq!(e.metadata("facility"), Some("local0"));
+        // Within a few minutes of now: the device (logger) stamped it.
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as i128;
+        assert!(
+            (now_ns - e.timestamp_ns).abs() < 300 * 1_000_000_000,
+            "timestamp {}",
+            e.timestamp_ns
+        );
+    }
+    // Delivered batches are recorded, so a redelivery would not push again.
+    assert!(fleet.count("select count(*) from log_batches where site = 'lokasi3'") >= 1);
+    assert_eq!(fleet.sql("select count(*) from rejected_messages"), "0");
 }
