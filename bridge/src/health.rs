@@ -75,8 +75,7 @@ impl Health {
     /// `Ok` once the schema is ready and unless the writer's last attempt
     /// failed.
     pub fn writes(&self) -> Result<(), String> {
-        if !self.db_ready.load(Ordering::Acquire) && !self.writes_failing.load(Ordering::Acquire)
-        {
+        if !self.db_ready.load(Ordering::Acquire) && !self.writes_failing.load(Ordering::Acquire) {
             return Err("connecting and migrating the schema".to_owned());
         }
         if !self.writes_failing.load(Ordering::Acquire) {
