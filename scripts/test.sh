@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Runs every check and test of the workspace, the way CI does:
-#   format, clippy (warnings are errors), then all tests against real
-#   mosquitto and PostgreSQL instances that the tests start themselves on
-#   free ports (never the machine's own services).
+# Runs every check and test, the way CI does:
+#   1. format, clippy (warnings are errors);
+#   2. all cargo tests against real mosquitto, PostgreSQL, syslog senders and
+#      the Loki stand-in, which the tests start themselves on free ports
+#      (never the machine's own services);
+#   3. the gateway builds: static aarch64/armv7/x86_64 agents into dist/,
+#      the size budget, the ARM binaries under qemu-user against a real
+#      broker, and the systemd/OpenWrt packaging tests.
+# Ends with one "summary: N passed, N failed, N skipped" line.
 #
 # Usage: ./scripts/test.sh [extra cargo test args]
+#   SITEWATCH_SKIP_GATEWAY=1 skips step 3 (quicker local runs; CI never sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -24,8 +30,34 @@ trap 'rm -f "$LOG"' EXIT
 set +e
 cargo test --workspace --locked -- --test-threads="${SITEWATCH_TEST_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
 STATUS=${PIPESTATUS[0]}
+
+if [ "${SITEWATCH_SKIP_GATEWAY:-0}" != 1 ]; then
+    # Each step runs even if an earlier one failed, so one run shows all.
+    for step in build-release.sh check-size.sh test-cross.sh test-packaging.sh; do
+        log "scripts/$step"
+        ./scripts/"$step" 2>&1 | tee -a "$LOG"
+        rc=${PIPESTATUS[0]}
+        if [ "$rc" -ne 0 ]; then
+            echo "scripts/$step: 0 passed, 1 failed" | tee -a "$LOG"
+            STATUS=$rc
+        fi
+    done
+fi
 set -e
-# One closing line for the whole run (cargo prints one per test binary).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
-     END { printf "\nsummary: %d passed, %d failed, %d skipped\n", p, f, s }' "$LOG"
+
+# One closing line for the whole run: cargo's per-binary "test result:"
+# lines plus the scripts' "N passed, N failed[, N skipped]" lines.
+awk '
+/^test result:/ {
+    for (i = 1; i <= NF; i++) {
+        if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1)
+    }
+    next
+}
+/^(test-cross|test-packaging|scripts\/[a-z.-]+): [0-9]+ passed, [0-9]+ failed/ {
+    for (i = 1; i <= NF; i++) {
+        if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^skipped/) s += $(i-1)
+    }
+}
+END { printf "\nsummary: %d passed, %d failed, %d skipped\n", p, f, s }' "$LOG"
 exit "$STATUS"

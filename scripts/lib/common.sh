@@ -144,3 +144,46 @@ stop_throwaway_postgres() {
     [ -f "$dir/pg/postmaster.pid" ] && run_as_pg "$(pg_bindir)/pg_ctl" -D "$dir/pg" -m fast stop >/dev/null 2>&1
     return 0
 }
+
+# How to get TARGET's standard library: prints "prebuilt" when rustup has it
+# (installing it if it can) and "build-std" when std must be compiled from
+# source with -Zbuild-std (rustup has no rust-std for the target here, as
+# for armv7-unknown-linux-musleabihf on some machines), or always with
+# SITEWATCH_FORCE_BUILD_STD=1.
+rust_std_mode() {
+    local t=$1
+    if [ "${SITEWATCH_FORCE_BUILD_STD:-0}" = 1 ]; then echo build-std; return; fi
+    if rustup target list --installed | grep -qx "$t"; then echo prebuilt; return; fi
+    log "rustup target add $t"
+    if rustup target add "$t" >/dev/null 2>&1; then echo prebuilt; else echo build-std; fi
+}
+
+# Makes sure TOOLCHAIN has rust-src (needed by -Zbuild-std).
+ensure_rust_src() {
+    local tc=$1
+    rustup toolchain list | grep -q "^$tc" || die "toolchain $tc is not installed (rustup toolchain install $tc)"
+    if ! rustup component list --toolchain "$tc" --installed | grep -q '^rust-src'; then
+        log "rustup component add rust-src --toolchain $tc"
+        rustup component add rust-src --toolchain "$tc" || die "cannot install rust-src for $tc; -Zbuild-std needs it"
+    fi
+}
+
+# Runs a cargo-zigbuild command (build, test, ...) for TARGET whose std is
+# built from source: -Zbuild-std with RUSTC_BOOTSTRAP=1 (it is unstable) on
+# $SITEWATCH_BUILD_STD_TOOLCHAIN (default: the active toolchain, so every
+# target is built by one compiler version), in its own target directory
+# BASE_TARGET_DIR/build-std (RUSTC_BOOTSTRAP changes host build-script
+# fingerprints, which would otherwise rebuild the other targets from
+# scratch), and with -Clink-self-contained=no (no rust-std means no
+# self-contained musl crt1.o/libc.a from rustup; zig supplies its own).
+#   cargo_build_std TARGET BASE_TARGET_DIR SUBCOMMAND [ARGS...]
+cargo_build_std() {
+    local t=$1 base=$2 sub=$3 tc flags_var
+    shift 3
+    tc=${SITEWATCH_BUILD_STD_TOOLCHAIN:-$(rustup show active-toolchain | awk '{print $1}')}
+    ensure_rust_src "$tc"
+    flags_var="CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
+    env RUSTUP_TOOLCHAIN="$tc" RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$base/build-std" \
+        "$flags_var=${!flags_var:-} -Clink-self-contained=no" \
+        cargo-zigbuild "$sub" --target "$t" "$@"
+}
