@@ -30,6 +30,7 @@ pub mod disk;
 pub mod heartbeat;
 pub mod host;
 pub mod mqtt;
+pub mod outbox;
 pub mod publish;
 pub mod syslog;
 

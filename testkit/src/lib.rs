@@ -35,6 +35,7 @@ pub mod loki;
 mod mosquitto;
 mod postgres;
 mod process;
+mod proxy;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::{Ipv4Addr, TcpListener};
@@ -48,6 +49,7 @@ pub use loki::{LokiLimits, LokiReceiver, LokiReceiverBuilder, ReceivedEntry, Req
 pub use mosquitto::{Mosquitto, MosquittoBuilder};
 pub use postgres::Postgres;
 pub use process::{mosquitto_binary, pg_bindir, require_binaries, ChildGuard};
+pub use proxy::{ProxyStats, TcpProxy};
 
 /// Linux signal numbers for [`ChildGuard::signal`] and
 /// [`Mosquitto::signal`], so tests need not depend on `libc`.
