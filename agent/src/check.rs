@@ -1,6 +1,10 @@
-//! `sitewatch-agent check --connect`: tries the broker step by step (DNS,
-//! TCP, TLS handshake, MQTT CONNECT) and says in plain words which step
-//! failed and why, for the installer standing next to the router.
+//! `sitewatch-agent check --online` (alias `--connect`): the installer's
+//! commissioning check. [`online`] prints one table — check | result |
+//! what to do — covering the clock against the certificates, the broker
+//! step by step ([`connect`]: DNS, TCP, TLS handshake, MQTT CONNECT), every
+//! configured disk and every syslog port, and rows for features not in
+//! this version. Plain words, for the installer standing next to the
+//! router.
 //!
 //! Uses the same settings and TLS configuration as the daemon. Connects
 //! with the client id suffixed `-check` and no Last Will, so a running
@@ -260,5 +264,507 @@ pub async fn connect(cfg: &Config, out: &mut impl Write) -> bool {
             .await;
             true
         }
+    }
+}
+
+/// A row's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Works.
+    Ok,
+    /// Broken: the agent will not do its job until fixed.
+    Failed,
+    /// Works, but worth a look.
+    Warning,
+    /// Not part of this agent version.
+    NotInVersion,
+}
+
+/// One row of the commissioning table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// What was checked.
+    pub check: String,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// What was found, plain words.
+    pub result: String,
+    /// What to do (empty when nothing).
+    pub todo: String,
+}
+
+fn row(
+    check: impl Into<String>,
+    verdict: Verdict,
+    result: impl Into<String>,
+    todo: impl Into<String>,
+) -> Row {
+    Row {
+        check: check.into(),
+        verdict,
+        result: result.into(),
+        todo: todo.into(),
+    }
+}
+
+/// Runs every check and prints the table to `out`. Returns `false` when
+/// any row failed.
+pub async fn online(cfg: &Config, out: &mut impl Write) -> bool {
+    let mut rows = clock_rows(cfg, std::time::SystemTime::now());
+    rows.extend(broker_rows(cfg).await);
+    rows.extend(disk_rows(cfg).await);
+    rows.extend(syslog_rows(cfg));
+    for what in [
+        "cameras (RTSP probes)",
+        "SMART disk health",
+        "recording clean-up roots",
+    ] {
+        rows.push(row(what, Verdict::NotInVersion, "not in this version", ""));
+    }
+    print_table(out, &rows);
+    let failed = rows.iter().filter(|r| r.verdict == Verdict::Failed).count();
+    let _ = if failed == 0 {
+        writeln!(out, "\nAll checks passed: this site is ready.")
+    } else {
+        writeln!(
+            out,
+            "\n{failed} check(s) FAILED: fix them (see \"what to do\"), then run this again."
+        )
+    };
+    failed == 0
+}
+
+/// Prints `rows` as a plain text table.
+pub fn print_table(out: &mut impl Write, rows: &[Row]) {
+    let verdict = |v: Verdict| match v {
+        Verdict::Ok => "ok",
+        Verdict::Failed => "FAILED",
+        Verdict::Warning => "warning",
+        Verdict::NotInVersion => "-",
+    };
+    let w0 = rows.iter().map(|r| r.check.len()).max().unwrap_or(5).max(5);
+    let _ = writeln!(out, "{:<w0$} | {:<7} | result | what to do", "check", "");
+    let _ = writeln!(out, "{}", "-".repeat(w0 + 40));
+    for r in rows {
+        let todo = if r.todo.is_empty() { "-" } else { &r.todo };
+        let _ = writeln!(
+            out,
+            "{:<w0$} | {:<7} | {} | {}",
+            r.check,
+            verdict(r.verdict),
+            r.result,
+            todo
+        );
+    }
+    let _ = out.flush();
+}
+
+/// The broker, step by step, from [`connect`]'s lines.
+async fn broker_rows(cfg: &Config) -> Vec<Row> {
+    let mut buf = Vec::new();
+    let ok = connect(cfg, &mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    let mut rows = Vec::new();
+    for l in text.lines() {
+        let Some((step, rest)) = l.split_once(':') else {
+            continue;
+        };
+        let step = step.trim();
+        let rest = rest.trim_start();
+        let (verdict, words) = if let Some(w) = rest.strip_prefix("ok: ") {
+            (Verdict::Ok, w)
+        } else if let Some(w) = rest.strip_prefix("FAILED: ") {
+            (Verdict::Failed, w)
+        } else if step == "FAILED" {
+            (Verdict::Failed, rest)
+        } else {
+            continue;
+        };
+        let todo = if verdict == Verdict::Failed {
+            match step {
+                "DNS" => "check the host name in mqtt.url and the gateway's DNS server",
+                "TCP" => "check the port in mqtt.url, the uplink, and firewalls on the way",
+                "TLS" => "see the result; certificates come from operations",
+                "MQTT" => "check mqtt.username and the password file with operations",
+                _ => "fix the [mqtt] settings",
+            }
+        } else {
+            ""
+        };
+        rows.push(row(format!("broker {step}"), verdict, words, todo));
+    }
+    if !ok && !rows.iter().any(|r| r.verdict == Verdict::Failed) {
+        rows.push(row(
+            "broker",
+            Verdict::Failed,
+            text.trim(),
+            "fix the [mqtt] settings",
+        ));
+    }
+    rows
+}
+
+/// Unix seconds of `t` (0 before 1970).
+fn unix(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for messages.
+fn date(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Clock sanity: the local clock against this binary's date and against
+/// the validity of the configured CA and client certificates.
+pub fn clock_rows(cfg: &Config, now: std::time::SystemTime) -> Vec<Row> {
+    let now_s = unix(now);
+    let mut rows = Vec::new();
+    // The binary cannot be older than its own file: a clock before that is
+    // wrong (boards without a battery start in 1970 or at the image date).
+    let built = std::fs::metadata("/proc/self/exe")
+        .and_then(|m| m.modified())
+        .map(unix)
+        .ok();
+    match built {
+        Some(b) if now_s + 86_400 < b => rows.push(row(
+            "clock",
+            Verdict::Failed,
+            format!(
+                "local clock says {}, before this agent was installed ({})",
+                date(now_s),
+                date(b)
+            ),
+            "set the time (enable NTP: timedatectl set-ntp true, or on OpenWrt \
+             System > System > Time synchronization); TLS certificates are judged by this clock",
+        )),
+        _ => rows.push(row(
+            "clock",
+            Verdict::Ok,
+            format!("local clock says {}", date(now_s)),
+            "",
+        )),
+    }
+    let files = [
+        ("CA certificate", cfg.mqtt.ca_file.as_ref()),
+        ("client certificate", cfg.mqtt.client_cert_file.as_ref()),
+    ];
+    for (what, path) in files {
+        let Some(path) = path else { continue };
+        let certs = match std::fs::read(path) {
+            Ok(pem) => {
+                use rustls::pki_types::pem::PemObject as _;
+                rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                    .filter_map(Result::ok)
+                    .collect::<Vec<_>>()
+            }
+            Err(e) => {
+                rows.push(row(
+                    what,
+                    Verdict::Failed,
+                    format!("cannot read {}: {e}", path.display()),
+                    "check the path and that the agent's user may read it",
+                ));
+                continue;
+            }
+        };
+        for cert in &certs {
+            let Some((nb, na)) = validity(cert.as_ref()) else {
+                continue;
+            };
+            let name = format!("{what} {}", path.display());
+            if now_s < nb {
+                rows.push(row(
+                    name,
+                    Verdict::Failed,
+                    format!(
+                        "the local clock ({}) is before the certificate's start (notBefore {})",
+                        date(now_s),
+                        date(nb)
+                    ),
+                    "the clock is wrong: set the time (NTP), then check again",
+                ));
+            } else if now_s > na {
+                rows.push(row(
+                    name,
+                    Verdict::Failed,
+                    format!(
+                        "the certificate expired on {} (local clock {})",
+                        date(na),
+                        date(now_s)
+                    ),
+                    "ask operations for a new certificate (or fix the clock if it is wrong)",
+                ));
+            } else if na - now_s < 30 * 86_400 {
+                rows.push(row(
+                    name,
+                    Verdict::Warning,
+                    format!("valid, but expires on {}", date(na)),
+                    "ask operations for a renewed certificate soon",
+                ));
+            } else {
+                rows.push(row(
+                    name,
+                    Verdict::Ok,
+                    format!("valid until {}", date(na)),
+                    "",
+                ));
+            }
+        }
+    }
+    rows
+}
+
+/// Reads one DER TLV at `d`: (tag, content, rest).
+fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *d.first()?;
+    let first = *d.get(1)?;
+    let (len, hdr) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | usize::from(*d.get(2 + i)?);
+        }
+        (len, 2 + n)
+    };
+    let end = hdr.checked_add(len)?;
+    Some((tag, d.get(hdr..end)?, d.get(end..)?))
+}
+
+/// `(notBefore, notAfter)` in Unix seconds from an X.509 certificate.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert, _) = tlv(der)?;
+    let (_, tbs, _) = tlv(cert)?;
+    let mut rest = tbs;
+    // [0] version (optional), serial, signature algorithm, issuer.
+    let (tag, _, r) = tlv(rest)?;
+    rest = if tag == 0xa0 { tlv(r)?.2 } else { r };
+    rest = tlv(rest)?.2; // signature algorithm
+    rest = tlv(rest)?.2; // issuer
+    let (_, val, _) = tlv(rest)?;
+    let (t1, nb, r) = tlv(val)?;
+    let (t2, na, _) = tlv(r)?;
+    Some((der_time(t1, nb)?, der_time(t2, na)?))
+}
+
+/// UTCTime (0x17) or GeneralizedTime (0x18), `Z` form, to Unix seconds.
+fn der_time(tag: u8, v: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(v).ok()?;
+    let s = s.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let y: i64 = s.get(0..2)?.parse().ok()?;
+            (if y >= 50 { 1900 + y } else { 2000 + y }, s.get(2..)?)
+        }
+        0x18 => (s.get(0..4)?.parse().ok()?, s.get(4..)?),
+        _ => return None,
+    };
+    let n = |r: std::ops::Range<usize>| -> Option<i64> { rest.get(r)?.parse().ok() };
+    let (mo, d, h, mi) = (n(0..2)?, n(2..4)?, n(4..6)?, n(6..8)?);
+    let sec = n(8..10).unwrap_or(0);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
+/// Every configured disk, probed like the daemon does (blocking thread,
+/// `statvfs_timeout_ms`).
+async fn disk_rows(cfg: &Config) -> Vec<Row> {
+    use crate::disk::mountinfo;
+    use crate::disk::probe::{self, ProbeError};
+    if cfg.disk.mounts.is_empty() {
+        return vec![row(
+            "disks",
+            Verdict::Warning,
+            "no [disk] mounts configured",
+            "list the recording disk in [disk] mounts",
+        )];
+    }
+    let table: Arc<[mountinfo::MountEntry]> = match std::fs::read_to_string("/proc/self/mountinfo")
+    {
+        Ok(t) => mountinfo::parse(&t).into(),
+        Err(e) => {
+            return vec![row(
+                "disks",
+                Verdict::Failed,
+                format!("cannot read /proc/self/mountinfo: {e}"),
+                "",
+            )]
+        }
+    };
+    let mut rows = Vec::new();
+    for path in &cfg.disk.mounts {
+        let p = path.clone();
+        let t = Arc::clone(&table);
+        let res = tokio::time::timeout(
+            cfg.disk.statvfs_timeout,
+            tokio::task::spawn_blocking(move || probe::probe(&p, &t)),
+        )
+        .await;
+        let name = format!("disk {path}");
+        let r = match res {
+            Err(_) => Err(ProbeError::Timeout),
+            Ok(Err(e)) => Err(ProbeError::Failed(e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+        rows.push(match r {
+            Ok(m) => {
+                let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+                let words = format!(
+                    "{}, {:.1} GiB of {:.1} GiB free ({:.0} % used){}",
+                    m.fs_type,
+                    gib(m.usage.avail_bytes),
+                    gib(m.usage.total_bytes),
+                    m.usage.used_pct,
+                    if m.read_only { ", READ-ONLY" } else { "" }
+                );
+                if m.read_only {
+                    row(name, Verdict::Failed, words, "the filesystem is read-only (the kernel does this after disk errors): check the disk (dmesg), repair it (fsck), remount")
+                } else if m.usage.used_pct >= 95.0 {
+                    row(name, Verdict::Warning, words, "nearly full: check the NVR's overwrite setting")
+                } else {
+                    row(name, Verdict::Ok, words, "")
+                }
+            }
+            Err(ProbeError::Missing) => row(name, Verdict::Failed, "the folder does not exist", "create the mount point and mount the disk, or fix [disk] mounts"),
+            Err(ProbeError::NotMounted) => row(name, Verdict::Failed, "nothing is mounted there (a plain folder on the parent disk)", "mount the recording disk there (check /etc/fstab, the cable, the NAS share), or fix [disk] mounts"),
+            Err(ProbeError::Timeout) => row(name, Verdict::Failed, "no answer in time (hung network share?)", "check the NAS/NFS server and the network to it"),
+            Err(ProbeError::Failed(e)) => {
+                let todo = if e.contains("ermission") {
+                    "let the agent's user read the folder (or its parents)"
+                } else {
+                    "see the result"
+                };
+                row(name, Verdict::Failed, e, todo)
+            }
+        });
+    }
+    rows
+}
+
+/// Tries to bind every configured syslog address (then closes it again).
+pub fn syslog_rows(cfg: &Config) -> Vec<Row> {
+    let Some(sys) = &cfg.syslog else {
+        return vec![row(
+            "syslog",
+            Verdict::Ok,
+            "receiver off (no [syslog] table)",
+            "",
+        )];
+    };
+    let mut rows = Vec::new();
+    let addrs = sys
+        .udp
+        .iter()
+        .map(|a| ("UDP", *a))
+        .chain(sys.tcp.iter().map(|a| ("TCP", *a)));
+    for (proto, addr) in addrs {
+        let res = if proto == "UDP" {
+            std::net::UdpSocket::bind(addr).map(drop)
+        } else {
+            std::net::TcpListener::bind(addr).map(drop)
+        };
+        let name = format!("syslog {proto} {addr}");
+        rows.push(match res {
+            Ok(()) => row(name, Verdict::Ok, "port can be bound", ""),
+            Err(e) => {
+                let todo = match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "ports below 1024 need CAP_NET_BIND_SERVICE (or systemd socket \
+                         activation, sitewatch-agent-syslog.socket); or use port {}",
+                        crate::syslog::config::UNPRIVILEGED_PORT
+                    ),
+                    std::io::ErrorKind::AddrInUse => format!(
+                        "another program listens there{}: stop it or choose another port \
+                         (is the agent itself already running? then this is expected)",
+                        port_owner_hint(addr.port())
+                    ),
+                    std::io::ErrorKind::AddrNotAvailable => {
+                        "this machine has no such address: fix [syslog] udp/tcp".to_owned()
+                    }
+                    _ => "see the result".to_owned(),
+                };
+                row(name, Verdict::Failed, format!("cannot listen: {e}"), todo)
+            }
+        });
+    }
+    rows
+}
+
+/// A guess at who holds a syslog port, from the usual suspects' names.
+fn port_owner_hint(port: u16) -> String {
+    if port != 514 {
+        return String::new();
+    }
+    for name in ["rsyslogd", "syslog-ng", "logd", "syslogd"] {
+        let running = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            });
+        if running {
+            return format!(" (probably {name}, which is running)");
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod online_tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip() {
+        assert_eq!(der_time(0x17, b"250101000000Z"), Some(1_735_689_600));
+        assert_eq!(der_time(0x18, b"20250101000000Z"), Some(1_735_689_600));
+        assert_eq!(der_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(date(1_735_689_600), "2025-01-01 00:00 UTC");
+        assert_eq!(der_time(0x17, b"junk"), None);
+    }
+
+    #[test]
+    fn table_has_header_and_rows() {
+        let mut out = Vec::new();
+        print_table(
+            &mut out,
+            &[
+                row("disk /", Verdict::Ok, "ext4", ""),
+                row("SMART", Verdict::NotInVersion, "not in this version", ""),
+            ],
+        );
+        let t = String::from_utf8(out).expect("utf8");
+        assert!(t.starts_with("check"), "{t}");
+        assert!(t.contains("disk / | ok      | ext4 | -"), "{t}");
+        assert!(t.contains("SMART  | -       | not in this version"), "{t}");
     }
 }

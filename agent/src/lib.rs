@@ -17,9 +17,13 @@
 //! - [`diagnose`] and [`check`]: plain-words connection diagnostics for
 //!   installers.
 //!
+//! - [`notify`]: systemd readiness, status, watchdog (no-op elsewhere).
+//! - [`reload`]: what a SIGHUP changes (diff of old and new config).
+//!
 //! The binary (`main.rs`) only parses arguments, sets up logging and the
-//! runtime, and calls [`run`] with a shutdown future wired to SIGTERM and
-//! SIGINT. Tests call [`run`] in-process or run the binary.
+//! runtime, and calls [`run_with`] with a shutdown future wired to SIGTERM
+//! and SIGINT and reloads wired to SIGHUP. Tests call [`run`] in-process
+//! or run the binary.
 
 #![warn(missing_docs)]
 
@@ -30,15 +34,19 @@ pub mod disk;
 pub mod heartbeat;
 pub mod host;
 pub mod mqtt;
+pub mod notify;
 pub mod outbox;
 pub mod publish;
+pub mod reload;
 pub mod syslog;
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -62,17 +70,143 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A set-up problem that a restart will not fix (unreadable password or
+/// certificate file…): the binary exits with `EX_CONFIG` (78) for it.
+#[derive(Debug)]
+pub struct SetupError(pub anyhow::Error);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Applies a new log filter (`[log] level`); `Err` says why it is invalid.
+pub type SetLogLevel = Box<dyn Fn(Option<&str>) -> Result<(), String> + Send>;
+
+/// Extras for [`run_with`] beyond what the tests need.
+#[derive(Default)]
+pub struct Extras {
+    /// The config file, re-read on each reload request.
+    pub config_path: Option<PathBuf>,
+    /// One message per reload request (SIGHUP).
+    pub reload: Option<tokio::sync::mpsc::Receiver<()>>,
+    /// Applies a reloaded `[log] level`.
+    pub set_log_level: Option<SetLogLevel>,
+    /// Syslog sockets from systemd (socket activation).
+    pub inherited: syslog::Inherited,
+    /// Feed the systemd watchdog (from `WATCHDOG_USEC`).
+    pub watchdog: bool,
+}
+
+/// The restartable sources.
+struct Sources {
+    publisher: publish::Publisher,
+    session_rx: tokio::sync::watch::Receiver<u32>,
+    started: tokio::time::Instant,
+    stop: CancellationToken,
+    heartbeat: Option<(CancellationToken, JoinHandle<()>)>,
+    disk: Option<(CancellationToken, JoinHandle<()>)>,
+    syslog: Option<syslog::Syslog>,
+    inherited: Arc<Mutex<syslog::Inherited>>,
+}
+
+impl Sources {
+    fn first_connect(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.session_rx.clone();
+        async move {
+            // Err only if the uplink is gone; then there is nothing to wait for.
+            let _ = rx.wait_for(|s| *s > 0).await;
+        }
+    }
+
+    fn start_heartbeat(&mut self, cfg: &config::HeartbeatConfig) {
+        let stop = self.stop.child_token();
+        let task = tokio::spawn(heartbeat::run(
+            self.publisher.clone(),
+            cfg.interval,
+            self.started,
+            self.first_connect(),
+            stop.clone(),
+        ));
+        self.heartbeat = Some((stop, task));
+    }
+
+    fn start_disk(&mut self, cfg: &config::DiskConfig) {
+        let stop = self.stop.child_token();
+        let task = tokio::spawn(disk::run(
+            self.publisher.clone(),
+            cfg.clone(),
+            self.first_connect(),
+            stop.clone(),
+        ));
+        self.disk = Some((stop, task));
+    }
+
+    async fn stop_task(slot: &mut Option<(CancellationToken, JoinHandle<()>)>) {
+        if let Some((stop, task)) = slot.take() {
+            stop.cancel();
+            if tokio::time::timeout(SOURCES_STOP_TIMEOUT, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("A source did not stop in time");
+            }
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        self.stop.cancel();
+        let syslog = self.syslog.take();
+        let all = async {
+            Self::stop_task(&mut self.heartbeat).await;
+            Self::stop_task(&mut self.disk).await;
+            if let Some(s) = syslog {
+                s.stop().await;
+            }
+        };
+        if tokio::time::timeout(SOURCES_STOP_TIMEOUT, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("Sources did not stop in time");
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` completes, then publishes the retained
 /// `offline`/`shutdown` status and disconnects.
 ///
 /// Returns an error only for set-up problems (unreadable certificate or
-/// password file…); broker trouble is retried forever.
+/// password file…, as [`SetupError`]); broker trouble is retried forever.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(config, shutdown, Extras::default()).await
+}
+
+/// [`run`] with reloads, socket activation and the systemd watchdog.
+pub async fn run_with(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    extras: Extras,
+) -> anyhow::Result<()> {
     install_crypto_provider();
+    let Extras {
+        config_path,
+        reload: mut reload_rx,
+        set_log_level,
+        inherited,
+        watchdog,
+    } = extras;
     let started = tokio::time::Instant::now();
     let boot = publish::new_boot_id();
+    let mut mqtt_print = mqtt::fingerprint(&config)
+        .with_context(|| format!("preparing the MQTT connection from {}", config.origin))
+        .map_err(SetupError)?;
     let (client, eventloop) = mqtt::connect(&config)
-        .with_context(|| format!("preparing the MQTT connection from {}", config.origin))?;
+        .with_context(|| format!("preparing the MQTT connection from {}", config.origin))
+        .map_err(SetupError)?;
     let heartbeat_secs = u32::try_from(config.heartbeat.interval.as_secs()).unwrap_or(u32::MAX);
     let publisher = publish::Publisher::new(&config.site_id, boot, heartbeat_secs, client)?;
     tracing::info!(
@@ -84,59 +218,73 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
 
     let (session_tx, session_rx) = tokio::sync::watch::channel(0u32);
-    let first_connect = move || {
-        let mut rx = session_rx.clone();
-        async move {
-            // Err only if the uplink is gone; then there is nothing to wait for.
-            let _ = rx.wait_for(|s| *s > 0).await;
-        }
-    };
-
-    let stop_sources = CancellationToken::new();
-    let mut sources = JoinSet::new();
-    sources.spawn(heartbeat::run(
-        publisher.clone(),
-        config.heartbeat.interval,
+    let mut sources = Sources {
+        publisher: publisher.clone(),
+        session_rx,
         started,
-        first_connect(),
-        stop_sources.clone(),
-    ));
-    sources.spawn(disk::run(
-        publisher.clone(),
-        config.disk.clone(),
-        first_connect(),
-        stop_sources.clone(),
-    ));
+        stop: CancellationToken::new(),
+        heartbeat: None,
+        disk: None,
+        syslog: None,
+        inherited: Arc::new(Mutex::new(inherited)),
+    };
+    sources.start_heartbeat(&config.heartbeat);
+    sources.start_disk(&config.disk);
     if let Some(sys) = config.syslog.clone() {
-        sources.spawn(syslog::run(publisher.clone(), sys, stop_sources.clone()));
+        sources.syslog = Some(syslog::Syslog::start(
+            publisher.clone(),
+            sys,
+            Arc::clone(&sources.inherited),
+        ));
     }
 
     let stop_uplink = CancellationToken::new();
-    let uplink = mqtt::Uplink::new(
+    let (reconf_tx, reconf_rx) = tokio::sync::mpsc::channel(1);
+    let mut uplink = mqtt::Uplink::new(
         eventloop,
         publisher.clone(),
-        mqtt::target(&config)?,
+        mqtt::target(&config).map_err(SetupError)?,
         session_tx,
-    );
+    )
+    .with_reconfigure(reconf_rx);
+    if watchdog {
+        uplink = uplink.with_watchdog(notify::Watchdog::from_env());
+    }
     let mut uplink = tokio::spawn(uplink.run(stop_uplink.clone()));
+    notify::ready(&format!(
+        "Running; connecting to {} (site {})",
+        config.mqtt.url, config.site_id
+    ));
 
+    let mut current = config;
     tokio::pin!(shutdown);
-    let uplink_ended = tokio::select! {
-        () = &mut shutdown => false,
-        _ = &mut uplink => true,
+    let uplink_ended = loop {
+        tokio::select! {
+            () = &mut shutdown => break false,
+            _ = &mut uplink => break true,
+            () = recv_reload(&mut reload_rx) => {
+                let Some(path) = config_path.as_deref() else {
+                    tracing::warn!("Reload requested but the config path is unknown; ignored");
+                    continue;
+                };
+                notify::reloading();
+                let words = reload::apply(
+                    path,
+                    &mut current,
+                    &mut mqtt_print,
+                    &mut sources,
+                    &reconf_tx,
+                    set_log_level.as_deref(),
+                )
+                .await;
+                notify::reloaded(&words);
+            }
+        }
     };
 
     // Stop the sources first so the shutdown status is the last message.
-    stop_sources.cancel();
-    if tokio::time::timeout(SOURCES_STOP_TIMEOUT, async {
-        while sources.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!("Sources did not stop in time");
-        sources.abort_all();
-    }
+    notify::stopping();
+    sources.stop_all().await;
 
     if uplink_ended {
         anyhow::bail!("the MQTT uplink task ended unexpectedly");
@@ -159,4 +307,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "Stopped"
     );
     Ok(())
+}
+
+/// The next reload request; never completes without an open channel.
+async fn recv_reload(rx: &mut Option<tokio::sync::mpsc::Receiver<()>>) {
+    if let Some(r) = rx {
+        if r.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending().await
 }

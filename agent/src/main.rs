@@ -16,6 +16,10 @@ use tokio::signal::unix::{signal, SignalKind};
 /// past it the process exits anyway (a hung task cannot keep it alive).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
 
+/// `EX_CONFIG` (sysexits.h): the config is invalid; restarting will not
+/// help (`RestartPreventExitStatus=78` in the systemd unit).
+const EX_CONFIG: u8 = 78;
+
 /// Blocking threads: one per mount probe (at most 16, a stuck one is never
 /// doubled) plus DNS lookups.
 const MAX_BLOCKING_THREADS: usize = 24;
@@ -37,11 +41,13 @@ enum Command {
     /// Run the agent (the default).
     Run,
     /// Check the config and print every problem; exit status 1 if any.
-    /// Never opens a network connection unless --connect is given.
+    /// Never opens a network connection unless --online is given.
     Check {
-        /// Also try the broker: DNS, TCP, TLS handshake and MQTT CONNECT.
-        #[arg(long)]
-        connect: bool,
+        /// Commissioning check: also try the broker (DNS, TCP, TLS with
+        /// certificate dates, MQTT login), every disk and the syslog ports,
+        /// and print one table with what to do for each failure.
+        #[arg(long, alias = "connect")]
+        online: bool,
     },
 }
 
@@ -49,7 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
-        Command::Check { connect } => check(&cli.config, connect),
+        Command::Check { online } => check(&cli.config, online),
     }
 }
 
@@ -60,7 +66,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn check(path: &Path, connect: bool) -> ExitCode {
+fn check(path: &Path, online: bool) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(problems) => {
@@ -69,7 +75,7 @@ fn check(path: &Path, connect: bool) -> ExitCode {
         }
     };
     println!("OK: {}: {}", cfg.origin, cfg.summary());
-    if !connect {
+    if !online {
         return ExitCode::SUCCESS;
     }
     let rt = match runtime() {
@@ -80,13 +86,10 @@ fn check(path: &Path, connect: bool) -> ExitCode {
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ok = rt.block_on(sitewatch_agent::check::connect(
-        &cfg,
-        &mut std::io::stdout(),
-    ));
-    rt.shutdown_timeout(Duration::from_millis(100));
+    let ok = rt.block_on(sitewatch_agent::check::online(&cfg, &mut std::io::stdout()));
+    // A disk probe may still hang on a dead NFS server: do not wait.
+    rt.shutdown_background();
     if ok {
-        println!("OK: the broker accepted the connection");
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -96,7 +99,10 @@ fn check(path: &Path, connect: bool) -> ExitCode {
 /// Logs go to stderr (journald / OpenWrt logd capture it). The filter is
 /// `RUST_LOG` if set, else `[log] level`, else `info`; the syntax is
 /// `level` or `level,target=level,...` (tracing-subscriber `Targets`).
-fn init_logging(cfg: &Config) {
+///
+/// Returns the setter for reloads of `[log] level` (refused while
+/// `RUST_LOG` is set: the environment wins).
+fn init_logging(cfg: &Config) -> sitewatch_agent::SetLogLevel {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let (spec, from_env) = match std::env::var("RUST_LOG") {
@@ -110,6 +116,7 @@ fn init_logging(cfg: &Config) {
         Ok(t) => (t, false),
         Err(_) => (Targets::new().with_default(LevelFilter::INFO), true),
     };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(targets);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -117,11 +124,25 @@ fn init_logging(cfg: &Config) {
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_target(false),
         )
-        .with(targets)
+        .with(filter)
         .init();
     if bad && from_env {
         tracing::warn!(rust_log = %spec, "RUST_LOG is not a valid filter; using info");
     }
+    Box::new(move |level: Option<&str>| {
+        if from_env {
+            return Err("RUST_LOG is set and wins over [log] level".into());
+        }
+        let spec = level.unwrap_or("info");
+        let targets = spec
+            .parse::<Targets>()
+            .map_err(|e| format!("`{spec}` is not a valid filter: {e}"))?;
+        handle
+            .reload(targets)
+            .map_err(|e| format!("cannot switch the log filter: {e}"))?;
+        tracing::info!(level = spec, "Log level changed");
+        Ok(())
+    })
 }
 
 fn run(path: &Path) -> ExitCode {
@@ -133,10 +154,18 @@ fn run(path: &Path) -> ExitCode {
                 "Fix these, then try `sitewatch-agent check --config {}`.",
                 path.display()
             );
-            return ExitCode::FAILURE;
+            return ExitCode::from(EX_CONFIG);
         }
     };
-    init_logging(&cfg);
+    let set_log_level = init_logging(&cfg);
+    // Before any thread starts: the descriptors belong to us from here.
+    let inherited = match sitewatch_agent::syslog::Inherited::from_env() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(err = %e, "Cannot use the sockets passed by systemd (LISTEN_FDS)");
+            sitewatch_agent::syslog::Inherited::default()
+        }
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -146,7 +175,15 @@ fn run(path: &Path) -> ExitCode {
     };
     let result = rt.block_on(async {
         let shutdown = shutdown_signal()?;
-        sitewatch_agent::run(cfg, shutdown).await
+        let reload = reload_requests()?;
+        let extras = sitewatch_agent::Extras {
+            config_path: Some(path.to_owned()),
+            reload: Some(reload),
+            set_log_level: Some(set_log_level),
+            inherited,
+            watchdog: true,
+        };
+        sitewatch_agent::run_with(cfg, shutdown, extras).await
     });
     // Do not wait for blocking threads: one may be stuck in statvfs on a
     // hung NFS mount.
@@ -155,9 +192,27 @@ fn run(path: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(err = %format!("{e:#}"), "Agent stopped with an error");
-            ExitCode::FAILURE
+            if e.downcast_ref::<sitewatch_agent::SetupError>().is_some() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// One message per SIGHUP (several pending ones fold into one reload).
+fn reload_requests() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    use anyhow::Context as _;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // Full: a reload is already pending, which reads the file anew.
+            let _ = tx.try_send(());
+        }
+    });
+    Ok(rx)
 }
 
 /// A future that completes on the first SIGTERM or SIGINT. After that, a

@@ -26,6 +26,18 @@
 //! The session is clean (`clean_session = true`): messages not yet
 //! acknowledged when a connection drops are lost; a durable outbox is a
 //! later step.
+//!
+//! The loop also feeds the systemd watchdog ([`notify::Watchdog`]) —
+//! while polling and while waiting in reconnect backoff — so a hung loop
+//! gets the agent restarted, and keeps `STATUS=` current.
+//!
+//! A config reload with changed broker settings arrives as a
+//! [`Reconfigure`]: when connected, the loop waits (bounded) for in-flight
+//! messages to be acknowledged, then closes the connection *without*
+//! `DISCONNECT`, so the broker publishes the old session's Will
+//! (`offline`/`lost`) and a new setting that fails to connect never leaves a
+//! stale retained `online`; then it connects with the new settings: a new
+//! session and birth, same boot and sequence numbers, queued messages kept.
 
 use std::time::Duration;
 
@@ -42,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::diagnose::{self, Target};
+use crate::notify::{self, Watchdog};
 use crate::publish::{Counters, Publisher, QUEUE_CAPACITY};
 
 /// Most QoS 1 messages in flight (unacknowledged) at once. Small on
@@ -116,8 +129,36 @@ pub fn target(cfg: &Config) -> anyhow::Result<TargetOwned> {
     })
 }
 
+/// A fingerprint of everything that shapes the broker connection: the
+/// `[mqtt]` settings and the *contents* of the password, CA, certificate
+/// and key files, read afresh (rotating a file under the same path is the
+/// main reason to reload). Equal fingerprints mean no reconnect is needed.
+pub fn fingerprint(cfg: &Config) -> anyhow::Result<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let m = &cfg.mqtt;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Debug redacts the password; the password itself is hashed below.
+    format!("{m:?}").hash(&mut h);
+    cfg.client_id().hash(&mut h);
+    m.credentials()
+        .context("reading the MQTT password (mqtt.password_file)")?
+        .hash(&mut h);
+    for (key, file) in [
+        ("mqtt.ca_file", &m.ca_file),
+        ("mqtt.client_cert_file", &m.client_cert_file),
+        ("mqtt.client_key_file", &m.client_key_file),
+    ] {
+        if let Some(path) = file {
+            std::fs::read(path)
+                .with_context(|| format!("reading {key} {}", path.display()))?
+                .hash(&mut h);
+        }
+    }
+    Ok(h.finish())
+}
+
 /// Owned form of [`Target`], kept by long-lived tasks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetOwned {
     host: String,
     port: u16,
@@ -151,6 +192,37 @@ pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     ))
 }
 
+/// New broker settings for a running uplink (config reload).
+pub struct Reconfigure {
+    /// Options made by [`options`] from the new config.
+    pub options: MqttOptions,
+    /// Names for messages, from the new config.
+    pub target: TargetOwned,
+}
+
+/// How long a reconnect for new settings waits for in-flight messages.
+const RECONFIGURE_DRAIN: Duration = Duration::from_secs(2);
+
+/// Waits for the next [`Reconfigure`]; never completes without a channel
+/// or once it is closed.
+async fn next_reconfigure(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<Reconfigure>>,
+) -> Reconfigure {
+    if let Some(r) = rx {
+        if let Some(v) = r.recv().await {
+            return v;
+        }
+    }
+    std::future::pending().await
+}
+
+/// What woke the loop.
+enum Step {
+    Stop,
+    Event(Result<Event, ConnectionError>),
+    Reconfigure(Box<Reconfigure>),
+}
+
 /// The uplink task's state.
 pub struct Uplink {
     eventloop: EventLoop,
@@ -164,6 +236,10 @@ pub struct Uplink {
     last_error: Option<String>,
     /// Tells sources the current session (0 until the first connection).
     session_tx: watch::Sender<u32>,
+    /// systemd watchdog, fed from this loop.
+    watchdog: Watchdog,
+    /// New broker settings from config reloads.
+    reconfigure: Option<tokio::sync::mpsc::Receiver<Reconfigure>>,
 }
 
 impl Uplink {
@@ -182,7 +258,21 @@ impl Uplink {
             connected: false,
             last_error: None,
             session_tx,
+            watchdog: Watchdog::every(None),
+            reconfigure: None,
         }
+    }
+
+    /// Feeds `watchdog` from this loop.
+    pub fn with_watchdog(mut self, watchdog: Watchdog) -> Uplink {
+        self.watchdog = watchdog;
+        self
+    }
+
+    /// Applies new broker settings received on `rx` (config reloads).
+    pub fn with_reconfigure(mut self, rx: tokio::sync::mpsc::Receiver<Reconfigure>) -> Uplink {
+        self.reconfigure = Some(rx);
+        self
     }
 
     fn counters(&self) -> &Counters {
@@ -215,11 +305,9 @@ impl Uplink {
             Some(birth) => self.eventloop.pending.push_front(Request::Publish(birth)),
             None => tracing::error!("Cannot encode the birth message"),
         }
-        tracing::info!(
-            session,
-            broker = %format_args!("{}:{}", self.target.host, self.target.port),
-            "Connected to broker"
-        );
+        let broker = format!("{}:{}", self.target.host, self.target.port);
+        tracing::info!(session, broker = %broker, "Connected to broker");
+        notify::status(&format!("Connected to {broker} (session {session})"));
         self.session_tx.send_replace(session);
     }
 
@@ -230,12 +318,14 @@ impl Uplink {
             self.publisher.note_queue_drained();
             let words = diagnose::lost_connection(e);
             tracing::warn!(session = self.session, err = %e, "Connection to broker lost: {words}");
+            notify::status(&format!("Connection to broker lost: {words}; reconnecting"));
             self.last_error = Some(words);
         } else {
             let words = diagnose::connection_error(e, &self.target.view()).to_string();
             Counters::inc(&self.counters().connect_errors);
             if self.last_error.as_deref() != Some(words.as_str()) {
                 tracing::warn!(err = %e, "Cannot connect to broker: {words}; retrying with backoff");
+                notify::status(&format!("Cannot connect to broker: {words}; retrying"));
             } else {
                 tracing::debug!(err = %e, "Connect attempt failed again");
             }
@@ -248,14 +338,34 @@ impl Uplink {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut backoff = sitewatch_mqtt::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut connected_at = Instant::now();
-        loop {
+        let mut reconf = self.reconfigure.take();
+        'run: loop {
             if !self.connected {
                 self.set_will();
             }
-            let event = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                ev = self.eventloop.poll() => ev,
+            // The poll future is kept across watchdog kicks (never
+            // cancelled for them: that would abort a connect attempt).
+            let step = {
+                let poll = self.eventloop.poll();
+                tokio::pin!(poll);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = stop.cancelled() => break Step::Stop,
+                        () = self.watchdog.tick() => self.watchdog.kick(),
+                        r = next_reconfigure(&mut reconf) => break Step::Reconfigure(Box::new(r)),
+                        ev = &mut poll => break Step::Event(ev),
+                    }
+                }
+            };
+            let event = match step {
+                Step::Stop => break,
+                Step::Reconfigure(r) => {
+                    self.apply(*r).await;
+                    backoff.reset();
+                    continue;
+                }
+                Step::Event(ev) => ev,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -273,16 +383,64 @@ impl Uplink {
                         backoff.reset();
                     }
                     self.on_error(&e);
-                    let delay = backoff.next_delay();
-                    tokio::select! {
-                        biased;
-                        () = stop.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
+                    let sleep = tokio::time::sleep(backoff.next_delay());
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => break 'run,
+                            () = self.watchdog.tick() => self.watchdog.kick(),
+                            r = next_reconfigure(&mut reconf) => {
+                                // New settings: try them at once.
+                                self.apply(r).await;
+                                backoff.reset();
+                                break;
+                            }
+                            () = &mut sleep => break,
+                        }
                     }
                 }
             }
         }
         self.shutdown().await;
+    }
+
+    /// Switches to new broker settings; see the module docs.
+    async fn apply(&mut self, r: Reconfigure) {
+        self.eventloop.mqtt_options = r.options;
+        self.target = r.target;
+        self.last_error = None;
+        if !self.connected {
+            tracing::info!("New MQTT settings apply from the next connect attempt");
+            return;
+        }
+        tracing::info!(
+            session = self.session,
+            "MQTT settings changed; reconnecting to apply them"
+        );
+        notify::status("Reconnecting to apply new MQTT settings");
+        // Let in-flight messages be acknowledged (bounded); queued ones
+        // stay in the request queue for the next connection.
+        let deadline = Instant::now() + RECONFIGURE_DRAIN;
+        while self.eventloop.state.inflight() > 0 && Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                Err(_) => break,
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => Counters::inc(&self.counters().acked),
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(_)))) => self.publisher.note_sent(),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(err = %e, "Connection ended while draining for reconnect");
+                    break;
+                }
+            }
+        }
+        // Close without DISCONNECT: the broker publishes the old session's
+        // Will. Unacknowledged messages of the old connection are dropped
+        // (clean session), as on any lost connection.
+        let _ = self.eventloop.state.clean();
+        self.eventloop.network = None;
+        self.eventloop.pending.clear();
+        self.connected = false;
     }
 
     /// Sends `offline`/`shutdown`, waits for its PUBACK, disconnects.

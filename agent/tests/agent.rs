@@ -3,6 +3,7 @@
 //! built binary unless a test says otherwise; an observer decodes every
 //! message with the bridge's decoder.
 
+mod ops;
 mod syslog;
 mod util;
 
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use sitewatch_testkit::{sig, Mosquitto, TestCerts};
 use sitewatch_wire::payload::{OfflineReason, State};
 use sitewatch_wire::Message;
-use util::{outcome, retained_status, run_check, spawn_agent, Observer, Received, TestConfig};
+use util::{
+    check_steps, outcome, retained_status, run_check, spawn_agent, Observer, Received, TestConfig,
+};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -272,9 +275,10 @@ fn tls_with_ca_file_connects() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut obs = Observer::start(&s.broker);
     let cfg = TestConfig::new("tls-site", &s.broker.tls_url().expect("tls"))
+        .mounts(&["/"])
         .mqtt(&format!("ca_file = {:?}", path(&s.certs.ca_cert)))
         .write(dir.path());
-    let (code, text) = outcome(&run_check(&cfg, &["--connect"]));
+    let (code, text) = check_steps(&run_check(&cfg, &["--connect"]));
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("TLS:  ok: ") && text.contains("MQTT: ok: "),
@@ -292,6 +296,7 @@ fn mtls_with_client_cert_connects() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut obs = Observer::start(&s.broker);
     let cfg = TestConfig::new("mtls-site", &s.broker.mtls_url().expect("mtls"))
+        .mounts(&["/"])
         .mqtt(&format!("ca_file = {:?}", path(&s.certs.ca_cert)))
         .mqtt(&format!(
             "client_cert_file = {:?}",
@@ -302,7 +307,7 @@ fn mtls_with_client_cert_connects() {
             path(&s.certs.client_key)
         ))
         .write(dir.path());
-    let (code, text) = outcome(&run_check(&cfg, &["--connect"]));
+    let (code, text) = check_steps(&run_check(&cfg, &["--connect"]));
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("client.pem accepted"), "{text}");
 
@@ -328,7 +333,7 @@ fn mtls_rogue_client_cert_is_refused() {
             path(&s.certs.rogue_client_key)
         ))
         .write(dir.path());
-    let (code, text) = outcome(&run_check(&cfg, &["--connect"]));
+    let (code, text) = check_steps(&run_check(&cfg, &["--connect"]));
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("TLS:  FAILED: the broker rejected our client certificate"),
@@ -362,7 +367,7 @@ fn wrong_ca_is_refused() {
     let cfg = TestConfig::new("wrongca-site", &s.broker.tls_url().expect("tls"))
         .mqtt(&format!("ca_file = {:?}", path(&s.certs.rogue_ca_cert)))
         .write(dir.path());
-    let (code, text) = outcome(&run_check(&cfg, &["--connect"]));
+    let (code, text) = check_steps(&run_check(&cfg, &["--connect"]));
     assert_eq!(code, Some(1), "{text}");
     let expected = format!(
         "TLS:  FAILED: server certificate not trusted by ca_file {}",
@@ -453,7 +458,7 @@ fn check_connect_explains_refusals() {
     let port = sitewatch_testkit::free_port();
     let cfg =
         TestConfig::new("conn-refused", &format!("mqtt://127.0.0.1:{port}")).write(dir.path());
-    let (code, text) = outcome(&run_check(&cfg, &["--connect"]));
+    let (code, text) = check_steps(&run_check(&cfg, &["--connect"]));
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains(&format!(
@@ -464,7 +469,7 @@ fn check_connect_explains_refusals() {
 
     // Unresolvable name (.invalid never resolves).
     let cfg = TestConfig::new("no-dns", "mqtts://broker.invalid:8883").write(dir.path());
-    let (code, text) = outcome(&run_check(&cfg, &["--connect"]));
+    let (code, text) = check_steps(&run_check(&cfg, &["--connect"]));
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("DNS:  FAILED: cannot resolve broker.invalid"),
@@ -492,7 +497,7 @@ fn check_connect_explains_refusals() {
         .mqtt("username = \"site1\"")
         .mqtt("password = \"wrong-password\"")
         .write(dir.path());
-    let (code, text) = outcome(&run_check(&cfg, &["--connect"]));
+    let (code, text) = check_steps(&run_check(&cfg, &["--connect"]));
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("MQTT: FAILED: broker refused: bad username or password for user `site1`")

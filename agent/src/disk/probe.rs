@@ -1,6 +1,13 @@
 //! One blocking disk probe: resolve the path, check it is a mount point,
 //! `statvfs` it, and turn the numbers into what `df` shows.
 //!
+//! "Mount point" means a filesystem of its own: a path that is only bound
+//! onto itself from the filesystem holding its parent folder (systemd
+//! `ReadWritePaths=`, OpenWrt ujail) is [`ProbeError::NotMounted`], judged
+//! both by the mount table ([`mountinfo::bind_of_parent`]) and by `stat`
+//! (`st_dev` of the path equals that of its parent folder). Read-only is
+//! the superblock's flag, never the sandbox's per-mount view.
+//!
 //! [`probe`] blocks (a hung NFS/CIFS server can make `stat` and `statvfs`
 //! sleep forever in the kernel), so it only ever runs on a blocking thread
 //! under a timeout; see the source in `disk/mod.rs`. [`Usage::from_raw`] is
@@ -67,7 +74,8 @@ impl Usage {
 pub struct Mounted {
     /// Filesystem type from the mount table.
     pub fs_type: String,
-    /// Read-only per the mount table or statvfs flags.
+    /// The filesystem itself is read-only (superblock `ro`, e.g. the
+    /// kernel's remount after errors); a sandbox's read-only view is not.
     pub read_only: bool,
     /// The numbers.
     pub usage: Usage,
@@ -128,6 +136,9 @@ pub fn probe(path: &str, table: &[MountEntry]) -> Result<Mounted, ProbeError> {
     let canon = std::fs::canonicalize(path).map_err(|e| ProbeError::from_io(&e))?;
     let canon_str = canon.to_string_lossy();
     let entry = mountinfo::find(table, &canon_str).ok_or(ProbeError::NotMounted)?;
+    if mountinfo::bind_of_parent(table, &canon_str) || same_device_as_parent(&canon)? {
+        return Err(ProbeError::NotMounted);
+    }
     let st = rustix::fs::statvfs(Path::new(&*canon_str))
         .map_err(|e| ProbeError::from_io(&io::Error::from(e)))?;
     let usage = Usage::from_raw(
@@ -148,9 +159,24 @@ pub fn probe(path: &str, table: &[MountEntry]) -> Result<Mounted, ProbeError> {
     }
     Ok(Mounted {
         fs_type,
-        read_only: entry.read_only || st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY),
+        // Not statvfs's ST_RDONLY: it reflects the per-mount flag too.
+        read_only: entry.read_only,
         usage,
     })
+}
+
+/// Whether `path` (canonical) is on the same device as its parent folder,
+/// i.e. not the root of a filesystem of its own. `/` never is. Blocking.
+fn same_device_as_parent(path: &Path) -> Result<bool, ProbeError> {
+    let Some(parent) = path.parent() else {
+        return Ok(false);
+    };
+    let dev = |p: &Path| {
+        rustix::fs::stat(p)
+            .map(|st| st.st_dev)
+            .map_err(|e| ProbeError::from_io(&io::Error::from(e)))
+    };
+    Ok(dev(path)? == dev(parent)?)
 }
 
 #[cfg(test)]

@@ -175,6 +175,24 @@ impl Receiver {
         self.publisher.counters()
     }
 
+    /// The settings in force.
+    pub fn config(&self) -> &Arc<SyslogConfig> {
+        &self.cfg
+    }
+
+    /// Switches to new settings (config reload): allow list, names, zones,
+    /// rate limits, line and connection limits apply to the next line or
+    /// connection. `pending_max_bytes` applies from the next start.
+    pub fn set_config(&mut self, cfg: Arc<SyslogConfig>) {
+        if cfg.pending_max_bytes != self.cfg.pending_max_bytes {
+            tracing::warn!(
+                "syslog.pending_max_bytes changes only when the agent restarts; the other syslog \
+                 settings apply now"
+            );
+        }
+        self.cfg = cfg;
+    }
+
     /// Whether `ip` may send; counts a refusal.
     pub fn admit(&self, ip: IpAddr) -> bool {
         let ok = self.cfg.allowed(ip);
@@ -318,7 +336,7 @@ impl Receiver {
 /// The receiver shared between tasks.
 pub type Shared = Arc<Mutex<Receiver>>;
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Receiver> {
+pub(crate) fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Receiver> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -405,7 +423,6 @@ pub async fn udp(
     addr: SocketAddr,
     first: Option<io::Result<UdpSocket>>,
     shared: Shared,
-    max_line: usize,
     stop: CancellationToken,
 ) {
     let Some(sock) = bind_retrying("UDP", addr, first, bind_udp, &stop).await else {
@@ -427,6 +444,7 @@ pub async fn udp(
         }
         let now = Instant::now();
         let mut g = lock(&shared);
+        let max_line = g.config().max_line_bytes;
         for _ in 0..UDP_BATCH {
             match sock.try_recv_from(&mut buf) {
                 Ok((n, peer)) => {
@@ -463,7 +481,6 @@ pub async fn tcp(
     addr: SocketAddr,
     first: Option<io::Result<TcpListener>>,
     shared: Shared,
-    cfg: Arc<SyslogConfig>,
     open: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
@@ -492,6 +509,7 @@ pub async fn tcp(
             }
         };
         let ip = peer.ip().to_canonical();
+        let cfg = Arc::clone(lock(&shared).config());
         if !lock(&shared).admit(ip) {
             if let Some(held) = warn.ready(Instant::now()) {
                 tracing::warn!(

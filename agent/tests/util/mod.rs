@@ -56,6 +56,12 @@ impl TestConfig {
         }
     }
 
+    /// Replaces the mounts to report.
+    pub fn mounts(mut self, mounts: &[&str]) -> Self {
+        self.mounts = mounts.iter().map(|m| (*m).to_owned()).collect();
+        self
+    }
+
     pub fn mqtt(mut self, line: &str) -> Self {
         self.mqtt_extra.push_str(line);
         self.mqtt_extra.push('\n');
@@ -109,6 +115,26 @@ pub fn run_check(config: &Path, args: &[&str]) -> Output {
         .arg(config)
         .output()
         .expect("run check")
+}
+
+/// `check --online` output with each `broker STEP | verdict | words | …`
+/// table row also rendered as `STEP: verdict: words` (the step labels
+/// padded like `TLS:  ok: …`), so assertions can name a step's result.
+pub fn check_steps(out: &Output) -> (Option<i32>, String) {
+    let (code, mut text) = outcome(out);
+    let mut extra = String::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("broker ") else {
+            continue;
+        };
+        let cols: Vec<&str> = rest.split(" | ").map(str::trim).collect();
+        if cols.len() >= 3 {
+            let label = format!("{}:", cols[0]);
+            extra.push_str(&format!("{label:<5} {}: {}\n", cols[1], cols[2]));
+        }
+    }
+    text.push_str(&extra);
+    (code, text)
 }
 
 /// `(exit code, stdout + stderr)` of a finished command.
