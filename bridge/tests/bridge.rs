@@ -553,17 +553,17 @@ async fn migrations_are_idempotent_and_concurrency_safe() {
     applied.sort();
     assert_eq!(
         applied,
-        vec![1, 2],
+        vec![1, 2, 3],
         "exactly one of the two applies each version"
     );
     let again = sitewatch_bridge::migrate_only(&config)
         .await
         .expect("third");
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 2);
+    assert_eq!(again.current, 3);
     assert_eq!(
         env.sql("SELECT version, name FROM schema_migrations ORDER BY version"),
-        "1|init\n2|log_batches"
+        "1|init\n2|log_batches\n3|grafana_role"
     );
     // The schema works after all that.
     let bridge = start_bridge(config).await;

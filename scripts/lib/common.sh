@@ -37,6 +37,13 @@ ensure_system_packages() {
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     [ -x "$(pg_bindir)/initdb" ] || die "PostgreSQL server binaries not found (set SITEWATCH_PG_BINDIR)"
+    # The Grafana provisioning tests read YAML with python3's PyYAML.
+    if ! python3 -c 'import yaml' 2>/dev/null; then
+        log "Installing PyYAML for python3"
+        python3 -m pip install --quiet pyyaml 2>/dev/null \
+            || as_root apt-get install -y -qq python3-yaml >/dev/null \
+            || die "python3 cannot import yaml: install python3-yaml or pip install pyyaml"
+    fi
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || die "mosquitto not found"
 }
 

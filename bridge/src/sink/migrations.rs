@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "log_batches",
         sql: include_str!("../../migrations/0002_log_batches.sql"),
     },
+    Migration {
+        version: 3,
+        name: "grafana_role",
+        sql: include_str!("../../migrations/0003_grafana_role.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

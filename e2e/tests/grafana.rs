@@ -1,0 +1,1440 @@
+//! Proof of the Grafana provisioning in `grafana/` (Grafana itself cannot
+//! run here).
+//!
+//! * `provisioning_files_are_valid`: every data source, dashboard provider,
+//!   dashboard and alert file parses and has the fields Grafana's
+//!   provisioning requires; uids are unique and every data source uid a
+//!   panel, variable or rule uses is provisioned; every panel has a
+//!   `gridPos` and targets; every `$variable` a query uses is defined.
+//! * `every_sql_query_runs_read_only_against_bridge_data`: the real bridge
+//!   fills a real PostgreSQL from a real agent plus crafted wire messages
+//!   (one site offline through its Last Will, one site with a full disk, a
+//!   failed mount, a sequence gap and agent drops, one healthy site). Every
+//!   SQL query of every panel, variable and alert rule is expanded the way
+//!   Grafana's PostgreSQL data source expands it (template variables, then
+//!   the macros of `pkg/tsdb/grafana-postgresql-datasource/macros.go`) and
+//!   run through `psql` as a LOGIN user that only has the `sitewatch_grafana`
+//!   role of bridge migration 0003; the rows are checked against the
+//!   scenario, and the alert thresholds are applied to the rule results.
+//!   That user cannot write.
+//! * Loki queries are checked for syntax only (balanced brackets and
+//!   quotes, well-formed label matchers on labels the bridge sets): no
+//!   LogQL engine is available here.
+//!
+//! YAML is read with python3's PyYAML (`python3 -c 'import yaml'`), so no
+//! YAML crate is needed.
+
+use anyhow::Context;
+use serde_json::Value;
+use sitewatch_testkit::{free_port, wait_until, ChildGuard, Mosquitto, Postgres};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const WAIT: Duration = Duration::from_secs(30);
+const PG_UID: &str = "sitewatch-pg";
+const LOKI_UID: &str = "sitewatch-loki";
+/// Labels the bridge puts on Loki streams (bridge/src/sink/loki/labels.rs).
+const LOKI_LABELS: &[&str] = &["app", "host", "job", "severity", "site"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn grafana_dir() -> PathBuf {
+    repo().join("grafana")
+}
+
+/// Parses a YAML file with python3's PyYAML into JSON.
+fn yaml(path: &Path) -> Value {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             print(json.dumps(yaml.safe_load(open(sys.argv[1], encoding='utf-8')), default=str))",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 is needed to read YAML (with PyYAML: apt-get install python3-yaml)");
+    assert!(
+        out.status.success(),
+        "{} is not valid YAML (or PyYAML is missing): {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python3 printed JSON")
+}
+
+fn json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("read dashboard");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", path.display()))
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no *.{ext} in {}", dir.display());
+    v
+}
+
+fn s<'a>(v: &'a Value, key: &str, ctx: &str) -> &'a str {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| panic!("{ctx}: `{key}` must be a non-empty string"))
+}
+
+fn arr<'a>(v: &'a Value, key: &str, ctx: &str) -> &'a Vec<Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{ctx}: `{key}` must be a list"))
+}
+
+fn boolean(v: &Value, key: &str, ctx: &str) -> bool {
+    v.get(key)
+        .and_then(Value::as_bool)
+        .unwrap_or_else(|| panic!("{ctx}: `{key}` must be true or false"))
+}
+
+/// A query found in the provisioning, with where it came from.
+#[derive(Debug, Clone)]
+struct Query {
+    /// `file: panel title / refId`.
+    origin: String,
+    /// Dashboard uid, or "alert".
+    dashboard: String,
+    /// Panel or rule title.
+    title: String,
+    text: String,
+    /// Alert rules: relative time range in seconds (from, to).
+    range: Option<(i64, i64)>,
+    /// Alert rules: threshold (type, value) applied to this query.
+    threshold: Option<(String, f64)>,
+}
+
+#[derive(Default)]
+struct Provisioning {
+    sql: Vec<Query>,
+    logql: Vec<Query>,
+    /// Template variable names by dashboard uid.
+    variables: BTreeMap<String, BTreeSet<String>>,
+    dashboards: BTreeSet<String>,
+}
+
+fn datasource_uid(v: &Value, ctx: &str) -> String {
+    match v.get("datasource") {
+        Some(Value::Object(o)) => o
+            .get("uid")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{ctx}: datasource without uid"))
+            .to_string(),
+        other => panic!("{ctx}: datasource must be {{type, uid}}, got {other:?}"),
+    }
+}
+
+/// Reads and validates everything under grafana/.
+fn load() -> Provisioning {
+    let g = grafana_dir();
+    let mut p = Provisioning::default();
+
+    // Data sources.
+    let mut ds_uids = BTreeMap::new();
+    for f in files(&g.join("provisioning/datasources"), "yaml") {
+        let ctx = f.display().to_string();
+        let doc = yaml(&f);
+        assert_eq!(doc["apiVersion"], 1, "{ctx}: apiVersion");
+        for ds in arr(&doc, "datasources", &ctx) {
+            s(ds, "name", &ctx);
+            let uid = s(ds, "uid", &ctx).to_string();
+            let ty = s(ds, "type", &ctx).to_string();
+            let url = s(ds, "url", &ctx);
+            assert!(
+                ds_uids.insert(uid.clone(), ty.clone()).is_none(),
+                "{ctx}: duplicate data source uid {uid}"
+            );
+            match ty.as_str() {
+                "grafana-postgresql-datasource" => {
+                    assert!(
+                        !url.contains('/'),
+                        "{ctx}: host:port only, the database goes in jsonData.database"
+                    );
+                    let j = &ds["jsonData"];
+                    s(j, "database", &ctx);
+                    s(j, "sslmode", &ctx);
+                    assert!(
+                        j["postgresVersion"].is_u64(),
+                        "{ctx}: jsonData.postgresVersion"
+                    );
+                    assert_eq!(j["timescaledb"], false, "{ctx}: jsonData.timescaledb");
+                    assert_eq!(s(ds, "user", &ctx), "sitewatch_grafana", "{ctx}: user");
+                    let pw = s(&ds["secureJsonData"], "password", &ctx);
+                    assert!(
+                        pw == "$SITEWATCH_GRAFANA_DB_PASSWORD"
+                            || pw == "${SITEWATCH_GRAFANA_DB_PASSWORD}",
+                        "{ctx}: the password must come from the environment, not the file"
+                    );
+                    assert!(ds.get("password").is_none(), "{ctx}: plain-text password");
+                }
+                "loki" => {
+                    assert_eq!(
+                        ds["jsonData"]["httpHeaderName1"], "X-Scope-OrgID",
+                        "{ctx}: tenant header"
+                    );
+                    s(&ds["secureJsonData"], "httpHeaderValue1", &ctx);
+                }
+                other => panic!("{ctx}: unexpected data source type {other}"),
+            }
+        }
+    }
+    assert_eq!(
+        ds_uids.get(PG_UID).map(String::as_str),
+        Some("grafana-postgresql-datasource")
+    );
+    assert_eq!(ds_uids.get(LOKI_UID).map(String::as_str), Some("loki"));
+
+    // Dashboard providers.
+    for f in files(&g.join("provisioning/dashboards"), "yaml") {
+        let ctx = f.display().to_string();
+        let doc = yaml(&f);
+        assert_eq!(doc["apiVersion"], 1, "{ctx}: apiVersion");
+        for pr in arr(&doc, "providers", &ctx) {
+            s(pr, "name", &ctx);
+            s(pr, "folder", &ctx);
+            s(pr, "folderUid", &ctx);
+            assert_eq!(s(pr, "type", &ctx), "file");
+            boolean(pr, "disableDeletion", &ctx);
+            boolean(pr, "allowUiUpdates", &ctx);
+            assert!(
+                pr["updateIntervalSeconds"].is_u64(),
+                "{ctx}: updateIntervalSeconds"
+            );
+            s(&pr["options"], "path", &ctx);
+            boolean(&pr["options"], "foldersFromFilesStructure", &ctx);
+        }
+    }
+
+    // Dashboards.
+    for f in files(&g.join("dashboards"), "json") {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let d = json(&f);
+        let uid = s(&d, "uid", &name).to_string();
+        assert!(uid.len() <= 40, "{name}: uid longer than 40");
+        s(&d, "title", &name);
+        assert!(
+            p.dashboards.insert(uid.clone()),
+            "duplicate dashboard uid {uid}"
+        );
+        let sv = d["schemaVersion"].as_u64().expect("schemaVersion");
+        assert!((36..=41).contains(&sv), "{name}: schemaVersion {sv}");
+        let mut vars = BTreeSet::new();
+        for v in arr(&d["templating"], "list", &name) {
+            let vname = s(v, "name", &name).to_string();
+            let ctx = format!("{name}: variable {vname}");
+            assert!(vars.insert(vname.clone()), "{ctx}: defined twice");
+            if s(v, "type", &ctx) == "query" {
+                let ds = datasource_uid(v, &ctx);
+                assert!(ds_uids.contains_key(&ds), "{ctx}: unknown data source {ds}");
+                let q = match &v["query"] {
+                    Value::String(q) => q.clone(),
+                    // Loki's variable query: {type: 1 (label values), label, stream}.
+                    Value::Object(_) => {
+                        assert_eq!(v["query"]["type"], 1, "{ctx}: label values query");
+                        format!(
+                            "label_values({}, {})",
+                            s(&v["query"], "stream", &ctx),
+                            s(&v["query"], "label", &ctx)
+                        )
+                    }
+                    other => panic!("{ctx}: query {other:?}"),
+                };
+                let qu = Query {
+                    origin: ctx.clone(),
+                    dashboard: uid.clone(),
+                    title: format!("variable {vname}"),
+                    text: q,
+                    range: None,
+                    threshold: None,
+                };
+                if ds == PG_UID {
+                    p.sql.push(qu);
+                } else {
+                    p.logql.push(qu);
+                }
+            }
+        }
+        p.variables.insert(uid.clone(), vars);
+        let mut ids = BTreeSet::new();
+        for panel in arr(&d, "panels", &name) {
+            let title = s(panel, "title", &name).to_string();
+            let ctx = format!("{name}: panel {title}");
+            s(panel, "type", &ctx);
+            assert!(
+                ids.insert(panel["id"].as_u64().expect("panel id")),
+                "{ctx}: duplicate id"
+            );
+            let gp = &panel["gridPos"];
+            let (x, w) = (gp["x"].as_u64(), gp["w"].as_u64());
+            assert!(
+                gp["h"].as_u64().is_some_and(|h| h > 0)
+                    && gp["y"].as_u64().is_some()
+                    && x.zip(w).is_some_and(|(x, w)| w > 0 && x + w <= 24),
+                "{ctx}: gridPos {gp}"
+            );
+            if panel["type"] == "text" || panel["type"] == "row" {
+                continue;
+            }
+            let pds = datasource_uid(panel, &ctx);
+            assert!(
+                ds_uids.contains_key(&pds),
+                "{ctx}: unknown data source {pds}"
+            );
+            let targets = arr(panel, "targets", &ctx);
+            assert!(!targets.is_empty(), "{ctx}: no targets");
+            for t in targets {
+                let r = s(t, "refId", &ctx).to_string();
+                let tds = datasource_uid(t, &ctx);
+                assert_eq!(tds, pds, "{ctx}: target and panel data source differ");
+                let mut q = Query {
+                    origin: format!("{ctx} / {r}"),
+                    dashboard: uid.clone(),
+                    title: title.clone(),
+                    text: String::new(),
+                    range: None,
+                    threshold: None,
+                };
+                if tds == PG_UID {
+                    let fmt = s(t, "format", &ctx);
+                    assert!(
+                        fmt == "table" || fmt == "time_series",
+                        "{ctx}: format {fmt}"
+                    );
+                    assert_eq!(t["rawQuery"], true, "{ctx}: rawQuery");
+                    q.text = s(t, "rawSql", &ctx).to_string();
+                    if fmt == "time_series" {
+                        assert!(
+                            [
+                                "\"time\"",
+                                "$__timeGroupAlias(",
+                                "$__time(",
+                                "$__timeEpoch("
+                            ]
+                            .iter()
+                            .any(|t| q.text.contains(t)),
+                            "{ctx}: time series without a time column"
+                        );
+                    }
+                    p.sql.push(q);
+                } else {
+                    q.text = s(t, "expr", &ctx).to_string();
+                    p.logql.push(q);
+                }
+            }
+        }
+    }
+
+    // Alert rules.
+    let alert_file = g.join("provisioning/alerting/sitewatch-rules.yaml");
+    let doc = yaml(&alert_file);
+    assert_eq!(doc["apiVersion"], 1, "alert rules: apiVersion");
+    let mut rule_uids = BTreeSet::new();
+    for group in arr(&doc, "groups", "alert rules") {
+        let gname = s(group, "name", "alert group").to_string();
+        assert!(group["orgId"].is_u64(), "{gname}: orgId");
+        s(group, "folder", &gname);
+        duration(s(group, "interval", &gname));
+        for rule in arr(group, "rules", &gname) {
+            let uid = s(rule, "uid", &gname).to_string();
+            let ctx = format!("alert rule {uid}");
+            assert!(uid.len() <= 40, "{ctx}: uid longer than 40");
+            assert!(rule_uids.insert(uid.clone()), "{ctx}: duplicate uid");
+            let title = s(rule, "title", &ctx).to_string();
+            let cond = s(rule, "condition", &ctx).to_string();
+            assert!(
+                ["NoData", "Alerting", "OK"].contains(&s(rule, "noDataState", &ctx)),
+                "{ctx}: noDataState"
+            );
+            assert!(
+                ["Error", "Alerting", "OK"].contains(&s(rule, "execErrState", &ctx)),
+                "{ctx}: execErrState"
+            );
+            duration(s(rule, "for", &ctx));
+            assert!(
+                rule["labels"].is_object() && rule["annotations"].is_object(),
+                "{ctx}: labels/annotations"
+            );
+            if let Some(d) = rule["annotations"]["__dashboardUid__"].as_str() {
+                assert!(p.dashboards.contains(d), "{ctx}: unknown dashboard {d}");
+            }
+            let data = arr(rule, "data", &ctx);
+            let refs: BTreeSet<&str> = data.iter().map(|d| s(d, "refId", &ctx)).collect();
+            assert_eq!(refs.len(), data.len(), "{ctx}: duplicate refId");
+            assert!(
+                refs.contains(cond.as_str()),
+                "{ctx}: condition {cond} is not a refId"
+            );
+            let mut thresholds = BTreeMap::new();
+            for d in data {
+                let model = &d["model"];
+                let r = s(d, "refId", &ctx);
+                assert_eq!(model["refId"].as_str(), Some(r), "{ctx}: model.refId");
+                if s(d, "datasourceUid", &ctx) == "__expr__" {
+                    let ty = s(model, "type", &ctx);
+                    assert!(
+                        ["threshold", "math", "reduce", "classic_conditions"].contains(&ty),
+                        "{ctx}: type {ty}"
+                    );
+                    let e = s(model, "expression", &ctx);
+                    assert!(refs.iter().any(|r| e.contains(r)), "{ctx}: expression {e}");
+                    if ty == "threshold" {
+                        let ev = &arr(model, "conditions", &ctx)[0]["evaluator"];
+                        let t = s(ev, "type", &ctx).to_string();
+                        let v = ev["params"][0].as_f64().expect("threshold param");
+                        thresholds.insert(e.to_string(), (t, v));
+                    }
+                } else {
+                    let ds = s(d, "datasourceUid", &ctx);
+                    assert_eq!(ds, PG_UID, "{ctx}: data source");
+                    let rt = &d["relativeTimeRange"];
+                    let range = (
+                        rt["from"].as_i64().expect("relativeTimeRange.from"),
+                        rt["to"].as_i64().expect("relativeTimeRange.to"),
+                    );
+                    assert!(range.0 > range.1, "{ctx}: relativeTimeRange");
+                    assert_eq!(s(model, "format", &ctx), "table", "{ctx}: format");
+                    p.sql.push(Query {
+                        origin: format!("{ctx} / {r}"),
+                        dashboard: "alert".into(),
+                        title: title.clone(),
+                        text: s(model, "rawSql", &ctx).to_string(),
+                        range: Some(range),
+                        threshold: None,
+                    });
+                }
+            }
+            // Attach each threshold to the query it reads.
+            for q in p
+                .sql
+                .iter_mut()
+                .filter(|q| q.dashboard == "alert" && q.title == title)
+            {
+                let r = q.origin.rsplit(" / ").next().unwrap().to_string();
+                if let Some(t) = thresholds.get(&r) {
+                    q.threshold = Some(t.clone());
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Grafana duration strings (`1m`, `30s`, `2h`, `1d`): checked and returned in seconds.
+fn duration(s: &str) -> f64 {
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num.parse().unwrap_or_else(|_| panic!("bad duration {s}"));
+    n * match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        "w" => 604800.0,
+        _ => panic!("bad duration {s}"),
+    }
+}
+
+/// Every `$name`, `${name}` or `${name:fmt}` in a query (not macros `$__x(`).
+fn variables_used(q: &str) -> Vec<String> {
+    let b = q.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            if b.get(i + 1) == Some(&b'{') {
+                let end = q[i..].find('}').map(|e| i + e).expect("unclosed ${");
+                let name = q[i + 2..end].split(':').next().unwrap().to_string();
+                out.push(name);
+                i = end;
+            } else {
+                let start = i + 1;
+                let mut end = start;
+                while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+                    end += 1;
+                }
+                let name = &q[start..end];
+                let is_macro = name.starts_with("__") && b.get(end) == Some(&b'(');
+                if !name.is_empty() && !is_macro {
+                    out.push(name.to_string());
+                }
+                i = end.max(i + 1) - 1;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+const BUILTINS: &[&str] = &[
+    "__interval",
+    "__interval_ms",
+    "__range",
+    "__range_s",
+    "__range_ms",
+    "__rate_interval",
+];
+
+#[test]
+fn provisioning_files_are_valid() {
+    let p = load();
+    assert_eq!(p.dashboards.len(), 3, "fleet, site, logs");
+    for q in p.sql.iter().chain(p.logql.iter()) {
+        for v in variables_used(&q.text) {
+            let known = BUILTINS.contains(&v.as_str())
+                || p.variables
+                    .get(&q.dashboard)
+                    .is_some_and(|vs| vs.contains(&v));
+            assert!(known, "{}: unknown variable ${v}", q.origin);
+        }
+    }
+    for q in &p.logql {
+        check_logql(&q.text).unwrap_or_else(|e| panic!("{}: {e}: {}", q.origin, q.text));
+    }
+    println!(
+        "{} SQL queries, {} Loki queries (syntax only: no LogQL engine here)",
+        p.sql.len(),
+        p.logql.len()
+    );
+}
+
+/// Minimal LogQL check: balanced brackets and quotes outside strings, and
+/// every stream selector `{...}` made of `label op "value"` matchers on
+/// labels the bridge sets, with at least one that cannot match empty.
+fn check_logql(q: &str) -> Result<(), String> {
+    // label_values(selector, label) for variable queries.
+    let q = if let Some(inner) = q.strip_prefix("label_values(") {
+        let inner = inner.strip_suffix(')').ok_or("label_values( not closed")?;
+        let (sel, label) = inner
+            .rsplit_once(',')
+            .ok_or("label_values needs selector, label")?;
+        if !LOKI_LABELS.contains(&label.trim()) {
+            return Err(format!("label {label} is not one the bridge sets"));
+        }
+        sel.trim().to_string()
+    } else {
+        q.to_string()
+    };
+    let mut stack = Vec::new();
+    let mut in_str = false;
+    let mut esc = false;
+    let mut selectors = Vec::new();
+    let mut sel_start = 0;
+    for (i, c) in q.char_indices() {
+        if in_str {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '(' | '[' => stack.push(c),
+            '{' => {
+                stack.push(c);
+                sel_start = i + 1;
+            }
+            ')' | ']' | '}' => {
+                let open = stack.pop().ok_or(format!("unbalanced {c}"))?;
+                if !matches!((open, c), ('(', ')') | ('[', ']') | ('{', '}')) {
+                    return Err(format!("{open} closed by {c}"));
+                }
+                if c == '}' {
+                    selectors.push(q[sel_start..i].to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    if in_str || !stack.is_empty() {
+        return Err("unbalanced quotes or brackets".into());
+    }
+    if selectors.is_empty() {
+        return Err("no stream selector".into());
+    }
+    for sel in selectors {
+        let mut non_empty = false;
+        for m in sel.split(", ") {
+            let m = m.trim();
+            let op_at = m.find(['=', '!']).ok_or(format!("matcher `{m}`"))?;
+            let (label, rest) = m.split_at(op_at);
+            let op = ["=~", "!~", "!=", "="]
+                .into_iter()
+                .find(|op| rest.starts_with(op))
+                .ok_or(format!("operator in `{m}`"))?;
+            let value = &rest[op.len()..];
+            if !(value.len() >= 2 && value.starts_with('"') && value.ends_with('"')) {
+                return Err(format!("value of `{m}` must be double-quoted"));
+            }
+            if !LOKI_LABELS.contains(&label) {
+                return Err(format!("label {label} is not one the bridge sets"));
+            }
+            let v = &value[1..value.len() - 1];
+            if (op == "=" && !v.is_empty()) || (op == "=~" && !v.contains('*') && !v.is_empty()) {
+                non_empty = true;
+            }
+        }
+        if !non_empty {
+            return Err(format!(
+                "selector {{{sel}}} has no matcher that excludes the empty value"
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// Macro expansion, as Grafana does it.
+
+/// Grafana's time range for one query, as RFC 3339 (UTC) strings.
+struct Range {
+    from: String,
+    to: String,
+    from_s: i64,
+    to_s: i64,
+    interval: &'static str,
+    interval_ms: i64,
+}
+
+fn rfc3339(unix: i64) -> String {
+    // Civil from days (Howard Hinnant), UTC.
+    let days = unix.div_euclid(86400);
+    let secs = unix.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+impl Range {
+    fn relative(from_ago: i64, to_ago: i64) -> Range {
+        let now = now_s();
+        let (from_s, to_s) = (now - from_ago, now - to_ago);
+        Range {
+            from: rfc3339(from_s),
+            to: rfc3339(to_s),
+            from_s,
+            to_s,
+            interval: "1m",
+            interval_ms: 60_000,
+        }
+    }
+}
+
+/// Template variables first (the frontend's `templateSrv.replace`, which
+/// for a single value of an SQL data source inserts it raw), then the data
+/// source's macros.
+fn expand(q: &str, vars: &BTreeMap<&str, String>, r: &Range) -> String {
+    let mut all: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    all.push(("__interval".into(), r.interval.into()));
+    all.push(("__interval_ms".into(), r.interval_ms.to_string()));
+    all.push(("__range_s".into(), (r.to_s - r.from_s).to_string()));
+    // Longest names first so that $site does not eat $site_x.
+    all.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    let mut out = q.to_string();
+    for (k, v) in &all {
+        out = out
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("[[{k}]]"), v);
+        // `$name` not followed by an identifier character.
+        let pat = format!("${k}");
+        let mut res = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(&pat) {
+            let after = rest[i + pat.len()..].chars().next();
+            res.push_str(&rest[..i]);
+            if after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                res.push_str(&pat);
+            } else {
+                res.push_str(v);
+            }
+            rest = &rest[i + pat.len()..];
+        }
+        res.push_str(rest);
+        out = res;
+    }
+    macros(&out, r)
+}
+
+/// `pkg/tsdb/grafana-postgresql-datasource/macros.go` (timescaledb off):
+/// `\$([_a-zA-Z0-9]+)\(([^\)]*)\)`, arguments split at `,` and trimmed.
+fn macros(sql: &str, r: &Range) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(i) = rest.find("$__") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 1..];
+        let name_len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..name_len];
+        if tail[name_len..].starts_with('(') {
+            let close = tail[name_len..].find(')').expect("macro not closed") + name_len;
+            let args: Vec<&str> = tail[name_len + 1..close]
+                .split(',')
+                .map(str::trim)
+                .collect();
+            let after = &tail[close + 1..];
+            // Pre-5.3 compatibility: `$__timeGroup(...)` directly followed by
+            // ',' gets the alias.
+            let name = if name == "__timeGroup" && after.starts_with(',') {
+                "__timeGroupAlias"
+            } else {
+                name
+            };
+            out.push_str(&macro_value(name, &args, r));
+            rest = after;
+        } else {
+            out.push_str("$__");
+            rest = &rest[i + 3..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn go_float(v: f64) -> String {
+    // Go's %v for float64: no trailing ".0" on whole numbers.
+    if v.fract() == 0.0 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn macro_value(name: &str, args: &[&str], r: &Range) -> String {
+    let group = |args: &[&str]| {
+        assert!(args.len() >= 2, "{name} needs a column and an interval");
+        let secs = go_float(duration(args[1].trim_matches('\'')));
+        format!("floor(extract(epoch from {})/{secs})*{secs}", args[0])
+    };
+    match name {
+        "__time" => format!("{} AS \"time\"", args[0]),
+        "__timeEpoch" => format!("extract(epoch from {}) as \"time\"", args[0]),
+        "__timeFilter" => format!("{} BETWEEN '{}' AND '{}'", args[0], r.from, r.to),
+        "__timeFrom" => format!("'{}'", r.from),
+        "__timeTo" => format!("'{}'", r.to),
+        "__timeGroup" => group(args),
+        "__timeGroupAlias" => format!("{} AS \"time\"", group(args)),
+        "__unixEpochFilter" => format!("{0} >= {1} AND {0} <= {2}", args[0], r.from_s, r.to_s),
+        "__unixEpochFrom" => r.from_s.to_string(),
+        "__unixEpochTo" => r.to_s.to_string(),
+        other => panic!("macro {other} is not one Grafana's PostgreSQL data source knows"),
+    }
+}
+
+#[test]
+fn macro_expansion_matches_grafana() {
+    let r = Range {
+        from: "2017-07-18T11:15:52Z".into(),
+        to: "2017-07-18T11:16:52Z".into(),
+        from_s: 1_500_376_552,
+        to_s: 1_500_376_612,
+        interval: "5m",
+        interval_ms: 300_000,
+    };
+    assert_eq!(rfc3339(1_500_376_552), "2017-07-18T11:15:52Z");
+    let vars = BTreeMap::from([("site", "a".to_string()), ("site_x", "b".to_string())]);
+    assert_eq!(
+        expand(
+            "SELECT $__timeGroupAlias(ts, $__interval), $__timeGroup(ts, '1h'), x FROM t \
+             WHERE $__timeFilter(ts) AND s = '$site' AND t = '${site}' AND u = '$site_x' \
+             AND v > $__timeFrom() AND w < $__timeTo() GROUP BY $__timeGroup(ts,'30s')",
+            &vars,
+            &r
+        ),
+        "SELECT floor(extract(epoch from ts)/300)*300 AS \"time\", \
+         floor(extract(epoch from ts)/3600)*3600 AS \"time\", x FROM t \
+         WHERE ts BETWEEN '2017-07-18T11:15:52Z' AND '2017-07-18T11:16:52Z' AND s = 'a' \
+         AND t = 'a' AND u = 'b' AND v > '2017-07-18T11:15:52Z' AND w < '2017-07-18T11:16:52Z' \
+         GROUP BY floor(extract(epoch from ts)/30)*30"
+    );
+}
+
+// ---------------------------------------------------------------------
+// The scenario.
+
+fn binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found; run `cargo test --workspace` (which builds it) or set {env}",
+        p.display()
+    );
+    p
+}
+
+fn healthz(addr: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn publish(broker: &Mosquitto, topic: &str, payload: &str, retain: bool) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port().to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-m",
+        payload,
+    ]);
+    if retain {
+        cmd.arg("-r");
+    }
+    let st = cmd.status().expect("run mosquitto_pub (mosquitto-clients)");
+    assert!(st.success(), "mosquitto_pub {topic}");
+}
+
+/// A result: column names and rows of text (NULL = "").
+#[derive(Debug)]
+struct Rows {
+    cols: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Rows {
+    fn col(&self, name: &str) -> usize {
+        self.cols
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {:?}", self.cols))
+    }
+    fn get(&self, row: usize, name: &str) -> &str {
+        &self.rows[row][self.col(name)]
+    }
+    fn column(&self, name: &str) -> Vec<&str> {
+        let c = self.col(name);
+        self.rows.iter().map(|r| r[c].as_str()).collect()
+    }
+}
+
+/// RFC 4180 CSV as `psql --csv` writes it.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
+}
+
+/// Runs SQL through psql as `user` in database `sitewatch`.
+fn psql_as(db: &Postgres, user: &str, sql: &str) -> anyhow::Result<Rows> {
+    psql_in(db, "sitewatch", user, sql).map(|(rows, _)| rows)
+}
+
+/// Runs SQL through psql as `user` in `database`: rows and stderr (notices
+/// and warnings).
+fn psql_in(db: &Postgres, database: &str, user: &str, sql: &str) -> anyhow::Result<(Rows, String)> {
+    let psql = sitewatch_testkit::pg_bindir()?.join("psql");
+    let mut cmd = Command::new(psql);
+    for v in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "PGSERVICE",
+        "PGOPTIONS",
+    ] {
+        cmd.env_remove(v);
+    }
+    let out = cmd
+        .env("LC_ALL", "C")
+        .args(["-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(format!(
+            "postgres://{user}@127.0.0.1:{}/{database}",
+            db.port()
+        ))
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let mut lines = parse_csv(&String::from_utf8_lossy(&out.stdout));
+    if lines.is_empty() {
+        // A statement without a result (DDL, DO).
+        lines.push(Vec::new());
+    }
+    let cols = lines.remove(0);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    Ok((Rows { cols, rows: lines }, stderr))
+}
+
+/// Applies a Grafana threshold to a rule's table result: the rows (as
+/// their string columns, i.e. the alert labels) that would fire.
+fn firing(rows: &Rows, threshold: &(String, f64)) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &rows.rows {
+        let mut labels = Vec::new();
+        let mut value = None;
+        for (c, v) in rows.cols.iter().zip(r) {
+            match v.parse::<f64>() {
+                Ok(n) if value.is_none() => value = Some(n),
+                _ => labels.push(format!("{c}={v}")),
+            }
+        }
+        let v = value.expect("a numeric value column");
+        let fires = match threshold.0.as_str() {
+            "gt" => v > threshold.1,
+            "lt" => v < threshold.1,
+            other => panic!("threshold type {other}"),
+        };
+        if fires {
+            out.push(labels.join(","));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_sql_query_runs_read_only_against_bridge_data() {
+    let prov = load();
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start().expect("mosquitto");
+    let db = Postgres::start().expect("postgres");
+    db.create_database("sitewatch").expect("create db");
+    let http_port = free_port();
+    let cfg = dir.path().join("bridge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"bridge-grafana\"\n\n[postgres]\nurl = \"{}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[batch]\nmax_wait_ms = 50\n",
+            broker.url(),
+            db.database_url("sitewatch"),
+        ),
+    )
+    .expect("bridge config");
+    let mut bridge = ChildGuard::spawn(
+        Command::new(binary("sitewatch-bridge", "SITEWATCH_BRIDGE_BIN"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "info"),
+    )
+    .expect("spawn bridge");
+    let addr = format!("127.0.0.1:{http_port}");
+    wait_until(WAIT, "bridge /healthz answers 200", || {
+        healthz(&addr) == Some(200)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", bridge.log_contents()));
+
+    // A real agent: the healthy site. Its only disk is a tmpfs that is
+    // nearly empty.
+    let agent_cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "site_id = \"site-online\"\n\n[mqtt]\nurl = \"{}\"\n\n[heartbeat]\ninterval_secs = 1\n\n\
+             [disk]\ninterval_secs = 1\nmounts = [\"/dev/shm\"]\n",
+            broker.url()
+        ),
+    )
+    .expect("agent config");
+    let agent = ChildGuard::spawn(
+        Command::new(binary("sitewatch-agent", "SITEWATCH_AGENT_BIN"))
+            .arg("--config")
+            .arg(&agent_cfg)
+            .env("RUST_LOG", "info"),
+    )
+    .expect("spawn agent");
+
+    // Crafted wire messages (docs/wire.md) for the other two sites.
+    let now_ms = now_s() * 1000;
+    let status = |site: &str, seq: u64, ts: i64, state: &str, reason: Option<&str>| {
+        let reason = reason
+            .map(|r| format!(",\"reason\":\"{r}\""))
+            .unwrap_or_default();
+        format!(
+            "{{\"v\":1,\"site\":\"{site}\",\"boot\":\"b0000000000000001\",\"seq\":{seq},\"ts\":{ts},\
+             \"state\":\"{state}\"{reason},\"session\":1,\"agent_version\":\"0.1.0\",\"heartbeat_secs\":30}}"
+        )
+    };
+    let heartbeat = |site: &str, seq: u64, ts: i64, dropped: u64| {
+        format!(
+            "{{\"v\":1,\"site\":\"{site}\",\"boot\":\"b0000000000000001\",\"seq\":{seq},\"ts\":{ts},\
+             \"agent_version\":\"0.1.0\",\"interval_secs\":30,\"uptime_secs\":86400,\"agent_uptime_secs\":600,\
+             \"load\":[0.5,0.4,0.3],\"mem_total_bytes\":268435456,\"mem_available_bytes\":134217728,\
+             \"agent_rss_bytes\":3145728,\"counters\":{{\"published\":{seq},\"acked\":{seq},\"reconnects\":0,\
+             \"connect_errors\":0,\"dropped\":{dropped},\"disk_errors\":0,\"syslog_dropped\":0}}}}"
+        )
+    };
+    let total: u64 = 1_000_000_000_000;
+    let mount = |path: &str, avail: u64| {
+        let used = total - avail;
+        let pct = used as f64 * 100.0 / total as f64;
+        format!(
+            "{{\"path\":\"{path}\",\"fs_type\":\"ext4\",\"total_bytes\":{total},\"used_bytes\":{used},\
+             \"avail_bytes\":{avail},\"used_pct\":{pct:.2},\"inodes_total\":1000,\"inodes_free\":900,\"read_only\":false}}"
+        )
+    };
+    let failed = |path: &str, err: &str| {
+        format!(
+            "{{\"path\":\"{path}\",\"fs_type\":\"\",\"total_bytes\":0,\"used_bytes\":0,\"avail_bytes\":0,\
+             \"used_pct\":0,\"inodes_total\":0,\"inodes_free\":0,\"read_only\":false,\"error\":\"{err}\"}}"
+        )
+    };
+    let disk = |site: &str, seq: u64, ts: i64, mounts: &[String]| {
+        format!(
+            "{{\"v\":1,\"site\":\"{site}\",\"boot\":\"b0000000000000001\",\"seq\":{seq},\"ts\":{ts},\
+             \"mounts\":[{}]}}",
+            mounts.join(",")
+        )
+    };
+    let t = |site: &str, kind: &str| format!("sitewatch/v1/{site}/{kind}");
+
+    // site-down: online with a half-full disk, then its Last Will.
+    publish(
+        &broker,
+        &t("site-down", "status"),
+        &status("site-down", 1, now_ms - 600_000, "online", None),
+        true,
+    );
+    publish(
+        &broker,
+        &t("site-down", "heartbeat"),
+        &heartbeat("site-down", 2, now_ms - 590_000, 0),
+        false,
+    );
+    publish(
+        &broker,
+        &t("site-down", "disk"),
+        &disk(
+            "site-down",
+            3,
+            now_ms - 580_000,
+            &[mount("/srv/recordings", total / 2)],
+        ),
+        false,
+    );
+    // site-disk: online; "/" fills up (96.5 % now, 2 GB more every 15 min
+    // over the last hour), the recording disk is not mounted; one heartbeat
+    // then a gap of 12 (seq 8..19 never arrive) and 5 messages dropped by
+    // the agent.
+    publish(
+        &broker,
+        &t("site-disk", "status"),
+        &status("site-disk", 1, now_ms - 4_000_000, "online", None),
+        true,
+    );
+    publish(
+        &broker,
+        &t("site-disk", "heartbeat"),
+        &heartbeat("site-disk", 2, now_ms - 3_990_000, 0),
+        false,
+    );
+    for i in 0..5u64 {
+        let avail = total / 1000 * 35 + (4 - i) * 2_000_000_000;
+        let ts = now_ms - 3_600_000 + i as i64 * 900_000;
+        publish(
+            &broker,
+            &t("site-disk", "disk"),
+            &disk(
+                "site-disk",
+                3 + i,
+                ts,
+                &[mount("/", avail), failed("/srv/recordings", "not_mounted")],
+            ),
+            false,
+        );
+    }
+    publish(
+        &broker,
+        &t("site-disk", "heartbeat"),
+        &heartbeat("site-disk", 20, now_ms - 1_000, 5),
+        false,
+    );
+    // Something the bridge refuses.
+    publish(&broker, &t("site-disk", "heartbeat"), "{not json", false);
+    // The Will, last.
+    publish(
+        &broker,
+        &t("site-down", "status"),
+        &status("site-down", 0, now_ms - 500_000, "offline", Some("lost")),
+        true,
+    );
+
+    let sql = |q: &str| {
+        db.psql_db("sitewatch", q)
+            .unwrap_or_else(|e| panic!("{q}: {e:#}"))
+    };
+    wait_until(WAIT, "scenario stored", || {
+        sql("select string_agg(site || '=' || state, ',' order by site) from sites")
+            == "site-disk=online,site-down=offline,site-online=online"
+            && sql("select count(*) from disk_usage where site = 'site-disk'") == "10"
+            && sql("select count(*) from heartbeats where site = 'site-disk' and seq = 20") == "1"
+            && sql("select count(*) from rejected_messages") == "1"
+            && sql("select count(*) >= 2 from heartbeats where site = 'site-online'") == "t"
+            && sql("select count(*) >= 1 from disk_usage where site = 'site-online'") == "t"
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nsites: {}\nagent:\n{}\nbridge:\n{}",
+            sql("select * from sites"),
+            agent.log_contents(),
+            bridge.log_contents()
+        )
+    });
+
+    // The read-only login: a user that has only the migration's role.
+    sql("CREATE ROLE grafana_test LOGIN IN ROLE sitewatch_grafana");
+    assert_eq!(
+        sql("select rolcanlogin from pg_roles where rolname = 'sitewatch_grafana'"),
+        "f",
+        "the role itself is NOLOGIN until the admin says otherwise"
+    );
+
+    let mut results: BTreeMap<String, Rows> = BTreeMap::new();
+    let mut alert_firing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut runs = 0;
+    for q in &prov.sql {
+        let (range, sites): (Range, Vec<&str>) = match q.range {
+            Some((from, to)) => (Range::relative(from, to), vec![""]),
+            // Dashboards: last 6 h (to a minute ahead, so that nothing
+            // just stored falls outside); the site detail for every site.
+            None => (
+                Range::relative(6 * 3600, -60),
+                if q.dashboard == "sitewatch-site" {
+                    vec!["site-down", "site-disk", "site-online"]
+                } else {
+                    vec![""]
+                },
+            ),
+        };
+        for site in sites {
+            let vars =
+                BTreeMap::from([("site", site.to_string()), ("watermark", "90".to_string())]);
+            let text = expand(&q.text, &vars, &range);
+            assert!(!text.contains('$'), "{}: unexpanded: {text}", q.origin);
+            let rows = psql_as(&db, "grafana_test", &text)
+                .unwrap_or_else(|e| panic!("{} (site {site:?}): {e:#}\n{text}", q.origin));
+            runs += 1;
+            if let Some(th) = &q.threshold {
+                alert_firing.insert(q.title.clone(), firing(&rows, th));
+            }
+            results.insert(format!("{}|{}|{site}", q.dashboard, q.title), rows);
+        }
+    }
+    let r = |dash: &str, title: &str, site: &str| {
+        results
+            .get(&format!("{dash}|{title}|{site}"))
+            .unwrap_or_else(|| panic!("no query {dash}|{title}|{site}"))
+    };
+    let fleet = "sitewatch-fleet";
+
+    // Fleet overview.
+    let now = r(fleet, "Sites now", "");
+    assert_eq!(
+        (
+            now.get(0, "offline"),
+            now.get(0, "stale"),
+            now.get(0, "online")
+        ),
+        ("1", "0", "2")
+    );
+    let sites = r(fleet, "Sites (worst first)", "");
+    assert_eq!(
+        sites.column("site"),
+        ["site-down", "site-disk", "site-online"],
+        "worst first"
+    );
+    assert_eq!(sites.get(0, "state"), "offline");
+    assert_eq!(sites.get(0, "reason"), "lost");
+    assert_eq!(sites.get(1, "failed_mounts"), "1");
+    assert_eq!(sites.get(1, "missing_messages"), "12");
+    assert_eq!(sites.get(2, "state"), "online");
+    let disks = r(fleet, "Disks failed, read-only or above the watermark", "");
+    let disk_rows: Vec<String> = (0..disks.rows.len())
+        .map(|i| {
+            format!(
+                "{} {} {}",
+                disks.get(i, "site"),
+                disks.get(i, "path"),
+                disks.get(i, "problem")
+            )
+        })
+        .collect();
+    assert_eq!(
+        disk_rows,
+        [
+            "site-disk /srv/recordings not_mounted",
+            "site-disk / above_watermark"
+        ]
+    );
+    assert_eq!(
+        r(fleet, "Sites with failed or full disks", "").get(0, "sites"),
+        "1"
+    );
+    let gaps = r(fleet, "Sequence gaps and agent drops", "");
+    assert_eq!(
+        gaps.column("site"),
+        ["site-disk"],
+        "only the site with a gap"
+    );
+    assert_eq!(gaps.get(0, "missing_current_boot"), "12");
+    assert_eq!(gaps.get(0, "dropped"), "5");
+    let timeline = r(fleet, "Site availability", "");
+    let last_down = timeline
+        .rows
+        .iter()
+        .rev()
+        .find(|row| row[timeline.col("metric")] == "site-down")
+        .expect("site-down in the timeline");
+    assert_eq!(last_down[timeline.col("up")], "0", "site-down ends offline");
+    assert_eq!(r(fleet, "Rejected messages", "").get(0, "rejected"), "1");
+    assert_eq!(
+        r(fleet, "Latest rejected messages", "").get(0, "reason"),
+        "malformed"
+    );
+    let ingest = r(fleet, "Last message stored", "");
+    assert!(
+        ingest
+            .get(0, "seconds_since_last_heartbeat")
+            .parse::<i64>()
+            .unwrap()
+            < 60
+    );
+
+    // Site detail.
+    let site_var = r("sitewatch-site", "variable site", "site-disk");
+    assert_eq!(
+        site_var.column("site"),
+        ["site-disk", "site-down", "site-online"]
+    );
+    let forecast = r(
+        "sitewatch-site",
+        "Days until full (trend of the time range)",
+        "site-disk",
+    );
+    assert_eq!(forecast.column("path"), ["/"]);
+    let days: f64 = forecast.get(0, "days_until_full").parse().expect("days");
+    // 35 GB left, 192 GB more used per day: 0.18 days.
+    assert!((0.17..=0.19).contains(&days), "days until full {days}");
+    let mounts = r("sitewatch-site", "Mounts now", "site-disk");
+    assert_eq!(mounts.get(0, "error"), "not_mounted");
+    let ok_mounts = r("sitewatch-site", "Mounts now", "site-online");
+    assert_eq!(ok_mounts.column("path"), ["/dev/shm"]);
+    assert_eq!(ok_mounts.get(0, "error"), "");
+    assert!(!r("sitewatch-site", "Load", "site-online").rows.is_empty());
+    assert!(!r("sitewatch-site", "Memory", "site-online").rows.is_empty());
+    assert_eq!(
+        r("sitewatch-site", "Disk used % per mount", "site-disk")
+            .rows
+            .len(),
+        5
+    );
+    let events = r("sitewatch-site", "Status events", "site-down");
+    assert_eq!(events.get(0, "reason"), "lost");
+    assert_eq!(
+        r("sitewatch-site", "State", "site-down").get(0, "state"),
+        "offline"
+    );
+
+    // Alert rules, with their thresholds applied.
+    let fires = |title: &str| {
+        alert_firing
+            .get(title)
+            .cloned()
+            .unwrap_or_else(|| panic!("rule {title}"))
+    };
+    assert_eq!(
+        r("alert", "Site offline or stale", "").column("site"),
+        ["site-down"],
+        "the down rule sees only the offline site (it fires once it has been down SITE_DOWN_MINUTES)"
+    );
+    assert!(
+        fires("Site offline or stale").is_empty(),
+        "down for seconds only, threshold is minutes"
+    );
+    assert_eq!(fires("Disk above watermark"), ["site=site-disk,path=/"]);
+    assert_eq!(fires("Disk forecast full"), ["site=site-disk,path=/"]);
+    assert_eq!(
+        fires("Mount failed or read-only"),
+        ["site=site-disk,path=/srv/recordings,problem=not_mounted"]
+    );
+    assert!(fires("Bridge not ingesting").is_empty());
+    let stalled = r("alert", "Bridge not ingesting", "");
+    assert!(
+        stalled
+            .get(0, "minutes_since_heartbeat")
+            .parse::<f64>()
+            .unwrap()
+            < 1.0
+    );
+    assert_eq!(
+        fires("Messages missing (sequence gaps)"),
+        ["site=site-disk"],
+        "12 > GAP_MESSAGES=10"
+    );
+
+    // The read-only role cannot write, create or change anything.
+    for w in [
+        "INSERT INTO sites (site, first_seen, last_seen) VALUES ('x', now(), now())",
+        "UPDATE sites SET state = 'online'",
+        "DELETE FROM heartbeats",
+        "TRUNCATE rejected_messages",
+        "CREATE TABLE grafana_was_here (x int)",
+        "DROP VIEW fleet",
+        "ALTER TABLE sites ADD COLUMN x int",
+    ] {
+        let e = psql_as(&db, "grafana_test", w).expect_err(w);
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("permission denied") || e.contains("must be owner"),
+            "{w}: {e}"
+        );
+    }
+    assert_eq!(sql("select count(*) from sites"), "3");
+    // Default privileges: a table a later migration creates is readable.
+    sql("CREATE TABLE later_table (x int); INSERT INTO later_table VALUES (1)");
+    assert_eq!(
+        psql_as(&db, "grafana_test", "SELECT x FROM later_table")
+            .unwrap()
+            .rows,
+        [["1"]]
+    );
+
+    println!(
+        "{} SQL queries ({runs} runs incl. the site detail for 3 sites) ran as the read-only role; \
+         {} Loki queries syntax-checked only (no LogQL engine here)",
+        prov.sql.len(),
+        prov.logql.len()
+    );
+    drop(agent);
+    let _ = bridge.terminate();
+}
+
+/// Migration 0003 run by a bridge user without CREATEROLE (a database
+/// owner, as a careful admin sets it up): it warns instead of failing, so
+/// the bridge still starts; and when the admin created the role first, the
+/// same migration grants it read access.
+#[test]
+fn grafana_role_migration_without_createrole() {
+    let migration = std::fs::read_to_string(repo().join("bridge/migrations/0003_grafana_role.sql"))
+        .expect("migration 0003");
+    let db = Postgres::start().expect("postgres");
+    let admin = |q: &str| db.psql(q).unwrap_or_else(|e| panic!("{q}: {e:#}"));
+    admin("CREATE ROLE bridge_owner LOGIN");
+    admin("CREATE DATABASE owned1 OWNER bridge_owner");
+    admin("CREATE DATABASE owned2 OWNER bridge_owner");
+
+    // No role yet, and the owner cannot create it: a warning, no error.
+    psql_in(&db, "owned1", "bridge_owner", "CREATE TABLE t (x int)").expect("create table");
+    let (_, stderr) =
+        psql_in(&db, "owned1", "bridge_owner", &migration).expect("migration must not fail");
+    assert!(
+        stderr.contains("cannot create role sitewatch_grafana"),
+        "{stderr}"
+    );
+    assert_eq!(
+        admin("select count(*) from pg_roles where rolname = 'sitewatch_grafana'"),
+        "0"
+    );
+
+    // The admin created the role beforehand: the owner's migration grants.
+    admin("CREATE ROLE sitewatch_grafana NOLOGIN");
+    admin("CREATE ROLE grafana_login LOGIN IN ROLE sitewatch_grafana");
+    psql_in(
+        &db,
+        "owned2",
+        "bridge_owner",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (7)",
+    )
+    .expect("table");
+    psql_in(&db, "owned2", "bridge_owner", &migration).expect("migration");
+    let (rows, _) = psql_in(&db, "owned2", "grafana_login", "SELECT x FROM t").expect("read");
+    assert_eq!(rows.rows, [["7"]]);
+    psql_in(&db, "owned2", "grafana_login", "DELETE FROM t").expect_err("read-only");
+    // Later tables of the owner are readable too (default privileges).
+    psql_in(&db, "owned2", "bridge_owner", "CREATE TABLE later (y int)").expect("later");
+    psql_in(&db, "owned2", "grafana_login", "SELECT y FROM later").expect("default privileges");
+    // Running it again (another database of the same server) is harmless.
+    psql_in(&db, "owned1", "bridge_owner", &migration).expect("again");
+}
