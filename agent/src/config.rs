@@ -92,7 +92,15 @@ struct LogRaw {
 }
 
 /// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 6] = ["site_id", "mqtt", "heartbeat", "disk", "log", "syslog"];
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "site_id",
+    "mqtt",
+    "heartbeat",
+    "disk",
+    "log",
+    "syslog",
+    "outbox",
+];
 
 // One struct per section: each is parsed from the whole document on its own
 // (ignoring the other keys), so a mistake in one section does not hide a
@@ -116,6 +124,10 @@ struct DiskOnly {
 #[derive(Deserialize)]
 struct LogOnly {
     log: Option<LogRaw>,
+}
+#[derive(Deserialize)]
+struct OutboxOnly {
+    outbox: Option<crate::outbox::OutboxConfig>,
 }
 #[derive(Deserialize)]
 struct SyslogOnly {
@@ -162,6 +174,8 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Syslog receiver; `None` (off) when the file has no `[syslog]` table.
     pub syslog: Option<crate::syslog::SyslogConfig>,
+    /// Store-and-forward outbox (defaults when there is no `[outbox]`).
+    pub outbox: crate::outbox::OutboxConfig,
 }
 
 /// Every problem found in a config, in plain words.
@@ -232,7 +246,7 @@ impl Config {
         for key in table.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox])"
                 ));
             }
         }
@@ -246,6 +260,12 @@ impl Config {
         let log =
             section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
         let syslog = section::<SyslogOnly>(text, "[syslog] ", &mut problems).map(|s| s.syslog);
+        let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
+            let o = s.outbox.unwrap_or_default();
+            let before = problems.len();
+            problems.extend(o.problems());
+            (problems.len() == before).then_some(o)
+        });
 
         // Site id, with its override.
         let site = env(ENV_SITE_ID).or(site);
@@ -315,7 +335,7 @@ impl Config {
             Some(raw) => crate::syslog::config::validate(raw, &mut problems).map(Some),
         });
 
-        match (site_id, mqtt, heartbeat, disk, log_level, syslog) {
+        match (site_id, mqtt, heartbeat, disk, log_level, syslog, outbox) {
             (
                 Some(site_id),
                 Some(mqtt),
@@ -323,6 +343,7 @@ impl Config {
                 Some(disk),
                 Some(log_level),
                 Some(syslog),
+                Some(outbox),
             ) if problems.is_empty() => Ok(Config {
                 origin: origin.to_owned(),
                 site_id,
@@ -331,6 +352,7 @@ impl Config {
                 disk,
                 log_level,
                 syslog,
+                outbox,
             }),
             _ => {
                 if problems.is_empty() {

@@ -50,7 +50,7 @@ pub async fn run(
             }
             _ => {}
         }
-        let counters = publisher.counters().snapshot();
+        let counters = publisher.snapshot();
         let agent_uptime_secs = started.elapsed().as_secs();
         // Queue full or encode errors are counted and logged by the publisher.
         let _ = publisher.publish(Kind::Heartbeat, |h| {
@@ -107,6 +107,19 @@ mod tests {
             syslog_denied: m,
             syslog_dropped: m,
             syslog_tcp_refused: m,
+            outbox_depth: m,
+            outbox_bytes: m,
+            outbox_in_flight: m,
+            outbox_dropped_log: m,
+            outbox_dropped_series: m,
+            outbox_dropped_state: m,
+            outbox_dropped_event: m,
+            outbox_replaced: m,
+            outbox_requeued: m,
+            outbox_replayed: m,
+            outbox_corrupt: m,
+            outbox_fsyncs: m,
+            outbox_disk_errors: m,
         };
         let mut buf = [0u8; HEARTBEAT_BUF_LEN * 2];
         let n = sitewatch_wire::encode(&hb, &mut buf).expect("encodes");

@@ -3,15 +3,18 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: **sources → publish queue → MQTT uplink**.
+//! Data flows one way: **sources → publish → outbox → pump → MQTT
+//! uplink**.
 //!
 //! - [`config`]: TOML → validated [`Config`]; collects every problem.
 //! - Sources, one module per capability, each a task that samples on its
 //!   own interval and hands messages to the [`publish::Publisher`]:
 //!   [`heartbeat`] (host metrics from [`host`]), [`disk`] (mount points)
 //!   and [`syslog`] (a syslog receiver relaying `log` batches).
-//! - [`publish`]: the publish queue; stamps site/boot/seq, encodes with
+//! - [`publish`]: stamps site/boot/seq, encodes with
 //!   `sitewatch_wire`, never blocks a source.
+//! - [`outbox`]: store-and-forward (memory or disk) until PUBACK;
+//!   [`link`]: what the publisher, the pump and the uplink share.
 //! - [`mqtt`]: the uplink task; birth, Last Will, reconnects, graceful
 //!   death.
 //! - [`diagnose`] and [`check`]: plain-words connection diagnostics for
@@ -33,6 +36,7 @@ pub mod diagnose;
 pub mod disk;
 pub mod heartbeat;
 pub mod host;
+pub mod link;
 pub mod mqtt;
 pub mod notify;
 pub mod outbox;
@@ -208,7 +212,19 @@ pub async fn run_with(
         .with_context(|| format!("preparing the MQTT connection from {}", config.origin))
         .map_err(SetupError)?;
     let heartbeat_secs = u32::try_from(config.heartbeat.interval.as_secs()).unwrap_or(u32::MAX);
-    let publisher = publish::Publisher::new(&config.site_id, boot, heartbeat_secs, client)?;
+    let outbox = open_outbox(&config.outbox);
+    let memory_only = outbox.dir().is_none();
+    let shared = link::Shared::new(link::Link {
+        outbox,
+        tracker: outbox::PkidTracker::new(),
+        connected: false,
+        client,
+    });
+    let publisher =
+        publish::Publisher::new(&config.site_id, boot, heartbeat_secs, Arc::clone(&shared))?;
+    let stop_tasks = CancellationToken::new();
+    let pump = tokio::spawn(link::pump(Arc::clone(&shared), stop_tasks.clone()));
+    let sync = tokio::spawn(link::sync(Arc::clone(&shared), stop_tasks.clone()));
     tracing::info!(
         site = %config.site_id,
         boot = %publisher.boot(),
@@ -286,19 +302,28 @@ pub async fn run_with(
     notify::stopping();
     sources.stop_all().await;
 
+    // The pump stops first: the uplink's shutdown hands over the last
+    // records itself, then the offline status.
+    stop_tasks.cancel();
+    let _ = pump.await;
+    let _ = sync.await;
     if uplink_ended {
+        finish_outbox(&shared, memory_only).await;
         anyhow::bail!("the MQTT uplink task ended unexpectedly");
     }
     stop_uplink.cancel();
-    match tokio::time::timeout(UPLINK_STOP_TIMEOUT, &mut uplink).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => anyhow::bail!("the MQTT uplink task failed: {e}"),
+    let res = match tokio::time::timeout(UPLINK_STOP_TIMEOUT, &mut uplink).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!("the MQTT uplink task failed: {e}")),
         Err(_) => {
             uplink.abort();
             tracing::warn!("MQTT uplink did not stop in time");
+            Ok(())
         }
-    }
-    let c = publisher.counters().snapshot();
+    };
+    finish_outbox(&shared, memory_only).await;
+    res?;
+    let c = publisher.snapshot();
     tracing::info!(
         published = c.published,
         acked = c.acked,
@@ -307,6 +332,73 @@ pub async fn run_with(
         "Stopped"
     );
     Ok(())
+}
+
+/// Opens the configured outbox; a disk directory that cannot be used (a
+/// dead USB disk, a read-only mount) falls back to memory only, so
+/// monitoring goes on. Logs what was replayed.
+fn open_outbox(cfg: &outbox::OutboxConfig) -> outbox::Outbox {
+    let (ob, report) = match outbox::Outbox::open(cfg) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(
+                "Cannot use the outbox directory: {e:#}; keeping messages in memory only \
+                 (lost on restart)"
+            );
+            let mem = outbox::OutboxConfig {
+                dir: None,
+                ..cfg.clone()
+            };
+            match outbox::Outbox::open(&mem) {
+                Ok(v) => v,
+                Err(e) => {
+                    // Cannot happen: the settings were validated.
+                    tracing::error!("Cannot open the memory outbox: {e:#}; using defaults");
+                    outbox::Outbox::open(&outbox::OutboxConfig::default())
+                        .unwrap_or_else(|e| panic!("default outbox: {e:#}"))
+                }
+            }
+        }
+    };
+    if let Some(dir) = &report.dir {
+        tracing::info!(
+            dir = %dir.display(),
+            records = report.records.total(),
+            bytes = report.bytes.total(),
+            segments = report.segments,
+            "Outbox on disk opened; undelivered records from earlier runs are sent first"
+        );
+        if report.corrupt_regions > 0 || report.read_errors > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                corrupt_regions = report.corrupt_regions,
+                corrupt_bytes = report.corrupt_bytes,
+                read_errors = report.read_errors,
+                "Damaged outbox data skipped (counted in outbox_corrupt)"
+            );
+        }
+    }
+    ob
+}
+
+/// At exit: flushes a disk outbox, or says what a memory outbox loses.
+async fn finish_outbox(shared: &Arc<link::Shared>, memory_only: bool) {
+    let depth = shared.lock().outbox.stats().depth.total();
+    if memory_only {
+        if depth > 0 {
+            tracing::warn!(
+                records = depth,
+                "Messages never acknowledged by the broker are lost (memory-only outbox)"
+            );
+        }
+        return;
+    }
+    let s = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || s.lock().outbox.sync_now()).await {
+        Ok(Ok(())) => tracing::info!(records = depth, "Outbox flushed to disk"),
+        Ok(Err(e)) => tracing::warn!("Cannot flush the outbox: {e:#}"),
+        Err(e) => tracing::warn!(err = %e, "Outbox flush task failed"),
+    }
 }
 
 /// The next reload request; never completes without an open channel.

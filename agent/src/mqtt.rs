@@ -23,9 +23,13 @@
 //! followed by messages queued during the outage, which carry lower
 //! numbers.
 //!
-//! The session is clean (`clean_session = true`): messages not yet
-//! acknowledged when a connection drops are lost; a durable outbox is a
-//! later step.
+//! The session is clean (`clean_session = true`). Sources' messages wait
+//! in the outbox ([`crate::outbox`]) until their PUBACK: the pump
+//! ([`link::pump`]) hands them to rumqttc while connected, a
+//! [`PkidTracker`](crate::outbox::PkidTracker) matches packet ids to
+//! records, and what rumqttc discards on a clean reconnect (or when the
+//! event loop is rebuilt) is requeued and sent again. The birth and the
+//! shutdown status go straight to rumqttc's queue, outside the outbox.
 //!
 //! The loop also feeds the systemd watchdog ([`notify::Watchdog`]) —
 //! while polling and while waiting in reconnect backoff — so a hung loop
@@ -33,18 +37,21 @@
 //!
 //! A config reload with changed broker settings arrives as a
 //! [`Reconfigure`]: when connected, the loop waits (bounded) for in-flight
-//! messages to be acknowledged, then closes the connection *without*
-//! `DISCONNECT`, so the broker publishes the old session's Will
-//! (`offline`/`lost`) and a new setting that fails to connect never leaves a
-//! stale retained `online`; then it connects with the new settings: a new
-//! session and birth, same boot and sequence numbers, queued messages kept.
+//! messages to be acknowledged, then drops the event loop (closing the
+//! connection *without* `DISCONNECT`, so the broker publishes the old
+//! session's Will (`offline`/`lost`) and a new setting that fails to
+//! connect never leaves a stale retained `online`) and builds a new one
+//! with the new settings: a new session and birth, same boot and sequence
+//! numbers; records in flight go back to the outbox and are sent again.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
+use std::sync::Arc;
+
 use rumqttc::{
     AsyncClient, ConnectionError, Disconnect, Event, EventLoop, LastWill, MqttOptions, Outgoing,
-    Packet, QoS, Request,
+    Packet, QoS, Request, StateError,
 };
 use sitewatch_wire::payload::{OfflineReason, State};
 use sitewatch_wire::topic::Kind;
@@ -54,12 +61,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::diagnose::{self, Target};
+use crate::link::{self, Shared, Tracked};
 use crate::notify::{self, Watchdog};
-use crate::publish::{Counters, Publisher, QUEUE_CAPACITY};
+use crate::outbox::pkid;
+use crate::publish::{Counters, Publisher};
 
-/// Most QoS 1 messages in flight (unacknowledged) at once. Small on
-/// purpose: fewer messages are lost when a connection drops, and it
-/// avoids rumqttc's packet-id collision stalls (rumqttc #1014).
+/// Most QoS 1 messages in flight (unacknowledged) at once, and the upper
+/// bound of `[outbox] max_in_flight`. Small on purpose: it avoids
+/// rumqttc's packet-id collision stalls (rumqttc #1014).
 pub const INFLIGHT: u16 = 16;
 
 /// Largest MQTT packet we accept from the broker. We subscribe to nothing,
@@ -101,7 +110,8 @@ pub fn options(cfg: &Config, client_id: &str) -> anyhow::Result<MqttOptions> {
     );
     o.set_keep_alive(Duration::from_secs(m.keep_alive_secs.into()));
     o.set_clean_session(true);
-    o.set_inflight(INFLIGHT);
+    // The outbox's window bounds what is in flight; rumqttc's matches it.
+    o.set_inflight(cfg.outbox.max_in_flight.max(1));
     o.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
     if let Some((user, pass)) = m
         .credentials()
@@ -188,7 +198,7 @@ impl TargetOwned {
 pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     Ok(AsyncClient::new(
         options(cfg, cfg.client_id())?,
-        QUEUE_CAPACITY,
+        link::channel_capacity(cfg.outbox.max_in_flight),
     ))
 }
 
@@ -227,6 +237,10 @@ enum Step {
 pub struct Uplink {
     eventloop: EventLoop,
     publisher: Publisher,
+    /// The outbox and tracker, shared with the publisher and the pump.
+    shared: Arc<Shared>,
+    /// Request channel capacity, for rebuilding the event loop.
+    capacity: usize,
     target: TargetOwned,
     /// Connections made so far in this boot; the current one's number
     /// while connected.
@@ -250,7 +264,10 @@ impl Uplink {
         target: TargetOwned,
         session_tx: watch::Sender<u32>,
     ) -> Uplink {
+        let capacity = link::channel_capacity(eventloop.mqtt_options.inflight());
         Uplink {
+            shared: Arc::clone(publisher.shared()),
+            capacity,
             eventloop,
             publisher,
             target,
@@ -291,8 +308,9 @@ impl Uplink {
         ));
     }
 
-    /// Puts the retained `online` birth first in line.
-    fn on_connack(&mut self) {
+    /// Requeues what a clean session discarded, puts the retained
+    /// `online` birth first in line and wakes the pump.
+    fn on_connack(&mut self, session_present: bool) {
         self.session = self.session.saturating_add(1);
         self.connected = true;
         self.last_error = None;
@@ -301,21 +319,126 @@ impl Uplink {
         }
         let session = self.session;
         let p = &self.publisher;
-        match p.stamp_for_uplink(Kind::Status, |h| p.status(h, State::Online, None, session)) {
-            Some(birth) => self.eventloop.pending.push_front(Request::Publish(birth)),
-            None => tracing::error!("Cannot encode the birth message"),
+        // Stamped before locking the link (lock order: seq, then link).
+        let birth = p.stamp_for_uplink(Kind::Status, |h| p.status(h, State::Online, None, session));
+        {
+            let mut guard = self.shared.lock();
+            let l = &mut *guard;
+            let lost = l.tracker.connected(session_present);
+            if !session_present {
+                // rumqttc's clean() keeps a parked publish (rumqttc #1056).
+                self.eventloop.state.collision = None;
+            }
+            let mut requeued = 0usize;
+            for t in lost {
+                if let Tracked::Outbox(id) = t {
+                    if l.outbox.requeue(id) {
+                        requeued += 1;
+                    }
+                }
+            }
+            if requeued > 0 {
+                tracing::info!(
+                    requeued,
+                    "Messages the broker never acknowledged are sent again"
+                );
+            }
+            l.connected = true;
+            match birth {
+                Some(birth) => {
+                    self.eventloop.pending.push_front(Request::Publish(birth));
+                    l.tracker.handed_over_front(Tracked::Birth(session));
+                }
+                None => tracing::error!("Cannot encode the birth message"),
+            }
         }
+        self.shared.work.notify_one();
         let broker = format!("{}:{}", self.target.host, self.target.port);
         tracing::info!(session, broker = %broker, "Connected to broker");
         notify::status(&format!("Connected to {broker} (session {session})"));
         self.session_tx.send_replace(session);
     }
 
+    /// Right after `poll()` failed, before any `.await`: tells the tracker
+    /// which handed-over messages rumqttc now holds in `pending`, and stops
+    /// the pump.
+    fn note_connection_lost(&mut self) {
+        let k = self
+            .eventloop
+            .pending
+            .iter()
+            .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
+            .count();
+        let mut l = self.shared.lock();
+        l.connected = false;
+        l.tracker.connection_lost(k);
+    }
+
+    /// Replaces the event loop (and the pump's client) with a new one for
+    /// `options`: nothing handed to the old one will be sent, so every
+    /// record in flight goes back to the outbox.
+    fn rebuild(&mut self, options: MqttOptions) {
+        let (client, eventloop) = AsyncClient::new(options, self.capacity);
+        // Dropping the old loop closes its connection without DISCONNECT.
+        self.eventloop = eventloop;
+        self.connected = false;
+        let requeued = {
+            let mut l = self.shared.lock();
+            l.client = client;
+            l.connected = false;
+            l.tracker.reset();
+            l.outbox.requeue_unacked()
+        };
+        if requeued > 0 {
+            tracing::info!(
+                requeued,
+                "Messages in flight will be sent again on the new connection"
+            );
+        }
+    }
+
+    /// Handles one event of a working connection. True when it is the
+    /// PUBACK of the shutdown status.
+    fn on_event(&mut self, ev: &Event) -> bool {
+        match ev {
+            Event::Incoming(Packet::ConnAck(ack)) => self.on_connack(ack.session_present),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let t = self.shared.lock().tracker.on_puback(ack.pkid);
+                match t {
+                    Some(Tracked::Outbox(id)) => {
+                        self.shared.lock().outbox.ack(id);
+                        self.shared.work.notify_one();
+                    }
+                    Some(Tracked::Birth(_)) => Counters::inc(&self.counters().acked),
+                    Some(Tracked::Shutdown) => {
+                        Counters::inc(&self.counters().acked);
+                        return true;
+                    }
+                    None => tracing::debug!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let o = self.shared.lock().tracker.on_outgoing_publish(*pkid);
+                if o == pkid::Outgoing::Unexpected {
+                    tracing::warn!(pkid, "A publish left that the outbox did not hand over");
+                }
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                let mut l = self.shared.lock();
+                if let Some(Tracked::Outbox(id)) = l.tracker.on_await_ack(*pkid) {
+                    l.outbox.requeue(id);
+                    drop(l);
+                    self.shared.work.notify_one();
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
     fn on_error(&mut self, e: &ConnectionError) {
         if self.connected {
             self.connected = false;
-            // rumqttc has emptied its request queue (clean session).
-            self.publisher.note_queue_drained();
             let words = diagnose::lost_connection(e);
             tracing::warn!(session = self.session, err = %e, "Connection to broker lost: {words}");
             notify::status(&format!("Connection to broker lost: {words}; reconnecting"));
@@ -368,14 +491,22 @@ impl Uplink {
                 Step::Event(ev) => ev,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    connected_at = Instant::now();
-                    self.on_connack();
+                Ok(ev) => {
+                    if matches!(ev, Event::Incoming(Packet::ConnAck(_))) {
+                        connected_at = Instant::now();
+                    }
+                    self.on_event(&ev);
                 }
-                Ok(Event::Incoming(Packet::PubAck(_))) => Counters::inc(&self.counters().acked),
-                Ok(Event::Outgoing(Outgoing::Publish(_))) => self.publisher.note_sent(),
-                Ok(_) => {}
                 Err(e) => {
+                    // Before any .await: what rumqttc holds now is known.
+                    self.note_connection_lost();
+                    if matches!(e, ConnectionError::MqttState(StateError::CollisionTimeout)) {
+                        tracing::warn!(
+                            "Packet-id collision did not clear; rebuilding the MQTT client"
+                        );
+                        let options = self.eventloop.mqtt_options.clone();
+                        self.rebuild(options);
+                    }
                     // Back to the shortest delay only after a connection
                     // that held; a broker that accepts and then drops us
                     // at once (duplicate client id, ACL) gets backoff.
@@ -407,11 +538,11 @@ impl Uplink {
 
     /// Switches to new broker settings; see the module docs.
     async fn apply(&mut self, r: Reconfigure) {
-        self.eventloop.mqtt_options = r.options;
         self.target = r.target;
         self.last_error = None;
         if !self.connected {
             tracing::info!("New MQTT settings apply from the next connect attempt");
+            self.rebuild(r.options);
             return;
         }
         tracing::info!(
@@ -419,28 +550,26 @@ impl Uplink {
             "MQTT settings changed; reconnecting to apply them"
         );
         notify::status("Reconnecting to apply new MQTT settings");
-        // Let in-flight messages be acknowledged (bounded); queued ones
-        // stay in the request queue for the next connection.
+        // No new hand-overs; let in-flight messages be acknowledged
+        // (bounded).
+        self.shared.lock().connected = false;
         let deadline = Instant::now() + RECONFIGURE_DRAIN;
         while self.eventloop.state.inflight() > 0 && Instant::now() < deadline {
             match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
                 Err(_) => break,
-                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => Counters::inc(&self.counters().acked),
-                Ok(Ok(Event::Outgoing(Outgoing::Publish(_)))) => self.publisher.note_sent(),
-                Ok(Ok(_)) => {}
+                Ok(Ok(ev)) => {
+                    self.on_event(&ev);
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(err = %e, "Connection ended while draining for reconnect");
                     break;
                 }
             }
         }
-        // Close without DISCONNECT: the broker publishes the old session's
-        // Will. Unacknowledged messages of the old connection are dropped
-        // (clean session), as on any lost connection.
-        let _ = self.eventloop.state.clean();
-        self.eventloop.network = None;
-        self.eventloop.pending.clear();
-        self.connected = false;
+        // A new event loop: the old connection closes without DISCONNECT
+        // (the broker publishes the old session's Will); what it had not
+        // got acknowledged is requeued.
+        self.rebuild(r.options);
     }
 
     /// Sends `offline`/`shutdown`, waits for its PUBACK, disconnects.
@@ -449,18 +578,21 @@ impl Uplink {
             tracing::info!("Not connected; the broker publishes the Last Will (offline) for us");
             return;
         }
-        // Flush what the sources queued before they stopped, so the status
-        // is the last message of the boot. Sources are stopped, so a poll
-        // that stays quiet for FLUSH_IDLE means the queue is empty.
+        // Flush what the outbox can send (the pump task is stopped: this
+        // loop hands records over itself), so the status is the last
+        // message of the boot. A poll that stays quiet for FLUSH_IDLE
+        // means nothing more moves.
         let flush_deadline = Instant::now() + FLUSH_TIMEOUT;
         while Instant::now() < flush_deadline {
+            link::pump_once(&self.shared);
             match tokio::time::timeout(FLUSH_IDLE, self.eventloop.poll()).await {
                 Err(_) => break,
-                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => Counters::inc(&self.counters().acked),
-                Ok(Ok(Event::Outgoing(Outgoing::Publish(_)))) => self.publisher.note_sent(),
-                Ok(Ok(_)) => {}
+                Ok(Ok(ev)) => {
+                    self.on_event(&ev);
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(err = %e, "Connection failed while flushing before shutdown");
+                    self.note_connection_lost();
                     return;
                 }
             }
@@ -473,19 +605,15 @@ impl Uplink {
             tracing::error!("Cannot encode the shutdown status");
             return;
         };
-        // Our message is processed next; its Outgoing::Publish event comes
-        // after the ones already buffered.
-        let mut skip = self
-            .eventloop
-            .state
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::Outgoing(Outgoing::Publish(_))))
-            .count();
-        self.eventloop.pending.push_front(Request::Publish(status));
+        {
+            let mut l = self.shared.lock();
+            // Nothing more from the outbox after this.
+            l.connected = false;
+            self.eventloop.pending.push_front(Request::Publish(status));
+            l.tracker.handed_over_front(Tracked::Shutdown);
+        }
 
         let deadline = Instant::now() + SHUTDOWN_ACK_TIMEOUT;
-        let mut ours: Option<u16> = None;
         let acked = loop {
             match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
                 Err(_) => break false,
@@ -493,20 +621,11 @@ impl Uplink {
                     tracing::warn!(err = %e, "Connection failed while sending the shutdown status");
                     return;
                 }
-                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) if ours.is_none() => {
-                    if skip == 0 {
-                        ours = Some(pkid);
-                    } else {
-                        skip -= 1;
-                    }
-                }
-                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    Counters::inc(&self.counters().acked);
-                    if Some(ack.pkid) == ours {
+                Ok(Ok(ev)) => {
+                    if self.on_event(&ev) {
                         break true;
                     }
                 }
-                Ok(Ok(_)) => {}
             }
         };
         if acked {

@@ -1,25 +1,27 @@
-//! The publish queue: what sources hand their messages to.
+//! The publish path: what sources hand their messages to.
 //!
 //! [`Publisher`] is a small cloneable handle shared by every source and by
 //! the MQTT uplink. It owns the message identity of this boot (site, boot
 //! id, sequence number) and the agent counters. A source builds its payload
 //! from a [`Header`] the publisher stamps; the publisher encodes it with
 //! `sitewatch_wire::encode` into a stack buffer and offers it to the MQTT
-//! client's bounded request queue without waiting. Log batches, which are
-//! up to
-//! [`LOG_BUF_LEN`](sitewatch_wire::payload::LOG_BUF_LEN) long, are encoded into a heap buffer the syslog
-//! receiver allocates once and reuses ([`Publisher::publish_log`]); they
-//! may use only part of the queue ([`LOG_QUEUE_SLOTS`]) so a log flood on
-//! a slow uplink cannot crowd out heartbeats.
+//! store-and-forward [`Outbox`](crate::outbox::Outbox) (shared with the
+//! uplink through [`link::Shared`]) without waiting; the pump
+//! ([`link::pump`]) hands records to MQTT and they leave the outbox only
+//! on their PUBACK. When the outbox is full it drops by class (logs
+//! first) and counts every drop. Log batches, which are up to
+//! [`LOG_BUF_LEN`](sitewatch_wire::payload::LOG_BUF_LEN) long, are encoded
+//! into a heap buffer the syslog receiver allocates once and reuses
+//! ([`Publisher::publish_log`]).
 //!
 //! This module must not block or await: live sources never wait on the
-//! uplink (see [`QUEUE_CAPACITY`]).
+//! uplink.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::{Publish, QoS};
 use serde::Serialize;
 use sitewatch_wire::payload::{
     AgentCounters, Header, LogOut, LogRecordOut, OfflineReason, State, StatusOut, DISK_BUF_LEN,
@@ -27,23 +29,9 @@ use sitewatch_wire::payload::{
 };
 use sitewatch_wire::topic::{Kind, Topic};
 
+use crate::link::Shared;
+use crate::outbox::{Class, Record};
 use crate::AGENT_VERSION;
-
-/// Capacity of the MQTT client's request queue, in messages.
-///
-/// When full (the broker is unreachable, or the link is slower than the
-/// sources), [`Publisher::publish`] drops the new message instead of
-/// waiting, logs it at debug level and counts it in `counters.dropped`.
-/// A dropped message still took its sequence number, so the bridge sees
-/// the loss as a gap in `seq`. 64 messages is about 20
-/// minutes of default heartbeat and disk traffic; a durable outbox will
-/// replace this policy later.
-pub const QUEUE_CAPACITY: usize = 64;
-
-/// How many of the [`QUEUE_CAPACITY`] slots log batches may occupy; the
-/// rest stay free for heartbeats and disk reports. Batches that find no
-/// slot wait in the syslog receiver's bounded memory instead.
-pub const LOG_QUEUE_SLOTS: u64 = 32;
 
 /// Largest encode buffer any kind needs, taken on the stack per publish.
 const MAX_BUF_LEN: usize = {
@@ -93,15 +81,17 @@ pub fn new_boot_id() -> String {
 /// [`AgentCounters`] for their meaning.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Messages handed to the MQTT client.
+    /// The uplink's own messages (birth, shutdown status) handed to the
+    /// MQTT client; outbox records are counted by the outbox.
     pub published: AtomicU64,
-    /// PUBACKs received.
+    /// PUBACKs received for the uplink's own messages.
     pub acked: AtomicU64,
     /// Connections after the first.
     pub reconnects: AtomicU64,
     /// Failed connection attempts.
     pub connect_errors: AtomicU64,
-    /// Messages dropped because the queue was full.
+    /// Messages that could not be encoded or stored (outbox drops are
+    /// counted by the outbox).
     pub dropped: AtomicU64,
     /// Failed disk samples (one per mount per sample).
     pub disk_errors: AtomicU64,
@@ -161,6 +151,8 @@ impl Counters {
             syslog_denied: get(&self.syslog_denied),
             syslog_dropped: get(&self.syslog_dropped),
             syslog_tcp_refused: get(&self.syslog_tcp_refused),
+            // Filled in by Publisher::snapshot.
+            ..AgentCounters::default()
         }
     }
 }
@@ -168,7 +160,8 @@ impl Counters {
 /// Why a message was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotQueued {
-    /// The request queue was full (or the uplink is gone).
+    /// Not used since the outbox (which drops and counts by class
+    /// instead); kept for callers' matches.
     QueueFull,
     /// The payload could not be encoded (a bug; logged).
     Encode,
@@ -189,16 +182,11 @@ struct Inner {
     /// encoded and queued, so queue order is seq order.
     seq: Mutex<u64>,
     counters: Counters,
-    client: AsyncClient,
+    shared: Arc<Shared>,
     status_topic: String,
     heartbeat_topic: String,
     disk_topic: String,
     log_topic: String,
-    /// Messages handed to the client's request queue.
-    queued: AtomicU64,
-    /// Messages that left that queue, as far as the uplink can tell
-    /// (see [`Publisher::note_sent`]).
-    left: AtomicU64,
 }
 
 impl Publisher {
@@ -207,7 +195,7 @@ impl Publisher {
         site: &str,
         boot: String,
         heartbeat_secs: u32,
-        client: AsyncClient,
+        shared: Arc<Shared>,
     ) -> anyhow::Result<Publisher> {
         let topic = |kind| -> anyhow::Result<String> {
             Ok(Topic::new(site, kind, None)
@@ -226,9 +214,7 @@ impl Publisher {
                 heartbeat_topic: topic(Kind::Heartbeat)?,
                 disk_topic: topic(Kind::Disk)?,
                 log_topic: topic(Kind::Log)?,
-                queued: AtomicU64::new(0),
-                left: AtomicU64::new(0),
-                client,
+                shared,
             }),
         })
     }
@@ -246,6 +232,37 @@ impl Publisher {
     /// Shared counters.
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// The outbox and its wake-ups, shared with the uplink.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// The agent counters with the outbox's figures merged in: messages
+    /// handed to MQTT, acknowledged and dropped (outbox drops plus
+    /// replaced state records: every seq gap is counted here), and the
+    /// `outbox_*` counters.
+    pub fn snapshot(&self) -> AgentCounters {
+        let mut c = self.inner.counters.snapshot();
+        let st = self.inner.shared.lock().outbox.stats();
+        c.published += st.sent;
+        c.acked += st.acked;
+        c.dropped += st.dropped.total() + st.replaced;
+        c.outbox_depth = st.depth.total();
+        c.outbox_bytes = st.bytes.total();
+        c.outbox_in_flight = st.in_flight;
+        c.outbox_dropped_log = st.dropped[Class::Log];
+        c.outbox_dropped_series = st.dropped[Class::Series];
+        c.outbox_dropped_state = st.dropped[Class::State];
+        c.outbox_dropped_event = st.dropped[Class::Event];
+        c.outbox_replaced = st.replaced;
+        c.outbox_requeued = st.requeued;
+        c.outbox_replayed = st.replayed;
+        c.outbox_corrupt = st.corrupt_skipped;
+        c.outbox_fsyncs = st.fsyncs;
+        c.outbox_disk_errors = st.disk_errors;
+        c
     }
 
     /// Heartbeat period in seconds, as announced in status messages.
@@ -268,28 +285,37 @@ impl Publisher {
     }
 
     /// Stamps a header with the next sequence number, builds the payload
-    /// with `build`, encodes it and offers it to the MQTT queue without
-    /// waiting. On a full queue the message is dropped and counted.
+    /// with `build`, encodes it and pushes it to the outbox without
+    /// waiting. A full outbox drops (and counts) by class.
     pub fn publish<'s, T, F>(&'s self, kind: Kind, build: F) -> Result<u64, NotQueued>
     where
         T: Serialize,
         F: FnOnce(Header<'s>) -> T,
     {
-        let client = &self.inner.client;
         let mut buf = [0u8; MAX_BUF_LEN];
-        let res = self.stamp(kind, &mut buf, false, build, |topic, retain, payload| {
-            client
-                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-                .is_ok()
-        });
-        if res.is_ok() {
-            self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        self.stamp(kind, &mut buf, build, |topic, retain, payload, seq| {
+            self.push(kind, topic, retain, payload, seq)
+        })
+    }
+
+    /// Pushes one encoded message to the outbox and wakes the pump and the
+    /// sync task. False if it cannot be a record (too large: a bug).
+    fn push(&self, kind: Kind, topic: &str, retain: bool, payload: Vec<u8>, seq: u64) -> bool {
+        let rec = match Record::new(Class::of(kind), topic, payload, retain, seq) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(kind = %kind, err = %e, "Cannot store message; dropped");
+                return false;
+            }
+        };
+        let out = self.inner.shared.lock().outbox.push(rec);
+        let dropped = out.dropped.0.iter().map(|&n| u64::from(n)).sum::<u64>();
+        if dropped > 0 {
+            tracing::debug!(kind = %kind, dropped, "Outbox full; oldest of the lowest class dropped");
         }
-        if res == Err(NotQueued::QueueFull) {
-            Counters::inc(&self.inner.counters.dropped);
-            tracing::debug!(kind = %kind, "Publish queue full; message dropped");
-        }
-        res
+        self.inner.shared.work.notify_one();
+        self.inner.shared.dirty.notify_one();
+        true
     }
 
     /// Builds a message for the uplink itself (birth, shutdown status),
@@ -302,85 +328,42 @@ impl Publisher {
     {
         let mut out = None;
         let mut buf = [0u8; MAX_BUF_LEN];
-        self.stamp(kind, &mut buf, false, build, |topic, retain, payload| {
+        self.stamp(kind, &mut buf, build, |topic, retain, payload, _seq| {
             let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
             p.retain = retain;
             out = Some(p);
             true
         })
         .ok()?;
+        Counters::inc(&self.inner.counters.published);
         out
     }
 
-    /// Whether a log batch may be offered to the request queue now:
-    /// fewer than [`LOG_QUEUE_SLOTS`] messages seem to wait in it (all
-    /// [`QUEUE_CAPACITY`] slots when `shutting_down`, as no heartbeat
-    /// follows). An estimate: see [`Publisher::note_sent`].
-    pub fn log_room(&self, shutting_down: bool) -> bool {
-        let queued = self.inner.queued.load(Ordering::Relaxed);
-        let left = self.inner.left.load(Ordering::Relaxed);
-        let depth = queued.saturating_sub(left);
-        let slots = if shutting_down {
-            QUEUE_CAPACITY as u64
-        } else {
-            LOG_QUEUE_SLOTS
-        };
-        depth < slots
-    }
-
-    /// Called by the uplink for each PUBLISH it takes from its queues
-    /// (rumqttc's `Outgoing::Publish`), so [`Publisher::log_room`] can
-    /// estimate the request queue's depth. The uplink's own messages and
-    /// retransmissions count too, which only makes the estimate low.
-    pub(crate) fn note_sent(&self) {
-        self.inner.left.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Called by the uplink when a connection drops: rumqttc then empties
-    /// the request queue (clean session: those messages are lost), so the
-    /// depth estimate restarts at zero.
-    pub(crate) fn note_queue_drained(&self) {
-        let queued = self.inner.queued.load(Ordering::Relaxed);
-        self.inner.left.fetch_max(queued, Ordering::Relaxed);
-    }
-
     /// Publishes one `log` batch, encoding it into `buf` (at least
-    /// [`LOG_BUF_LEN`](sitewatch_wire::payload::LOG_BUF_LEN) bytes, owned by the caller and reused). Unlike
-    /// [`Publisher::publish`], a full queue gives the sequence number back
-    /// and returns [`NotQueued::QueueFull`]: the caller keeps the batch and
-    /// tries again later, so nothing is lost or counted yet.
+    /// [`LOG_BUF_LEN`](sitewatch_wire::payload::LOG_BUF_LEN) bytes, owned
+    /// by the caller and reused), pushing it to the outbox like
+    /// [`Publisher::publish`].
     pub fn publish_log(
         &self,
         buf: &mut [u8],
         records: &[LogRecordOut<'_>],
     ) -> Result<u64, NotQueued> {
-        let client = &self.inner.client;
-        let res = self.stamp(
+        self.stamp(
             Kind::Log,
             buf,
-            true,
             |h| LogOut::new(h, records),
-            |topic, retain, payload| {
-                client
-                    .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-                    .is_ok()
-            },
-        );
-        if res.is_ok() {
-            self.inner.queued.fetch_add(1, Ordering::Relaxed);
-        }
-        res
+            |topic, retain, payload, seq| self.push(Kind::Log, topic, retain, payload, seq),
+        )
     }
 
-    /// Common path: lock seq, stamp, encode into `buf`, hand over, commit
-    /// seq. With `give_back`, a refused hand-over returns the number.
+    /// Common path: lock seq, stamp, encode into `buf`, hand over (to the
+    /// outbox, or to the uplink for its own messages), commit seq.
     fn stamp<'s, T, F>(
         &'s self,
         kind: Kind,
         buf: &mut [u8],
-        give_back: bool,
         build: F,
-        hand_over: impl FnOnce(&str, bool, Vec<u8>) -> bool,
+        hand_over: impl FnOnce(&str, bool, Vec<u8>, u64) -> bool,
     ) -> Result<u64, NotQueued>
     where
         T: Serialize,
@@ -410,15 +393,12 @@ impl Publisher {
                 return Err(NotQueued::Encode);
             }
         };
-        // rumqttc takes ownership of the payload: this copy is the one
-        // allocation per message.
-        if !hand_over(self.topic(kind), kind.retained(), buf[..n].to_vec()) {
-            if give_back {
-                *seq -= 1;
-            }
-            return Err(NotQueued::QueueFull);
+        // The record (or rumqttc) takes ownership of the payload: this
+        // copy is the one allocation per message.
+        if !hand_over(self.topic(kind), kind.retained(), buf[..n].to_vec(), next) {
+            Counters::inc(&self.inner.counters.dropped);
+            return Err(NotQueued::Encode);
         }
-        Counters::inc(&self.inner.counters.published);
         Ok(next)
     }
 
@@ -462,7 +442,8 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttc::{MqttOptions, Request};
+    use crate::link;
+    use rumqttc::{AsyncClient, MqttOptions};
     use sitewatch_wire::payload::HeartbeatOut;
     use sitewatch_wire::Message;
 
@@ -478,49 +459,53 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// A publisher over a memory outbox with the given bound.
+    pub(crate) fn test_publisher(memory_max_bytes: u64) -> (Publisher, rumqttc::EventLoop) {
+        let (client, el) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), 32);
+        let cfg = crate::outbox::OutboxConfig {
+            memory_max_bytes,
+            ..crate::outbox::OutboxConfig::default()
+        };
+        let (outbox, _) = crate::outbox::Outbox::open(&cfg).expect("opens");
+        let shared = Shared::new(link::Link {
+            outbox,
+            tracker: crate::outbox::PkidTracker::new(),
+            connected: false,
+            client,
+        });
+        let p = Publisher::new("lokasi1", "0123456789abcdef".into(), 30, shared).expect("ok");
+        (p, el)
+    }
+
     #[test]
-    fn dropped_messages_leave_a_seq_gap() {
-        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), 2);
-        let p = Publisher::new("lokasi1", "0123456789abcdef".into(), 30, client).expect("ok");
+    fn messages_go_to_the_outbox_in_seq_order() {
+        let (p, _el) = test_publisher(crate::outbox::config::default_memory_max_bytes());
         let hb = |h| HeartbeatOut::new(h, AGENT_VERSION, 30);
         assert_eq!(p.publish(Kind::Heartbeat, hb), Ok(1));
         assert_eq!(p.publish(Kind::Heartbeat, hb), Ok(2));
-        // Queue (capacity 2) is full now: dropped; seq 3 becomes a gap.
-        assert_eq!(p.publish(Kind::Heartbeat, hb), Err(NotQueued::QueueFull));
-        let c = p.counters().snapshot();
-        assert_eq!((c.published, c.dropped), (2, 1));
-        // The uplink's own messages never wait in that queue.
+        let c = p.snapshot();
+        assert_eq!((c.published, c.dropped, c.outbox_depth), (0, 0, 2));
+        // The uplink's own messages never wait in the outbox.
         let birth = p
             .stamp_for_uplink(Kind::Status, |h| p.status(h, State::Online, None, 1))
             .expect("birth");
         assert!(birth.retain);
         let m = sitewatch_wire::decode(&birth.topic, &birth.payload).expect("decodes");
-        assert_eq!(m.identity(), ("lokasi1", "0123456789abcdef", 4));
-        assert_eq!(p.counters().snapshot().published, 3);
-
-        // What was queued decodes, with consecutive seqs, not retained.
-        eventloop.clean();
-        let seqs: Vec<u64> = eventloop
-            .pending
-            .iter()
-            .map(|r| match r {
-                Request::Publish(p) => {
-                    assert!(!p.retain);
-                    assert_eq!(p.topic, "sitewatch/v1/lokasi1/heartbeat");
-                    let m = sitewatch_wire::decode(&p.topic, &p.payload).expect("decodes");
-                    assert!(matches!(m, Message::Heartbeat(_)));
-                    m.identity().2
-                }
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(m.identity(), ("lokasi1", "0123456789abcdef", 3));
+        let c = p.snapshot();
+        assert_eq!((c.published, c.outbox_depth), (1, 2));
+        // Nothing is handed to MQTT while disconnected.
+        assert_eq!(link::pump_once(p.shared()), None);
+        assert_eq!(p.shared().lock().outbox.stats().sent, 0);
+        p.shared().lock().connected = true;
+        assert_eq!(link::pump_once(p.shared()), None);
+        let c = p.snapshot();
+        assert_eq!((c.published, c.outbox_in_flight), (3, 2));
     }
 
     #[test]
     fn will_is_offline_lost_seq0() {
-        let (client, _el) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), 1);
-        let p = Publisher::new("s", "abc".into(), 15, client).expect("ok");
+        let (p, _el) = test_publisher(crate::outbox::config::default_memory_max_bytes());
         let will = p.will_payload(7);
         match sitewatch_wire::decode(p.status_topic(), &will).expect("decodes") {
             Message::Status(s) => {
@@ -528,7 +513,7 @@ mod tests {
                 assert_eq!(s.session, 7);
                 assert_eq!(s.state, State::Offline);
                 assert_eq!(s.reason, Some(OfflineReason::Lost));
-                assert_eq!(s.heartbeat_secs, 15);
+                assert_eq!(s.heartbeat_secs, 30);
                 assert_eq!(s.agent_version, AGENT_VERSION);
             }
             other => panic!("{other:?}"),

@@ -8,6 +8,7 @@
 //! | `[log] level` | new filter at once (unless `RUST_LOG` is set) |
 //! | `[heartbeat]`, `[disk]` | that source restarts with the new settings |
 //! | `[syslog]` | new policy for the next line; only listeners whose address changed are closed/bound; sockets from systemd are never closed |
+//! | `[outbox]` | kept until a restart (logged) |
 //! | `[mqtt]` or the *contents* of its password, CA, certificate or key files | reconnect (new session and birth; same boot, sequence continues) |
 //!
 //! Every outcome is logged and returned as one line for systemd's
@@ -34,7 +35,7 @@ pub(crate) async fn apply(
     set_log_level: Option<&SetLogLevelFn>,
 ) -> String {
     tracing::info!(config = %path.display(), "Reloading the config (SIGHUP)");
-    let new = match Config::load(path) {
+    let mut new = match Config::load(path) {
         Ok(c) => c,
         Err(problems) => {
             for p in &problems.list {
@@ -61,6 +62,11 @@ pub(crate) async fn apply(
             "Reload refused: site_id changed ({} -> {}); restart required",
             current.site_id, new.site_id
         );
+    }
+    if new.outbox != current.outbox {
+        // The outbox (and its disk directory) lives for the whole process.
+        tracing::warn!("[outbox] settings changed; they apply after a restart");
+        new.outbox = current.outbox.clone();
     }
     // Broker files first: nothing is changed if they cannot be read.
     let print = match mqtt::fingerprint(&new) {

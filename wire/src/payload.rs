@@ -174,6 +174,35 @@ pub struct AgentCounters {
     /// Syslog TCP connections refused because the connection limit was
     /// reached.
     pub syslog_tcp_refused: u64,
+    /// Outbox: records waiting (queued, in flight or on disk), all classes.
+    pub outbox_depth: u64,
+    /// Outbox: size of those records in bytes.
+    pub outbox_bytes: u64,
+    /// Outbox: records sent and not yet acknowledged.
+    pub outbox_in_flight: u64,
+    /// Outbox: `log` batches dropped because the outbox was full.
+    pub outbox_dropped_log: u64,
+    /// Outbox: time series (`heartbeat`, `disk`) dropped because the
+    /// outbox was full.
+    pub outbox_dropped_series: u64,
+    /// Outbox: retained state (`status`, `stream`, `smart`) dropped
+    /// because the outbox was full.
+    pub outbox_dropped_state: u64,
+    /// Outbox: events dropped because the outbox was full.
+    pub outbox_dropped_event: u64,
+    /// Outbox: undelivered state records replaced by a newer one for the
+    /// same topic (their seq is a gap, like a drop).
+    pub outbox_replaced: u64,
+    /// Outbox: records put back after a lost connection (sent again).
+    pub outbox_requeued: u64,
+    /// Outbox: records found on disk at start (from earlier boots).
+    pub outbox_replayed: u64,
+    /// Outbox: damaged or torn regions skipped in its segment files.
+    pub outbox_corrupt: u64,
+    /// Outbox: fsync/fdatasync calls made.
+    pub outbox_fsyncs: u64,
+    /// Outbox: disk writes, reads, flushes or deletions that failed.
+    pub outbox_disk_errors: u64,
 }
 
 /// `heartbeat` payload: liveness plus host and agent self-metrics.

@@ -222,7 +222,7 @@ fn decoder_reads_golden_values() {
                 assert_eq!(h.counters.get("published"), Some(&2));
                 assert_eq!(h.counters.get("connect_errors"), Some(&1));
                 assert_eq!(h.counters.get("syslog_vendor"), Some(&1));
-                assert_eq!(h.counters.len(), 17);
+                assert_eq!(h.counters.len(), 30);
             }
             ("disk.json", Message::Disk(d)) => {
                 assert_eq!(d.mounts.len(), MOUNTS.len());

@@ -283,13 +283,11 @@ impl Receiver {
         }
     }
 
-    /// Offers waiting batches to the MQTT queue until it has no room.
-    /// Returns whether batches are still waiting.
-    pub fn offer(&mut self, shutting_down: bool) -> bool {
+    /// Pushes waiting batches to the outbox (which never refuses: when
+    /// full it drops by class, logs first, and counts). Returns whether
+    /// batches are still waiting.
+    pub fn offer(&mut self, _shutting_down: bool) -> bool {
         while let Some(batch) = self.pending.front() {
-            if !self.publisher.log_room(shutting_down) {
-                break;
-            }
             let records = batch.records();
             match self.publisher.publish_log(&mut self.encode_buf, &records) {
                 Ok(_) => {}
