@@ -6,7 +6,8 @@
 #      (never the machine's own services);
 #   3. the gateway builds: static aarch64/armv7/x86_64 agents into dist/,
 #      the size budget, the ARM binaries under qemu-user against a real
-#      broker, and the systemd/OpenWrt packaging tests.
+#      broker, and the systemd/OpenWrt packaging tests;
+#   4. a short fuzzing pass over every cargo-fuzz target.
 # Ends with one "summary: N passed, N failed, N skipped" line.
 #
 # Usage: ./scripts/test.sh [extra cargo test args]
@@ -30,6 +31,25 @@ trap 'rm -f "$LOG"' EXIT
 set +e
 cargo test --workspace --locked -- --test-threads="${SITEWATCH_TEST_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
 STATUS=${PIPESTATUS[0]}
+
+# 4. A short fuzzing pass (5 s per target) over every parser that takes
+#    outside input; scripts/fuzz.sh N runs the longer campaign. cargo fuzz
+#    needs a nightly toolchain: without one this step says so loudly and
+#    counts as skipped (the machines this project runs on have one).
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "scripts/fuzz.sh 5 (short pass)"
+    ./scripts/fuzz.sh 5 2>&1 | tee -a "$LOG"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ]; then
+        echo "scripts/fuzz.sh: 0 passed, 1 failed" | tee -a "$LOG"
+        STATUS=$rc
+    else
+        echo "scripts/fuzz.sh: 1 passed, 0 failed" | tee -a "$LOG"
+    fi
+else
+    echo "WARNING: no nightly toolchain: the fuzzing short pass did NOT run" | tee -a "$LOG"
+    echo "scripts/fuzz.sh: 0 passed, 0 failed, 1 skipped" | tee -a "$LOG"
+fi
 
 if [ "${SITEWATCH_SKIP_GATEWAY:-0}" != 1 ]; then
     # Each step runs even if an earlier one failed, so one run shows all.

@@ -63,6 +63,9 @@ pub struct RawConfig {
     /// stored in `rejected_messages` as `no_log_sink`.
     #[serde(default)]
     pub loki: Option<RawLoki>,
+    /// Clock sanity checks on agent timestamps.
+    #[serde(default)]
+    pub clock: RawClock,
     /// Longest a graceful shutdown may take before the bridge gives up on
     /// the current batch (it is then redelivered by the broker later).
     #[serde(default = "default_shutdown_timeout_secs")]
@@ -282,6 +285,38 @@ fn default_http_listen() -> String {
     "127.0.0.1:9187".to_owned()
 }
 
+/// `[clock]`: how far an agent's clock may be off before its time series
+/// are stored at the bridge's receive time instead.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClock {
+    /// Largest |agent timestamp - bridge receive time| (seconds) for a
+    /// site's heartbeat and disk rows to keep the agent's time as `ts`.
+    /// Beyond it `ts` is the receive time and `agent_ts` keeps the
+    /// agent's. 0 disables the correction (skew is still measured).
+    /// Default 86400 (one day).
+    #[serde(default = "default_max_skew_secs")]
+    pub max_skew_secs: u64,
+}
+
+impl Default for RawClock {
+    fn default() -> Self {
+        RawClock {
+            max_skew_secs: default_max_skew_secs(),
+        }
+    }
+}
+
+/// One day: a gateway without a battery-backed clock is typically off by
+/// days to years (OpenWrt restores the last saved time or its build
+/// date), while a correct clock whose messages were held back (the
+/// agent's outbox during a link outage, a broker queue) only looks
+/// skewed by the outage length; a smaller bound would misfile such
+/// backlogs at their arrival time.
+fn default_max_skew_secs() -> u64 {
+    86_400
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -307,6 +342,8 @@ pub struct Config {
     /// Loki, when configured; `None`: log batches are rejected as
     /// `no_log_sink`.
     pub loki: Option<LokiSettings>,
+    /// See [`RawClock::max_skew_secs`]; `None` when 0 (no correction).
+    pub max_clock_skew: Option<Duration>,
 }
 
 /// How the bridge authenticates to Loki.
@@ -510,6 +547,8 @@ impl Config {
                 http_listen,
                 shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
                 loki,
+                max_clock_skew: (raw.clock.max_skew_secs > 0)
+                    .then(|| Duration::from_secs(raw.clock.max_skew_secs)),
             }),
             _ => Err(ConfigProblems(problems)),
         }
@@ -952,6 +991,22 @@ url = "postgresql://sitewatch@127.0.0.1/sitewatch"
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn clock_bound_default_explicit_and_off() {
+        let c = Config::from_toml(MINIMAL, no_env).expect("valid");
+        assert_eq!(c.max_clock_skew, Some(Duration::from_secs(86_400)));
+        let c = Config::from_toml(
+            &format!("{MINIMAL}\n[clock]\nmax_skew_secs = 300\n"),
+            no_env,
+        )
+        .expect("valid");
+        assert_eq!(c.max_clock_skew, Some(Duration::from_secs(300)));
+        let c = Config::from_toml(&format!("{MINIMAL}\n[clock]\nmax_skew_secs = 0\n"), no_env)
+            .expect("valid");
+        assert_eq!(c.max_clock_skew, None);
+        assert!(Config::from_toml(&format!("{MINIMAL}\n[clock]\nmax_skew = 1\n"), no_env).is_err());
     }
 
     #[test]

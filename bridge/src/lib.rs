@@ -135,7 +135,8 @@ impl Bridge {
         let stop_http = CancellationToken::new();
 
         let writer = writer::Writer {
-            sink: sink::postgres::PgSink::new(config.postgres.clone()),
+            sink: sink::postgres::PgSink::new(config.postgres.clone())
+                .with_max_skew(config.max_clock_skew),
             loki,
             rx,
             client: client.clone(),

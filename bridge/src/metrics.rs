@@ -3,7 +3,13 @@
 //! Every metric is created here and registered once; the other modules
 //! only increment them. Label values come from small fixed sets (message
 //! kinds, table names, rejection reasons), never from message contents, so
-//! the series count stays bounded whatever the agents send.
+//! the series count stays bounded whatever the agents send. The one
+//! exception is `site_clock_skew_seconds{site}`: one series per site id
+//! that sent a valid live message since the bridge started (site ids are
+//! validated by the wire decoder and, with the broker ACL, tied to a site
+//! certificate). A fleet of thousands of sites means thousands of series,
+//! which Prometheus handles easily; series of decommissioned sites stay
+//! until the bridge restarts.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Rejection reason for a message that decoded but that PostgreSQL refused.
 pub const REASON_DB_ERROR: &str = "db_error";
@@ -56,6 +63,13 @@ pub struct KindLabel {
 pub struct TableLabel {
     /// Table name.
     pub table: &'static str,
+}
+
+/// `{site="..."}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteLabel {
+    /// Site id (validated by the wire decoder).
+    pub site: String,
 }
 
 /// `{reason="..."}`.
@@ -119,6 +133,9 @@ pub struct Metrics {
     pub loki_up: Gauge,
     /// 1 when `[loki]` is configured.
     pub loki_configured: Gauge,
+    /// Latest measured clock skew per site (agent time minus receive
+    /// time; positive: the agent's clock is ahead).
+    pub site_clock_skew_seconds: Family<SiteLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -147,6 +164,7 @@ impl Metrics {
             loki_requests: Family::default(),
             loki_up: Gauge::default(),
             loki_configured: Gauge::default(),
+            site_clock_skew_seconds: Family::default(),
         };
         for result in LOKI_RESULTS {
             let _ = m.loki_requests.get_or_create(&ResultLabel { result });
@@ -261,6 +279,11 @@ impl Metrics {
             "loki_configured",
             "1 when a [loki] section is configured",
             m.loki_configured.clone(),
+        );
+        r.register(
+            "site_clock_skew_seconds",
+            "Latest clock skew per site: agent timestamp minus bridge receive time",
+            m.site_clock_skew_seconds.clone(),
         );
         m
     }

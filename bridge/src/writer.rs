@@ -48,8 +48,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
-use crate::metrics::{Metrics, ReasonLabel, TableLabel, REASON_NO_LOG_SINK};
-use crate::sink::batch::{agent_time, clamp_i64, InMessage};
+use crate::metrics::{Metrics, ReasonLabel, SiteLabel, TableLabel, REASON_NO_LOG_SINK};
+use crate::sink::batch::{agent_time, clamp_i64, site_skews, InMessage};
 use crate::sink::loki::{self, LogId, LogJob, LokiSink};
 use crate::sink::postgres::{BatchOutcome, ConnectError, PgSink, Prepared};
 use crate::source::Received;
@@ -305,6 +305,14 @@ impl Writer {
         self.metrics.db_up.set(1);
         self.health.set_writes_ok();
         self.record(&outcome);
+        for (site, skew) in site_skews(&prepared.decoded) {
+            #[allow(clippy::cast_precision_loss)]
+            let secs = skew.skew_ms as f64 / 1000.0;
+            self.metrics
+                .site_clock_skew_seconds
+                .get_or_create(&SiteLabel { site })
+                .set(secs);
+        }
     }
 
     /// Pushes the batch's `log` messages that are not delivered yet to

@@ -1,6 +1,7 @@
 //! Integration tests: the bridge against a real mosquitto and a real
 //! PostgreSQL, each private to its test (see `sitewatch-testkit`).
 
+mod clock;
 mod loki;
 mod util;
 
@@ -553,17 +554,17 @@ async fn migrations_are_idempotent_and_concurrency_safe() {
     applied.sort();
     assert_eq!(
         applied,
-        vec![1, 2, 3],
+        vec![1, 2, 3, 4],
         "exactly one of the two applies each version"
     );
     let again = sitewatch_bridge::migrate_only(&config)
         .await
         .expect("third");
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 3);
+    assert_eq!(again.current, 4);
     assert_eq!(
         env.sql("SELECT version, name FROM schema_migrations ORDER BY version"),
-        "1|init\n2|log_batches\n3|grafana_role"
+        "1|init\n2|log_batches\n3|grafana_role\n4|clock_skew"
     );
     // The schema works after all that.
     let bridge = start_bridge(config).await;

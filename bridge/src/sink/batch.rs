@@ -16,6 +16,7 @@
 //!   valid payload they make PostgreSQL refuse the row, and the message is
 //!   rejected as `db_error`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sitewatch_wire::{decode, Message};
@@ -116,6 +117,65 @@ pub fn prepare(msgs: &[InMessage<'_>]) -> (Vec<Decoded>, Vec<Rejection>) {
     (decoded, rejected)
 }
 
+/// A site's clock skew as measured in one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteSkew {
+    /// Agent timestamp minus bridge receive time, in ms (positive: the
+    /// agent's clock is ahead).
+    pub skew_ms: i64,
+    /// Receive time of the message it was measured on.
+    pub at: SystemTime,
+}
+
+/// Per-site clock skew of a batch: for each site, the largest
+/// `agent ts - receive time` over its live (not retained) messages.
+///
+/// Transport delay only ever makes a message look older, so the freshest
+/// message of the batch is the best estimate of the clock offset; a
+/// message replayed late (a broker queue, the agent's outbox) does not
+/// count as skew as long as a fresher message of the same site is in the
+/// same batch. Retained copies (replays of the last status) are ignored.
+pub fn site_skews(decoded: &[Decoded]) -> BTreeMap<String, SiteSkew> {
+    let mut out: BTreeMap<String, SiteSkew> = BTreeMap::new();
+    for d in decoded.iter().filter(|d| !d.retained) {
+        let (site, _, _) = d.msg.identity();
+        let skew_ms = skew_ms(clamp_ts_ms(d.msg.ts()), d.received_at);
+        let e = out.entry(site.to_owned()).or_insert(SiteSkew {
+            skew_ms,
+            at: d.received_at,
+        });
+        if skew_ms > e.skew_ms {
+            *e = SiteSkew {
+                skew_ms,
+                at: d.received_at,
+            };
+        }
+    }
+    out
+}
+
+/// `agent_ms - received_at` in ms, saturating.
+pub fn skew_ms(agent_ms: u64, received_at: SystemTime) -> i64 {
+    let agent = i128::from(agent_ms);
+    let recv = match received_at.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_millis()).unwrap_or(i128::MAX),
+    };
+    i64::try_from((agent - recv).clamp(i128::from(i64::MIN), i128::from(i64::MAX)))
+        .unwrap_or(i64::MAX)
+}
+
+/// Whether a skew exceeds the bound (`None`: no bound, never).
+pub fn beyond(skew_ms: i64, max: Option<Duration>) -> bool {
+    match max {
+        None => false,
+        Some(max) => {
+            let max_ms = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
+            skew_ms.unsigned_abs() > max_ms.unsigned_abs()
+        }
+    }
+}
+
 /// Replaces NUL (which PostgreSQL text cannot hold) and caps the length.
 pub fn sanitize(s: &str) -> String {
     let mut out: String = s
@@ -208,5 +268,17 @@ mod tests {
         assert_eq!(clamp_i32(u64::from(u32::MAX)), i32::MAX);
         assert_eq!(unix_ms(agent_time(u64::MAX)), MAX_TS_MS);
         assert_eq!(unix_ms(agent_time(1_764_284_400_000)), 1_764_284_400_000);
+    }
+
+    #[test]
+    fn skew_and_bound() {
+        let t = UNIX_EPOCH + Duration::from_millis(10_000);
+        assert_eq!(skew_ms(12_000, t), 2_000);
+        assert_eq!(skew_ms(0, t), -10_000);
+        assert_eq!(skew_ms(u64::MAX, UNIX_EPOCH), i64::MAX);
+        assert!(!beyond(300_000, Some(Duration::from_secs(300))));
+        assert!(beyond(-300_001, Some(Duration::from_secs(300))));
+        assert!(beyond(300_001, Some(Duration::from_secs(300))));
+        assert!(!beyond(i64::MIN, None));
     }
 }

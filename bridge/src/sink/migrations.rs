@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "grafana_role",
         sql: include_str!("../../migrations/0003_grafana_role.sql"),
     },
+    Migration {
+        version: 4,
+        name: "clock_skew",
+        sql: include_str!("../../migrations/0004_clock_skew.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

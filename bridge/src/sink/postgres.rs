@@ -22,7 +22,7 @@
 //! ([`crate::writer`]); this module only talks to the database.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use sitewatch_wire::payload::{OfflineReason, State};
@@ -30,7 +30,8 @@ use sitewatch_wire::Message;
 use tokio_postgres::{Client, GenericClient, Statement};
 
 use super::batch::{
-    agent_time, clamp_i32, clamp_i64, prepare, unix_ms, Decoded, InMessage, Rejection,
+    agent_time, beyond, clamp_i32, clamp_i64, prepare, site_skews, unix_ms, Decoded, InMessage,
+    Rejection, SiteSkew,
 };
 use super::classify::{classify, is_transient, ErrorClass};
 use super::loki::{LogDelivery, LogId};
@@ -150,7 +151,11 @@ pub struct PgSink {
     settings: PostgresSettings,
     conn: Option<Conn>,
     migrated: Option<MigrationReport>,
+    max_skew: Option<Duration>,
 }
+
+/// Default of `[clock] max_skew_secs`.
+pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(86_400);
 
 struct Conn {
     client: Client,
@@ -164,7 +169,16 @@ impl PgSink {
             settings,
             conn: None,
             migrated: None,
+            max_skew: Some(DEFAULT_MAX_SKEW),
         }
+    }
+
+    /// Sets the clock skew bound (`[clock] max_skew_secs`; `None`: never
+    /// correct). Heartbeat and disk rows of a site whose batch skew (see
+    /// [`site_skews`]) exceeds it are stored with `ts` = receive time.
+    pub fn with_max_skew(mut self, max_skew: Option<Duration>) -> PgSink {
+        self.max_skew = max_skew;
+        self
     }
 
     /// The database, for logs (no password).
@@ -250,12 +264,16 @@ impl PgSink {
     }
 
     async fn write_inner(&mut self, batch: &Prepared<'_>) -> anyhow::Result<BatchOutcome> {
+        let clock = Clock {
+            skews: site_skews(&batch.decoded),
+            max_skew: self.max_skew,
+        };
         let conn = self.conn_mut().await?;
         let decoded: Vec<&Decoded> = batch.decoded.iter().collect();
         let rejected: Vec<&Rejection> = batch.rejected.iter().collect();
         let first = async {
             let tx = conn.client.transaction().await?;
-            let counts = write_rows(&tx, &conn.stmts, &decoded, &rejected).await?;
+            let counts = write_rows(&tx, &conn.stmts, &clock, &decoded, &rejected).await?;
             tx.commit().await?;
             Ok::<_, tokio_postgres::Error>(counts)
         }
@@ -277,7 +295,7 @@ impl PgSink {
                      retrying the batch one message at a time."
                 );
                 outcome.isolated = true;
-                isolate(conn, batch, &mut outcome).await?;
+                isolate(conn, &clock, batch, &mut outcome).await?;
                 Ok(outcome)
             }
             Err(e) => Err(e.into()),
@@ -350,6 +368,7 @@ pub async fn connect(settings: &PostgresSettings) -> anyhow::Result<Client> {
 /// database refuses become `db_error` rejections.
 async fn isolate(
     conn: &mut Conn,
+    clock: &Clock,
     batch: &Prepared<'_>,
     outcome: &mut BatchOutcome,
 ) -> anyhow::Result<()> {
@@ -357,7 +376,7 @@ async fn isolate(
     let mut extra: Vec<Rejection> = Vec::new();
     for d in &batch.decoded {
         let sp = tx.savepoint("one_message").await?;
-        match write_rows(&sp, &conn.stmts, &[d], &[]).await {
+        match write_rows(&sp, &conn.stmts, clock, &[d], &[]).await {
             Ok(counts) => {
                 sp.commit().await?;
                 outcome.merge(counts);
@@ -377,7 +396,7 @@ async fn isolate(
     }
     let mut all: Vec<&Rejection> = batch.rejected.iter().chain(extra.iter()).collect();
     all.sort_by_key(|r| r.index);
-    let counts = write_rows(&tx, &conn.stmts, &[], &all).await?;
+    let counts = write_rows(&tx, &conn.stmts, clock, &[], &all).await?;
     outcome.merge(counts);
     outcome.rejected = all.iter().map(|r| r.reason).collect();
     tx.commit().await?;
@@ -406,6 +425,7 @@ struct Statements {
     upsert_boots: Statement,
     heartbeat_versions: Statement,
     last_seq: Statement,
+    clock_skew: Statement,
 }
 
 impl Statements {
@@ -423,6 +443,7 @@ impl Statements {
             upsert_boots: c.prepare(SQL_UPSERT_BOOTS).await?,
             heartbeat_versions: c.prepare(SQL_HEARTBEAT_VERSIONS).await?,
             last_seq: c.prepare(SQL_LAST_SEQ).await?,
+            clock_skew: c.prepare(SQL_CLOCK_SKEW).await?,
         })
     }
 }
@@ -465,21 +486,22 @@ const SQL_INSERT_HEARTBEATS: &str = "\
 INSERT INTO heartbeats
     (site, boot, seq, ts, received_at, agent_version, interval_secs, uptime_secs,
      agent_uptime_secs, load1, load5, load15, mem_total_bytes, mem_available_bytes,
-     agent_rss_bytes, counters)
+     agent_rss_bytes, counters, agent_ts)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[],
                      $6::text[], $7::int4[], $8::int8[], $9::int8[], $10::float4[],
                      $11::float4[], $12::float4[], $13::int8[], $14::int8[], $15::int8[],
-                     $16::jsonb[])
+                     $16::jsonb[], $17::timestamptz[])
 ON CONFLICT DO NOTHING
 RETURNING site, boot, seq";
 
 const SQL_INSERT_DISK: &str = "\
 INSERT INTO disk_usage
     (site, boot, seq, ts, received_at, path, fs_type, total_bytes, used_bytes, avail_bytes,
-     used_pct, inodes_total, inodes_free, read_only, error)
+     used_pct, inodes_total, inodes_free, read_only, error, agent_ts)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[],
                      $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[],
-                     $11::float4[], $12::int8[], $13::int8[], $14::bool[], $15::text[])
+                     $11::float4[], $12::int8[], $13::int8[], $14::bool[], $15::text[],
+                     $16::timestamptz[])
 ON CONFLICT DO NOTHING
 RETURNING site, boot, seq";
 
@@ -529,6 +551,31 @@ FROM UNNEST($1::text[], $2::text[]) AS u(site, latest_boot), boots AS b
 WHERE s.site = u.site AND b.site = s.site AND b.boot = COALESCE(s.boot, u.latest_boot)
   AND s.last_seq IS DISTINCT FROM b.max_seq";
 
+/// Latest measured clock skew per site (a measurement older than the
+/// stored one, from a batch retried late, does not overwrite it).
+const SQL_CLOCK_SKEW: &str = "\
+UPDATE sites AS s SET clock_skew_ms = u.skew_ms, clock_skew_at = u.at
+FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) AS u(site, skew_ms, at)
+WHERE s.site = u.site AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.at)";
+
+/// Clock skew of a batch and the bound beyond which time series are
+/// stored at receive time.
+struct Clock {
+    skews: BTreeMap<String, SiteSkew>,
+    max_skew: Option<Duration>,
+}
+
+impl Clock {
+    /// The effective `ts` of a time-series row: the agent's time, or the
+    /// receive time when the site's clock is off by more than the bound.
+    fn effective(&self, site: &str, agent: SystemTime, received_at: SystemTime) -> SystemTime {
+        match self.skews.get(site) {
+            Some(s) if beyond(s.skew_ms, self.max_skew) => received_at,
+            _ => agent,
+        }
+    }
+}
+
 /// Per-site liveness seen in a batch.
 #[derive(Default)]
 struct Seen {
@@ -565,6 +612,7 @@ fn reason_str(r: Option<OfflineReason>) -> Option<&'static str> {
 async fn write_rows<C: GenericClient + Sync>(
     tx: &C,
     st: &Statements,
+    clock: &Clock,
     decoded: &[&Decoded],
     rejected: &[&Rejection],
 ) -> Result<Counts, tokio_postgres::Error> {
@@ -608,6 +656,16 @@ async fn write_rows<C: GenericClient + Sync>(
                 _ => None,
             };
             current.insert(site, key);
+        }
+        let skews: Vec<(&str, &SiteSkew)> = seen
+            .keys()
+            .filter_map(|site| clock.skews.get(*site).map(|s| (*site, s)))
+            .collect();
+        if !skews.is_empty() {
+            let site: Vec<&str> = skews.iter().map(|s| s.0).collect();
+            let skew: Vec<i64> = skews.iter().map(|s| s.1.skew_ms).collect();
+            let at: Vec<SystemTime> = skews.iter().map(|s| s.1.at).collect();
+            tx.execute(&st.clock_skew, &[&site, &skew, &at]).await?;
         }
     }
 
@@ -694,7 +752,7 @@ async fn write_rows<C: GenericClient + Sync>(
     let mut hc = HeartbeatCols::default();
     for d in decoded {
         if let Message::Heartbeat(h) = &d.msg {
-            hc.push(h, d.received_at);
+            hc.push(h, d.received_at, clock);
         }
     }
     if !hc.site.is_empty() {
@@ -718,6 +776,7 @@ async fn write_rows<C: GenericClient + Sync>(
                     &hc.mem_available_bytes,
                     &hc.agent_rss_bytes,
                     &hc.counters,
+                    &hc.agent_ts,
                 ],
             )
             .await?;
@@ -731,7 +790,7 @@ async fn write_rows<C: GenericClient + Sync>(
     let mut dc = DiskCols::default();
     for d in decoded {
         if let Message::Disk(m) = &d.msg {
-            dc.push(m, d.received_at);
+            dc.push(m, d.received_at, clock);
         }
     }
     if !dc.site.is_empty() {
@@ -754,6 +813,7 @@ async fn write_rows<C: GenericClient + Sync>(
                     &dc.inodes_free,
                     &dc.read_only,
                     &dc.error,
+                    &dc.agent_ts,
                 ],
             )
             .await?;
@@ -939,14 +999,22 @@ struct HeartbeatCols<'a> {
     mem_available_bytes: Vec<i64>,
     agent_rss_bytes: Vec<i64>,
     counters: Vec<serde_json::Value>,
+    agent_ts: Vec<SystemTime>,
 }
 
 impl<'a> HeartbeatCols<'a> {
-    fn push(&mut self, h: &'a sitewatch_wire::payload::Heartbeat, received_at: SystemTime) {
+    fn push(
+        &mut self,
+        h: &'a sitewatch_wire::payload::Heartbeat,
+        received_at: SystemTime,
+        clock: &Clock,
+    ) {
         self.site.push(&h.site);
         self.boot.push(&h.boot);
         self.seq.push(clamp_i64(h.seq));
-        self.ts.push(agent_time(h.ts));
+        let agent = agent_time(h.ts);
+        self.ts.push(clock.effective(&h.site, agent, received_at));
+        self.agent_ts.push(agent);
         self.received_at.push(received_at);
         self.agent_version.push(&h.agent_version);
         self.interval_secs
@@ -1021,6 +1089,7 @@ struct DiskCols<'a> {
     inodes_free: Vec<i64>,
     read_only: Vec<bool>,
     error: Vec<Option<&'a str>>,
+    agent_ts: Vec<SystemTime>,
 }
 
 impl<'a> DiskCols<'a> {
@@ -1028,22 +1097,30 @@ impl<'a> DiskCols<'a> {
         &mut self,
         m: &'a sitewatch_wire::payload::Disk,
         at: SystemTime,
+        clock: &Clock,
         path: &'a str,
         fs_type: &'a str,
     ) {
         self.site.push(&m.site);
         self.boot.push(&m.boot);
         self.seq.push(clamp_i64(m.seq));
-        self.ts.push(agent_time(m.ts));
+        let agent = agent_time(m.ts);
+        self.ts.push(clock.effective(&m.site, agent, at));
+        self.agent_ts.push(agent);
         self.received_at.push(at);
         self.path.push(path);
         self.fs_type.push(fs_type);
     }
 
-    fn push(&mut self, m: &'a sitewatch_wire::payload::Disk, received_at: SystemTime) {
+    fn push(
+        &mut self,
+        m: &'a sitewatch_wire::payload::Disk,
+        received_at: SystemTime,
+        clock: &Clock,
+    ) {
         if m.mounts.is_empty() {
             // Marker row, so that the message is stored (see migration).
-            self.head(m, received_at, "", "");
+            self.head(m, received_at, clock, "", "");
             self.total_bytes.push(0);
             self.used_bytes.push(0);
             self.avail_bytes.push(0);
@@ -1055,7 +1132,7 @@ impl<'a> DiskCols<'a> {
             return;
         }
         for mount in &m.mounts {
-            self.head(m, received_at, &mount.path, &mount.fs_type);
+            self.head(m, received_at, clock, &mount.path, &mount.fs_type);
             self.total_bytes.push(clamp_i64(mount.total_bytes));
             self.used_bytes.push(clamp_i64(mount.used_bytes));
             self.avail_bytes.push(clamp_i64(mount.avail_bytes));
