@@ -24,22 +24,6 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// A binary built by cargo next to this test executable.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} not built; run cargo test --workspace",
-        p.display()
-    );
-    p
-}
-
 fn issue(pki: &Path, args: &[&str]) {
     let out = Command::new(repo().join("scripts/issue-cert.sh"))
         .arg("--dir")
@@ -294,7 +278,7 @@ fn agent_with_its_certificate_speaks_only_for_its_site() {
     )
     .expect("bridge config");
     let bridge = ChildGuard::spawn(
-        Command::new(binary("sitewatch-bridge"))
+        Command::new(sitewatch_e2e::bridge_bin())
             .arg("--config")
             .arg(&bridge_cfg),
     )
@@ -321,13 +305,13 @@ fn agent_with_its_certificate_speaks_only_for_its_site() {
         p
     };
     let good = ChildGuard::spawn(
-        Command::new(binary("sitewatch-agent"))
+        Command::new(sitewatch_e2e::agent_bin())
             .arg("--config")
             .arg(agent_cfg("agent-a", "site-a")),
     )
     .expect("agent a");
     let liar = ChildGuard::spawn(
-        Command::new(binary("sitewatch-agent"))
+        Command::new(sitewatch_e2e::agent_bin())
             .arg("--config")
             .arg(agent_cfg("agent-liar", "site-b")),
     )

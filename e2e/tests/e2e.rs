@@ -6,6 +6,7 @@
 //! target directory; `SITEWATCH_AGENT_BIN` / `SITEWATCH_BRIDGE_BIN` override.
 
 use anyhow::Context;
+use sitewatch_e2e::{agent_bin, bridge_bin};
 use sitewatch_testkit::{
     free_port, sig, wait_until, ChildGuard, LokiReceiver, Mosquitto, Postgres, TestCerts,
 };
@@ -14,34 +15,6 @@ use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A binary built by cargo next to this test executable.
-fn binary(name: &str, env: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not found; run `cargo test --workspace` (which builds it) or set {env}",
-        p.display()
-    );
-    p
-}
-
-fn agent_bin() -> PathBuf {
-    binary("sitewatch-agent", "SITEWATCH_AGENT_BIN")
-}
-
-fn bridge_bin() -> PathBuf {
-    binary("sitewatch-bridge", "SITEWATCH_BRIDGE_BIN")
-}
 
 struct Fleet {
     dir: tempfile::TempDir,

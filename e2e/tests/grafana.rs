@@ -796,24 +796,6 @@ fn macro_expansion_matches_grafana() {
 // ---------------------------------------------------------------------
 // The scenario.
 
-fn binary(name: &str, env: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not found; run `cargo test --workspace` (which builds it) or set {env}",
-        p.display()
-    );
-    p
-}
-
 fn healthz(addr: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
@@ -994,7 +976,7 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     )
     .expect("bridge config");
     let mut bridge = ChildGuard::spawn(
-        Command::new(binary("sitewatch-bridge", "SITEWATCH_BRIDGE_BIN"))
+        Command::new(sitewatch_e2e::bridge_bin())
             .arg("--config")
             .arg(&cfg)
             .env("RUST_LOG", "info"),
@@ -1019,7 +1001,7 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     )
     .expect("agent config");
     let agent = ChildGuard::spawn(
-        Command::new(binary("sitewatch-agent", "SITEWATCH_AGENT_BIN"))
+        Command::new(sitewatch_e2e::agent_bin())
             .arg("--config")
             .arg(&agent_cfg)
             .env("RUST_LOG", "info"),

@@ -16,6 +16,7 @@
 //! Binaries: as in e2e.rs, next to this test executable
 //! (`SITEWATCH_AGENT_BIN` / `SITEWATCH_BRIDGE_BIN` override).
 
+use sitewatch_e2e::{agent_bin, bridge_bin};
 use sitewatch_testkit::{
     free_port, pg_bindir, wait_until, ChildGuard, LokiReceiver, Mosquitto, Postgres,
 };
@@ -48,32 +49,6 @@ const ALL_SECRETS: &[&str] = &[
     WRONG_MQTT_PASS,
     WRONG_LOKI_PASS,
 ];
-
-fn binary(name: &str, env: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not found; run `cargo test --workspace` (which builds it) or set {env}",
-        p.display()
-    );
-    p
-}
-
-fn agent_bin() -> PathBuf {
-    binary("sitewatch-agent", "SITEWATCH_AGENT_BIN")
-}
-
-fn bridge_bin() -> PathBuf {
-    binary("sitewatch-bridge", "SITEWATCH_BRIDGE_BIN")
-}
 
 /// Writes a file readable by its owner only (as secrets should be).
 fn write_private(path: &Path, text: &str) {
