@@ -14,7 +14,8 @@ use sitewatch_wire::topic::Kind;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::publish::Publisher;
+use crate::clock::ClockWatch;
+use crate::publish::{now_ms, Counters, Publisher};
 use crate::{host, AGENT_VERSION};
 
 /// Runs the heartbeat source until `stop` is cancelled. Waits for `start`
@@ -36,6 +37,8 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut warned = false;
+    let mut clock = ClockWatch::default();
+    let origin = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -50,6 +53,16 @@ pub async fn run(
             }
             _ => {}
         }
+        let state = clock.observe(now_ms(), origin.elapsed());
+        if state != crate::clock::ClockState::Ok {
+            tracing::warn!(
+                clock = state.as_str(),
+                "The wall clock looks wrong; heartbeats say so"
+            );
+        }
+        if state == crate::clock::ClockState::Jumped {
+            Counters::inc(&publisher.counters().clock_jumps);
+        }
         let counters = publisher.snapshot();
         let agent_uptime_secs = started.elapsed().as_secs();
         // Queue full or encode errors are counted and logged by the publisher.
@@ -61,6 +74,7 @@ pub async fn run(
             hb.mem_total_bytes = s.mem_total_bytes;
             hb.mem_available_bytes = s.mem_available_bytes;
             hb.agent_rss_bytes = s.agent_rss_bytes;
+            hb.clock = state.as_str();
             hb.counters = counters;
             hb
         });
@@ -120,7 +134,14 @@ mod tests {
             outbox_corrupt: m,
             outbox_fsyncs: m,
             outbox_disk_errors: m,
+            clock_jumps: m,
+            rtsp_probes: m,
+            smart_reads: m,
+            smart_errors: m,
+            cleanup_deleted: m,
+            cleanup_errors: m,
         };
+        hb.clock = "before_build";
         let mut buf = [0u8; HEARTBEAT_BUF_LEN * 2];
         let n = sitewatch_wire::encode(&hb, &mut buf).expect("encodes");
         assert!(n <= HEARTBEAT_BUF_LEN, "worst-case heartbeat is {n} bytes");

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod diagnose;
 pub mod disk;

@@ -25,7 +25,7 @@ use rumqttc::{Publish, QoS};
 use serde::Serialize;
 use sitewatch_wire::payload::{
     AgentCounters, Header, LogOut, LogRecordOut, OfflineReason, State, StatusOut, DISK_BUF_LEN,
-    HEARTBEAT_BUF_LEN, STATUS_BUF_LEN,
+    EVENT_BUF_LEN, HEARTBEAT_BUF_LEN, SMART_BUF_LEN, STATUS_BUF_LEN, STREAM_BUF_LEN,
 };
 use sitewatch_wire::topic::{Kind, Topic};
 
@@ -33,18 +33,27 @@ use crate::link::Shared;
 use crate::outbox::{Class, Record};
 use crate::AGENT_VERSION;
 
-/// Largest encode buffer any kind needs, taken on the stack per publish.
+/// Largest encode buffer any kind but `log` needs, taken on the stack per
+/// publish (32 KiB; sources publish from plain functions, not across an
+/// await, so it never lives in a task's state).
 const MAX_BUF_LEN: usize = {
-    let a = if STATUS_BUF_LEN > HEARTBEAT_BUF_LEN {
-        STATUS_BUF_LEN
-    } else {
-        HEARTBEAT_BUF_LEN
-    };
-    if a > DISK_BUF_LEN {
-        a
-    } else {
-        DISK_BUF_LEN
+    let lens = [
+        STATUS_BUF_LEN,
+        HEARTBEAT_BUF_LEN,
+        DISK_BUF_LEN,
+        STREAM_BUF_LEN,
+        SMART_BUF_LEN,
+        EVENT_BUF_LEN,
+    ];
+    let mut max = 0;
+    let mut i = 0;
+    while i < lens.len() {
+        if lens[i] > max {
+            max = lens[i];
+        }
+        i += 1;
     }
+    max
 };
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
@@ -117,6 +126,18 @@ pub struct Counters {
     pub syslog_dropped: AtomicU64,
     /// Syslog TCP connections refused at the connection limit.
     pub syslog_tcp_refused: AtomicU64,
+    /// Wall-clock jumps seen by the heartbeat's clock check.
+    pub clock_jumps: AtomicU64,
+    /// RTSP probes run.
+    pub rtsp_probes: AtomicU64,
+    /// SMART readings taken.
+    pub smart_reads: AtomicU64,
+    /// SMART readings that failed.
+    pub smart_errors: AtomicU64,
+    /// Files deleted by retention cleanup.
+    pub cleanup_deleted: AtomicU64,
+    /// Retention cleanup errors.
+    pub cleanup_errors: AtomicU64,
 }
 
 impl Counters {
@@ -151,6 +172,12 @@ impl Counters {
             syslog_denied: get(&self.syslog_denied),
             syslog_dropped: get(&self.syslog_dropped),
             syslog_tcp_refused: get(&self.syslog_tcp_refused),
+            clock_jumps: get(&self.clock_jumps),
+            rtsp_probes: get(&self.rtsp_probes),
+            smart_reads: get(&self.smart_reads),
+            smart_errors: get(&self.smart_errors),
+            cleanup_deleted: get(&self.cleanup_deleted),
+            cleanup_errors: get(&self.cleanup_errors),
             // Filled in by Publisher::snapshot.
             ..AgentCounters::default()
         }
@@ -187,6 +214,7 @@ struct Inner {
     heartbeat_topic: String,
     disk_topic: String,
     log_topic: String,
+    event_topic: String,
 }
 
 impl Publisher {
@@ -214,6 +242,7 @@ impl Publisher {
                 heartbeat_topic: topic(Kind::Heartbeat)?,
                 disk_topic: topic(Kind::Disk)?,
                 log_topic: topic(Kind::Log)?,
+                event_topic: topic(Kind::Event)?,
                 shared,
             }),
         })
@@ -280,6 +309,7 @@ impl Publisher {
             Kind::Heartbeat => &self.inner.heartbeat_topic,
             Kind::Disk => &self.inner.disk_topic,
             Kind::Log => &self.inner.log_topic,
+            Kind::Event => &self.inner.event_topic,
             _ => &self.inner.status_topic,
         }
     }
@@ -293,9 +323,44 @@ impl Publisher {
         F: FnOnce(Header<'s>) -> T,
     {
         let mut buf = [0u8; MAX_BUF_LEN];
-        self.stamp(kind, &mut buf, build, |topic, retain, payload, seq| {
-            self.push(kind, topic, retain, payload, seq)
-        })
+        self.stamp(
+            kind,
+            self.topic(kind),
+            &mut buf,
+            build,
+            |topic, retain, payload, seq| self.push(kind, topic, retain, payload, seq),
+        )
+    }
+
+    /// Like [`Publisher::publish`] for the kinds with a `{name}` segment
+    /// (`stream/{camera}`, `smart/{device}`). `Err(Encode)` if the name is
+    /// not valid in a topic (config validation prevents it).
+    pub fn publish_named<'s, T, F>(
+        &'s self,
+        kind: Kind,
+        name: &str,
+        build: F,
+    ) -> Result<u64, NotQueued>
+    where
+        T: Serialize,
+        F: FnOnce(Header<'s>) -> T,
+    {
+        let topic = match Topic::new(&self.inner.site, kind, Some(name)) {
+            Ok(t) => t.to_heapless(),
+            Err(e) => {
+                tracing::error!(kind = %kind, name, err = %e, "Cannot make a topic; dropped");
+                Counters::inc(&self.inner.counters.dropped);
+                return Err(NotQueued::Encode);
+            }
+        };
+        let mut buf = [0u8; MAX_BUF_LEN];
+        self.stamp(
+            kind,
+            &topic,
+            &mut buf,
+            build,
+            |topic, retain, payload, seq| self.push(kind, topic, retain, payload, seq),
+        )
     }
 
     /// Pushes one encoded message to the outbox and wakes the pump and the
@@ -328,12 +393,18 @@ impl Publisher {
     {
         let mut out = None;
         let mut buf = [0u8; MAX_BUF_LEN];
-        self.stamp(kind, &mut buf, build, |topic, retain, payload, _seq| {
-            let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
-            p.retain = retain;
-            out = Some(p);
-            true
-        })
+        self.stamp(
+            kind,
+            self.topic(kind),
+            &mut buf,
+            build,
+            |topic, retain, payload, _seq| {
+                let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+                p.retain = retain;
+                out = Some(p);
+                true
+            },
+        )
         .ok()?;
         Counters::inc(&self.inner.counters.published);
         out
@@ -350,6 +421,7 @@ impl Publisher {
     ) -> Result<u64, NotQueued> {
         self.stamp(
             Kind::Log,
+            self.topic(Kind::Log),
             buf,
             |h| LogOut::new(h, records),
             |topic, retain, payload, seq| self.push(Kind::Log, topic, retain, payload, seq),
@@ -361,6 +433,7 @@ impl Publisher {
     fn stamp<'s, T, F>(
         &'s self,
         kind: Kind,
+        topic: &str,
         buf: &mut [u8],
         build: F,
         hand_over: impl FnOnce(&str, bool, Vec<u8>, u64) -> bool,
@@ -395,7 +468,7 @@ impl Publisher {
         };
         // The record (or rumqttc) takes ownership of the payload: this
         // copy is the one allocation per message.
-        if !hand_over(self.topic(kind), kind.retained(), buf[..n].to_vec(), next) {
+        if !hand_over(topic, kind.retained(), buf[..n].to_vec(), next) {
             Counters::inc(&self.inner.counters.dropped);
             return Err(NotQueued::Encode);
         }

@@ -28,18 +28,30 @@ pub const REASON_LOKI_REJECTED: &str = "loki_rejected";
 pub const REASON_NO_LOG_SINK: &str = "no_log_sink";
 
 /// Tables the bridge inserts rows into (label values of `rows_written`).
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 8] = [
     "status_events",
     "heartbeats",
     "disk_usage",
     "log_batches",
+    "camera_probes",
+    "smart_readings",
+    "events",
     "rejected_messages",
 ];
 
 /// Message kinds used as label values of `messages_received`: the defined
 /// kinds, plus `other` for topics whose kind is reserved, unknown or
 /// unparsable.
-pub const KINDS: [&str; 5] = ["status", "heartbeat", "disk", "log", "other"];
+pub const KINDS: [&str; 8] = [
+    "status",
+    "heartbeat",
+    "disk",
+    "log",
+    "stream",
+    "smart",
+    "event",
+    "other",
+];
 
 /// Label values of `loki_requests`: how a push request ended.
 pub const LOKI_RESULTS: [&str; 6] = [
@@ -295,7 +307,10 @@ impl Metrics {
             Ok(sitewatch_wire::topic::Kind::Heartbeat) => "heartbeat",
             Ok(sitewatch_wire::topic::Kind::Disk) => "disk",
             Ok(sitewatch_wire::topic::Kind::Log) => "log",
-            _ => "other",
+            Ok(sitewatch_wire::topic::Kind::Stream) => "stream",
+            Ok(sitewatch_wire::topic::Kind::Smart) => "smart",
+            Ok(sitewatch_wire::topic::Kind::Event) => "event",
+            Err(_) => "other",
         }
     }
 }
@@ -348,6 +363,7 @@ mod tests {
         assert_eq!(Metrics::kind_of("sitewatch/v1/a/disk"), "disk");
         assert_eq!(Metrics::kind_of("sitewatch/v1/a/log"), "log");
         assert_eq!(Metrics::kind_of("sitewatch/v1/a/weather"), "other");
-        assert_eq!(Metrics::kind_of("sitewatch/v1/a/stream/cam1"), "other");
+        assert_eq!(Metrics::kind_of("sitewatch/v1/a/stream/cam1"), "stream");
+        assert_eq!(Metrics::kind_of("sitewatch/v1/a/stream"), "other");
     }
 }

@@ -6,8 +6,10 @@
 //! code the bridge stores in `rejected_messages.reason`.
 
 use crate::payload::{
-    validate_boot, Disk, Heartbeat, Log, Status, LOG_FIELD_MAX_BYTES, LOG_MSG_MAX_BYTES,
-    LOG_SD_MAX_BYTES, MAX_LOG_RECORDS, MAX_MOUNTS, MAX_PATH_LEN,
+    validate_boot, validate_code, Disk, Event, Heartbeat, Log, Smart, Status, Stream,
+    LOG_FIELD_MAX_BYTES, LOG_MSG_MAX_BYTES, LOG_SD_MAX_BYTES, MAX_ATTRIBUTES, MAX_CODE_LEN,
+    MAX_EVENT_NUMBERS, MAX_IDENT_LEN, MAX_LOG_RECORDS, MAX_MOUNTS, MAX_PATH_LEN, MAX_REASONS,
+    MAX_REASON_LEN, MAX_TEXT_LEN, MAX_URL_LEN, MAX_WARNINGS,
 };
 use crate::topic::{Kind, Topic, TopicError};
 use serde::Deserialize;
@@ -28,6 +30,12 @@ pub enum Message {
     Disk(Disk),
     /// `log`: a batch of syslog records.
     Log(Log),
+    /// A camera's latest probe.
+    Stream(Stream),
+    /// A disk's health.
+    Smart(Smart),
+    /// A state change.
+    Event(Event),
 }
 
 impl Message {
@@ -38,6 +46,9 @@ impl Message {
             Message::Heartbeat(_) => Kind::Heartbeat,
             Message::Disk(_) => Kind::Disk,
             Message::Log(_) => Kind::Log,
+            Message::Stream(_) => Kind::Stream,
+            Message::Smart(_) => Kind::Smart,
+            Message::Event(_) => Kind::Event,
         }
     }
 
@@ -48,6 +59,9 @@ impl Message {
             Message::Heartbeat(m) => (&m.site, &m.boot, m.seq),
             Message::Disk(m) => (&m.site, &m.boot, m.seq),
             Message::Log(m) => (&m.site, &m.boot, m.seq),
+            Message::Stream(m) => (&m.site, &m.boot, m.seq),
+            Message::Smart(m) => (&m.site, &m.boot, m.seq),
+            Message::Event(m) => (&m.site, &m.boot, m.seq),
         }
     }
 
@@ -58,6 +72,9 @@ impl Message {
             Message::Heartbeat(m) => m.ts,
             Message::Disk(m) => m.ts,
             Message::Log(m) => m.ts,
+            Message::Stream(m) => m.ts,
+            Message::Smart(m) => m.ts,
+            Message::Event(m) => m.ts,
         }
     }
 }
@@ -200,7 +217,24 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Message, DecodeError> {
             Message::Log(m)
         }
         // Filtered above by `defined()`.
-        other => return Err(DecodeError::ReservedKind(other)),
+        Kind::Stream => {
+            let m: Stream = serde_json::from_slice(payload).map_err(malformed)?;
+            check_header(&m.boot, m.seq)?;
+            check_stream(&m, t.name)?;
+            Message::Stream(m)
+        }
+        Kind::Smart => {
+            let m: Smart = serde_json::from_slice(payload).map_err(malformed)?;
+            check_header(&m.boot, m.seq)?;
+            check_smart(&m, t.name)?;
+            Message::Smart(m)
+        }
+        Kind::Event => {
+            let m: Event = serde_json::from_slice(payload).map_err(malformed)?;
+            check_header(&m.boot, m.seq)?;
+            check_event(&m)?;
+            Message::Event(m)
+        }
     };
     let (site, _, _) = msg.identity();
     if site != t.site {
@@ -297,6 +331,115 @@ fn check_log(m: &Log) -> Result<(), DecodeError> {
         if r.sd.as_ref().is_some_and(|sd| sd.len() > LOG_SD_MAX_BYTES) {
             return Err(DecodeError::Invalid("structured data longer than 4 KiB"));
         }
+    }
+    Ok(())
+}
+
+fn check_codes<'a>(codes: impl IntoIterator<Item = &'a str>) -> Result<(), DecodeError> {
+    if codes.into_iter().all(validate_code) {
+        Ok(())
+    } else {
+        Err(DecodeError::Invalid(
+            "class, verdict, code and event names are 1-32 of [a-z0-9_]",
+        ))
+    }
+}
+
+fn check_len(s: &str, max: usize, what: &'static str) -> Result<(), DecodeError> {
+    if s.len() > max {
+        Err(DecodeError::Invalid(what))
+    } else {
+        Ok(())
+    }
+}
+
+fn finite(x: Option<f32>) -> bool {
+    x.is_none_or(|x| x.is_finite() && x >= 0.0)
+}
+
+fn check_stream(m: &Stream, name: Option<&str>) -> Result<(), DecodeError> {
+    if Some(m.camera.as_str()) != name {
+        return Err(DecodeError::Invalid("camera differs from the topic's name"));
+    }
+    if m.warnings.len() > MAX_WARNINGS {
+        return Err(DecodeError::Invalid("more than 8 warnings"));
+    }
+    check_codes(
+        [m.class.as_str(), m.transport.as_str()]
+            .into_iter()
+            .chain(m.warnings.iter().map(String::as_str)),
+    )?;
+    check_len(&m.url, MAX_URL_LEN, "url longer than 512 bytes")?;
+    check_len(&m.detail, MAX_TEXT_LEN, "detail longer than 512 bytes")?;
+    if let Some(c) = &m.codec {
+        check_len(c, MAX_IDENT_LEN, "codec longer than 64 bytes")?;
+    }
+    if ![m.fps, m.fps_wall, m.keyframe_interval_s, m.rtp_wall_ratio]
+        .into_iter()
+        .all(finite)
+    {
+        return Err(DecodeError::Invalid("measurements must be finite and >= 0"));
+    }
+    Ok(())
+}
+
+fn check_smart(m: &Smart, name: Option<&str>) -> Result<(), DecodeError> {
+    if Some(m.device.as_str()) != name {
+        return Err(DecodeError::Invalid("device differs from the topic's name"));
+    }
+    if m.reasons.len() > MAX_REASONS || m.attributes.len() > MAX_ATTRIBUTES {
+        return Err(DecodeError::Invalid("at most 16 reasons and 30 attributes"));
+    }
+    check_codes(
+        [
+            m.protocol.as_str(),
+            m.source.as_str(),
+            m.state.as_str(),
+            m.verdict.as_str(),
+        ]
+        .into_iter()
+        .chain(
+            m.reasons
+                .iter()
+                .flat_map(|r| [r.code.as_str(), r.level.as_str()]),
+        ),
+    )?;
+    check_len(&m.path, MAX_PATH_LEN, "path longer than 255 bytes")?;
+    for s in [&m.model, &m.serial, &m.firmware].into_iter().flatten() {
+        check_len(s, MAX_IDENT_LEN, "identity longer than 64 bytes")?;
+    }
+    for r in &m.reasons {
+        check_len(&r.detail, MAX_REASON_LEN, "reason longer than 160 bytes")?;
+    }
+    if let Some(d) = &m.detail {
+        check_len(d, MAX_TEXT_LEN, "detail longer than 512 bytes")?;
+    }
+    for a in &m.attributes {
+        check_len(&a.name, MAX_CODE_LEN, "attribute name longer than 32 bytes")?;
+        if a.failed
+            .as_deref()
+            .is_some_and(|f| f != "now" && f != "past")
+        {
+            return Err(DecodeError::Invalid("attribute failed is now or past"));
+        }
+    }
+    Ok(())
+}
+
+fn check_event(m: &Event) -> Result<(), DecodeError> {
+    check_codes(
+        [m.event.as_str(), m.severity.as_str()]
+            .into_iter()
+            .chain(m.from.as_deref())
+            .chain(m.to.as_deref()),
+    )?;
+    check_len(&m.subject, MAX_PATH_LEN, "subject longer than 255 bytes")?;
+    check_len(&m.message, MAX_TEXT_LEN, "message longer than 512 bytes")?;
+    if m.numbers.len() > MAX_EVENT_NUMBERS {
+        return Err(DecodeError::Invalid("more than 16 numbers"));
+    }
+    if m.numbers.keys().any(|k| !validate_code(k)) {
+        return Err(DecodeError::Invalid("number names are 1-32 of [a-z0-9_]"));
     }
     Ok(())
 }

@@ -70,6 +70,24 @@ pub const VALID: &[Vector] = &[
     valid!("heartbeat.json", "sitewatch/v1/lokasi1/heartbeat", false),
     valid!("disk.json", "sitewatch/v1/lokasi1/disk", false),
     valid!("log.json", "sitewatch/v1/lokasi1/log", false),
+    valid!("stream-ok.json", "sitewatch/v1/lokasi1/stream/gate", true),
+    valid!(
+        "stream-auth.json",
+        "sitewatch/v1/lokasi1/stream/dahua-ch1",
+        true
+    ),
+    valid!("smart-ata.json", "sitewatch/v1/lokasi1/smart/sda", true),
+    valid!(
+        "smart-nvme-critical.json",
+        "sitewatch/v1/lokasi1/smart/nvme0n1",
+        true
+    ),
+    valid!(
+        "event-camera-down.json",
+        "sitewatch/v1/lokasi1/event",
+        false
+    ),
+    valid!("event-cleanup.json", "sitewatch/v1/lokasi1/event", false),
 ];
 
 /// Invalid vectors, at least one per rejection reason except `too_large`
@@ -97,9 +115,19 @@ pub const INVALID: &[Rejected] = &[
         "unknown_kind"
     ),
     invalid!(
-        "reserved-kind.json",
+        "stream-camera-mismatch.json",
+        "sitewatch/v1/lokasi1/stream/yard",
+        "invalid"
+    ),
+    invalid!(
+        "smart-verdict-code.json",
+        "sitewatch/v1/lokasi1/smart/sda",
+        "invalid"
+    ),
+    invalid!(
+        "event-bad-number.json",
         "sitewatch/v1/lokasi1/event",
-        "reserved_kind"
+        "malformed"
     ),
     invalid!(
         "bad-topic.json",

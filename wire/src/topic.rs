@@ -85,7 +85,13 @@ impl Kind {
     pub const fn defined(self) -> bool {
         matches!(
             self,
-            Kind::Status | Kind::Heartbeat | Kind::Disk | Kind::Log
+            Kind::Status
+                | Kind::Heartbeat
+                | Kind::Disk
+                | Kind::Log
+                | Kind::Stream
+                | Kind::Smart
+                | Kind::Event
         )
     }
 }

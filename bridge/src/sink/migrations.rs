@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "clock_skew",
         sql: include_str!("../../migrations/0004_clock_skew.sql"),
     },
+    Migration {
+        version: 5,
+        name: "streams_smart_events",
+        sql: include_str!("../../migrations/0005_streams_smart_events.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

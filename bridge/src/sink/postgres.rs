@@ -74,6 +74,12 @@ pub struct TableRows {
     pub disk_usage: u64,
     /// `log_batches`.
     pub log_batches: u64,
+    /// `camera_probes`.
+    pub camera_probes: u64,
+    /// `smart_readings`.
+    pub smart_readings: u64,
+    /// `events`.
+    pub events: u64,
     /// `rejected_messages`.
     pub rejected_messages: u64,
 }
@@ -84,16 +90,22 @@ impl TableRows {
         self.heartbeats += o.heartbeats;
         self.disk_usage += o.disk_usage;
         self.log_batches += o.log_batches;
+        self.camera_probes += o.camera_probes;
+        self.smart_readings += o.smart_readings;
+        self.events += o.events;
         self.rejected_messages += o.rejected_messages;
     }
 
     /// `(table, rows)` pairs, for metrics.
-    pub fn by_table(&self) -> [(&'static str, u64); 5] {
+    pub fn by_table(&self) -> [(&'static str, u64); 8] {
         [
             ("status_events", self.status_events),
             ("heartbeats", self.heartbeats),
             ("disk_usage", self.disk_usage),
             ("log_batches", self.log_batches),
+            ("camera_probes", self.camera_probes),
+            ("smart_readings", self.smart_readings),
+            ("events", self.events),
             ("rejected_messages", self.rejected_messages),
         ]
     }
@@ -426,6 +438,11 @@ struct Statements {
     heartbeat_versions: Statement,
     last_seq: Statement,
     clock_skew: Statement,
+    insert_streams: Statement,
+    upsert_cameras: Statement,
+    insert_smart: Statement,
+    upsert_disks: Statement,
+    insert_events: Statement,
 }
 
 impl Statements {
@@ -444,6 +461,11 @@ impl Statements {
             heartbeat_versions: c.prepare(SQL_HEARTBEAT_VERSIONS).await?,
             last_seq: c.prepare(SQL_LAST_SEQ).await?,
             clock_skew: c.prepare(SQL_CLOCK_SKEW).await?,
+            insert_streams: c.prepare(super::health::SQL_INSERT_STREAMS).await?,
+            upsert_cameras: c.prepare(super::health::SQL_UPSERT_CAMERAS).await?,
+            insert_smart: c.prepare(super::health::SQL_INSERT_SMART).await?,
+            upsert_disks: c.prepare(super::health::SQL_UPSERT_DISKS).await?,
+            insert_events: c.prepare(super::health::SQL_INSERT_EVENTS).await?,
         })
     }
 }
@@ -851,6 +873,46 @@ async fn write_rows<C: GenericClient + Sync>(
         counts.rows.log_batches = rows.len() as u64;
         new_messages += rows.len();
         for row in rows {
+            new_ids.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+
+    let health = super::health::Rows::collect(decoded.iter().map(|d| {
+        let (site, _, _) = d.msg.identity();
+        let agent = agent_time(d.msg.ts());
+        (
+            &d.msg,
+            clock.effective(site, agent, d.received_at),
+            d.received_at,
+        )
+    }));
+    if let Some(rows) = &health.streams {
+        let ids = tx.query(&st.insert_streams, &[rows]).await?;
+        counts.rows.camera_probes = ids.len() as u64;
+        new_messages += ids.len();
+        for row in ids {
+            new_ids.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    if let Some(rows) = &health.cameras {
+        tx.execute(&st.upsert_cameras, &[rows]).await?;
+    }
+    if let Some(rows) = &health.smart {
+        let ids = tx.query(&st.insert_smart, &[rows]).await?;
+        counts.rows.smart_readings = ids.len() as u64;
+        new_messages += ids.len();
+        for row in ids {
+            new_ids.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    if let Some(rows) = &health.disks {
+        tx.execute(&st.upsert_disks, &[rows]).await?;
+    }
+    if let Some(rows) = &health.events {
+        let ids = tx.query(&st.insert_events, &[rows]).await?;
+        counts.rows.events = ids.len() as u64;
+        new_messages += ids.len();
+        for row in ids {
             new_ids.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
         }
     }

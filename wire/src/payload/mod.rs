@@ -13,6 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod health;
+pub use health::*;
+
 /// Longest boot id, in bytes.
 pub const MAX_BOOT_LEN: usize = 32;
 
@@ -26,7 +29,7 @@ pub const MAX_PATH_LEN: usize = 255;
 pub const STATUS_BUF_LEN: usize = 512;
 /// Buffer size that always fits an encoded [`HeartbeatOut`] (every number
 /// at its largest: 1134 bytes with the syslog counters).
-pub const HEARTBEAT_BUF_LEN: usize = 2048;
+pub const HEARTBEAT_BUF_LEN: usize = 3072;
 /// Buffer size that always fits an encoded [`DiskOut`] with [`MAX_MOUNTS`]
 /// entries whose strings respect their bounds (paths escaped at worst).
 pub const DISK_BUF_LEN: usize = 16 * 1024;
@@ -203,6 +206,18 @@ pub struct AgentCounters {
     pub outbox_fsyncs: u64,
     /// Outbox: disk writes, reads, flushes or deletions that failed.
     pub outbox_disk_errors: u64,
+    /// Wall-clock jumps of more than a minute against the monotonic clock.
+    pub clock_jumps: u64,
+    /// RTSP probes run.
+    pub rtsp_probes: u64,
+    /// SMART readings taken (native or smartctl).
+    pub smart_reads: u64,
+    /// SMART readings that failed.
+    pub smart_errors: u64,
+    /// Files deleted by retention cleanup.
+    pub cleanup_deleted: u64,
+    /// Cleanup errors (permission, vanished file...).
+    pub cleanup_errors: u64,
 }
 
 /// `heartbeat` payload: liveness plus host and agent self-metrics.
@@ -234,6 +249,11 @@ pub struct HeartbeatOut<'a> {
     pub mem_available_bytes: u64,
     /// Agent resident set size in bytes.
     pub agent_rss_bytes: u64,
+    /// Whether the agent trusts its wall clock: `ok`, `before_build` (the
+    /// clock reads earlier than the agent's build: no RTC and no NTP sync
+    /// yet) or `jumped` (wall time moved more than a minute against the
+    /// monotonic clock since the last heartbeat, e.g. NTP's first sync).
+    pub clock: &'a str,
     /// Agent counters.
     pub counters: AgentCounters,
 }
@@ -256,6 +276,7 @@ impl<'a> HeartbeatOut<'a> {
             mem_total_bytes: 0,
             mem_available_bytes: 0,
             agent_rss_bytes: 0,
+            clock: "ok",
             counters: AgentCounters::default(),
         }
     }
@@ -534,6 +555,10 @@ mod owned {
         pub mem_available_bytes: u64,
         /// Agent RSS in bytes.
         pub agent_rss_bytes: u64,
+        /// Clock plausibility (`ok`, `before_build`, `jumped`); absent from
+        /// agents older than the field.
+        #[serde(default)]
+        pub clock: Option<String>,
         /// Agent counters by name; unknown names are kept.
         pub counters: BTreeMap<String, u64>,
     }
