@@ -41,6 +41,7 @@ pub mod link;
 pub mod mqtt;
 pub mod notify;
 pub mod outbox;
+pub mod perms;
 pub mod publish;
 pub mod reload;
 pub mod syslog;

@@ -32,6 +32,12 @@ struct Cli {
     #[arg(long, short = 'c', global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
 
+    /// Start even if a password or key file (or a config with inline
+    /// passwords) is readable by every user. Also
+    /// SITEWATCH_ALLOW_INSECURE_PERMISSIONS=1.
+    #[arg(long, global = true)]
+    allow_insecure_permissions: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -53,9 +59,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let allow_exposed = cli.allow_insecure_permissions || sitewatch_agent::perms::allowed_by_env();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(&cli.config),
-        Command::Check { online } => check(&cli.config, online),
+        Command::Run => run(&cli.config, allow_exposed),
+        Command::Check { online } => check(&cli.config, online, allow_exposed),
     }
 }
 
@@ -66,7 +73,16 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn check(path: &Path, online: bool) -> ExitCode {
+/// Secret-holding files every user can read (see `perms`), as lines.
+fn exposed_secrets(path: &Path, cfg: &Config) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    sitewatch_agent::perms::exposed(path, &text, cfg)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn check(path: &Path, online: bool, allow_exposed: bool) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(problems) => {
@@ -74,6 +90,16 @@ fn check(path: &Path, online: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let exposed = exposed_secrets(path, &cfg);
+    if !exposed.is_empty() {
+        let label = if allow_exposed { "warning" } else { "problem" };
+        for e in &exposed {
+            println!("{label}: {e}");
+        }
+        if !allow_exposed {
+            return ExitCode::FAILURE;
+        }
+    }
     println!("OK: {}: {}", cfg.origin, cfg.summary());
     if !online {
         return ExitCode::SUCCESS;
@@ -145,7 +171,7 @@ fn init_logging(cfg: &Config) -> sitewatch_agent::SetLogLevel {
     })
 }
 
-fn run(path: &Path) -> ExitCode {
+fn run(path: &Path, allow_exposed: bool) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(problems) => {
@@ -157,7 +183,17 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    let exposed = exposed_secrets(path, &cfg);
+    if !exposed.is_empty() && !allow_exposed {
+        for e in &exposed {
+            eprintln!("error: {e}");
+        }
+        return ExitCode::from(EX_CONFIG);
+    }
     let set_log_level = init_logging(&cfg);
+    for e in &exposed {
+        tracing::warn!("{e} (allowed by --allow-insecure-permissions)");
+    }
     // Before any thread starts: the descriptors belong to us from here.
     let inherited = match sitewatch_agent::syslog::Inherited::from_env() {
         Ok(i) => i,

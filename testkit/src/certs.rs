@@ -98,6 +98,13 @@ impl TestCerts {
         let write = |name: &str, pem: &str| -> anyhow::Result<PathBuf> {
             let path = dir.join(name);
             std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+            // Private keys readable by their owner only, as a real
+            // deployment has them (the agent refuses world-readable keys).
+            if name.contains("key") {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("chmod {}", path.display()))?;
+            }
             Ok(path)
         };
         Ok(TestCerts {

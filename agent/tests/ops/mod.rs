@@ -401,3 +401,86 @@ fn check_online_prints_one_table() {
     assert_eq!(code2, Some(1), "{out2}");
     drop(busy);
 }
+
+/// A world-readable config with an inline password, or a world-readable
+/// password file, stops the agent with a message naming the file and the
+/// chmod to run, unless explicitly allowed; group-readable is fine.
+#[test]
+fn secrets_readable_by_everyone_are_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let cfg = TestConfig::new("perms", "mqtt://127.0.0.1:1")
+        .mqtt("username = \"site1\"")
+        .mqtt("password = \"inline-secret\"")
+        .write(dir.path());
+    chmod(&cfg, 0o644);
+
+    let out = run_check(&cfg, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("holds the broker password"), "{text}");
+    assert!(
+        text.contains(&format!("chmod 600 {}", cfg.display())),
+        "{text}"
+    );
+    assert!(!text.contains("inline-secret"), "{text}");
+
+    // `run` refuses with EX_CONFIG before connecting anywhere.
+    let run = agent().arg("--config").arg(&cfg).output().expect("run");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("every user on this machine can read it (mode 0644)"),
+        "{err}"
+    );
+
+    // Explicit override: a warning, not a failure.
+    let out = run_check(&cfg, &["--allow-insecure-permissions"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("warning:") && text.contains("chmod 600"),
+        "{text}"
+    );
+
+    // root:sitewatch 0640 is the packaged layout.
+    chmod(&cfg, 0o640);
+    let out = run_check(&cfg, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The same for a password file, even when the config is world-readable
+    // (it has no inline secret then).
+    let pw = dir.path().join("mqtt.pass");
+    std::fs::write(&pw, "file-secret\n").expect("write");
+    chmod(&pw, 0o604);
+    let cfg2 = TestConfig::new("perms2", "mqtt://127.0.0.1:1")
+        .mqtt("username = \"site1\"")
+        .mqtt(&format!("password_file = \"{}\"", pw.display()))
+        .write(dir.path());
+    chmod(&cfg2, 0o644);
+    let out = run_check(&cfg2, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{} holds the broker password", pw.display())),
+        "{text}"
+    );
+    // The config itself has no inline secret: only the password file.
+    assert_eq!(text.matches(" holds ").count(), 1, "{text}");
+    chmod(&pw, 0o600);
+    let out = run_check(&cfg2, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

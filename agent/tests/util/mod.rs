@@ -89,6 +89,10 @@ impl TestConfig {
     pub fn write(&self, dir: &Path) -> PathBuf {
         let path = dir.join(format!("{}.toml", self.site));
         std::fs::write(&path, self.text()).expect("write config");
+        // As installed configs are: the agent refuses inline passwords in
+        // a world-readable file.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod config");
         path
     }
 }
