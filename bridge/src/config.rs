@@ -116,6 +116,16 @@ pub struct RawPostgres {
     /// is dropped and the batch retried.
     #[serde(default = "default_write_timeout_secs")]
     pub write_timeout_secs: u64,
+    /// Create or upgrade the schema at start (needs an account that owns
+    /// the schema). `false` for a least-privilege account (a member of
+    /// `sitewatch_writer`): the bridge then only checks that the schema is
+    /// current and an admin runs `sitewatch-bridge migrate` with the owner.
+    #[serde(default = "default_true")]
+    pub migrate: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[batch]`: how many messages go into one transaction.
@@ -398,6 +408,8 @@ pub struct PostgresSettings {
     pub display: String,
     /// Longest one batch transaction may take.
     pub write_timeout: Duration,
+    /// Run migrations at start (else only verify the schema version).
+    pub migrate: bool,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -626,6 +638,7 @@ fn postgres_settings(raw: &RawPostgres) -> Result<PostgresSettings, Vec<String>>
         display: redacted(&config),
         config,
         write_timeout: Duration::from_secs(raw.write_timeout_secs),
+        migrate: raw.migrate,
     })
 }
 

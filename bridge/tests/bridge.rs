@@ -592,6 +592,88 @@ async fn status_race_rules() {
     bridge.stop().await.expect("graceful stop");
 }
 
+/// A bridge logged in as a member of `sitewatch_writer` (least
+/// privilege, `[postgres] migrate = false`) stores every kind; the role
+/// cannot delete, truncate or change the schema. Against a database an
+/// admin has not migrated, such a bridge stops and says what to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_writer_stores_but_cannot_alter() {
+    let env = Env::start();
+    sitewatch_bridge::migrate_only(&env.config("bridge-owner", ""))
+        .await
+        .expect("owner migrates");
+    env.sql("CREATE ROLE bridge_w LOGIN IN ROLE sitewatch_writer");
+    let user = env
+        .db_url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('@').next())
+        .expect("user");
+    let writer_url = env.db_url.replacen(&format!("{user}@"), "bridge_w@", 1);
+    let loki = blocking(sitewatch_testkit::LokiReceiver::start).expect("loki receiver");
+    let mut config = config_for(
+        &env.broker.url(),
+        &writer_url,
+        "bridge-writer",
+        &loki_section(&loki.url()),
+    );
+    config.postgres.migrate = false;
+    let bridge = start_bridge(config).await;
+    let msgs: Vec<Msg> = golden::VALID
+        .iter()
+        .map(|v| Msg {
+            topic: v.topic.to_owned(),
+            payload: v.payload.to_vec(),
+            retain: v.retain,
+        })
+        .collect();
+    publish_all(&env.broker.url(), &msgs).await;
+    eventually(WAIT, "all valid vectors stored by the writer", || {
+        env.try_count("SELECT count(*) FROM boots WHERE received = 11") == Some(1)
+    })
+    .await;
+    assert_eq!(env.count("SELECT count(*) FROM cameras"), 2);
+    bridge.stop().await.expect("graceful stop");
+
+    for sql in [
+        "DELETE FROM heartbeats",
+        "TRUNCATE events",
+        "DROP TABLE camera_probes",
+        "CREATE TABLE intruder (x int)",
+        "ALTER TABLE sites ADD COLUMN x int",
+    ] {
+        let out = blocking(|| {
+            env.pg
+                .psql_db(&env.db, &format!("SET ROLE bridge_w; {sql}"))
+        });
+        let err = out.expect_err(&format!("writer ran: {sql}"));
+        assert!(
+            format!("{err:#}").contains("permission denied")
+                || format!("{err:#}").contains("must be owner"),
+            "{sql}: {err:#}"
+        );
+    }
+    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 1);
+
+    // A fresh database that nobody migrated: the writer bridge waits.
+    let fresh_url = blocking(|| env.pg.create_database("fresh")).expect("create db");
+    env.sql("GRANT CONNECT ON DATABASE fresh TO bridge_w");
+    let fresh_writer = fresh_url.replacen(&format!("{user}@"), "bridge_w@", 1);
+    let mut config = config_for(&env.broker.url(), &fresh_writer, "bridge-fresh", "");
+    config.postgres.migrate = false;
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        sitewatch_bridge::run(config, std::future::pending()),
+    )
+    .await
+    .expect("run returns by itself");
+    let err = format!(
+        "{:#}",
+        result.expect_err("must refuse an unmigrated schema")
+    );
+    assert!(err.contains("run `sitewatch-bridge migrate`"), "{err}");
+}
+
 /// Migrations can run again, and concurrently, without harm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_idempotent_and_concurrency_safe() {
@@ -606,17 +688,17 @@ async fn migrations_are_idempotent_and_concurrency_safe() {
     applied.sort();
     assert_eq!(
         applied,
-        vec![1, 2, 3, 4, 5],
+        vec![1, 2, 3, 4, 5, 6],
         "exactly one of the two applies each version"
     );
     let again = sitewatch_bridge::migrate_only(&config)
         .await
         .expect("third");
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 5);
+    assert_eq!(again.current, 6);
     assert_eq!(
         env.sql("SELECT version, name FROM schema_migrations ORDER BY version"),
-        "1|init\n2|log_batches\n3|grafana_role\n4|clock_skew\n5|streams_smart_events"
+        "1|init\n2|log_batches\n3|grafana_role\n4|clock_skew\n5|streams_smart_events\n6|writer_role"
     );
     // The schema works after all that.
     let bridge = start_bridge(config).await;

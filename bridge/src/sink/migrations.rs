@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "streams_smart_events",
         sql: include_str!("../../migrations/0005_streams_smart_events.sql"),
     },
+    Migration {
+        version: 6,
+        name: "writer_role",
+        sql: include_str!("../../migrations/0006_writer_role.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only
@@ -118,6 +123,41 @@ pub async fn migrate(client: &mut Client) -> anyhow::Result<MigrationReport> {
         );
     }
     Ok(MigrationReport { applied, current })
+}
+
+/// For a bridge that does not migrate (`[postgres] migrate = false`, a
+/// least-privilege account): checks that an admin has brought the schema
+/// to this bridge's version. Older is an error naming the fix; newer only
+/// warns, like [`migrate`].
+pub async fn verify(client: &Client) -> anyhow::Result<MigrationReport> {
+    let known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+    let current: Option<i32> = client
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await
+        .context(
+            "reading schema_migrations (no schema yet? run `sitewatch-bridge migrate` with the \
+             schema owner's account)",
+        )?
+        .get(0);
+    let current = current.unwrap_or(0);
+    if current < known {
+        anyhow::bail!(
+            "the database schema is at version {current} and this bridge needs {known}: run \
+             `sitewatch-bridge migrate --config ...` with the schema owner's account (this \
+             bridge has [postgres] migrate = false)"
+        );
+    }
+    if current > known {
+        tracing::warn!(
+            current,
+            known,
+            "Database schema is newer than this bridge; upgrade the bridge."
+        );
+    }
+    Ok(MigrationReport {
+        applied: Vec::new(),
+        current,
+    })
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use super::batch::{
 };
 use super::classify::{classify, is_transient, ErrorClass};
 use super::loki::{LogDelivery, LogId};
-use super::migrations::{migrate, MigrationReport};
+use super::migrations::{migrate, verify, MigrationReport};
 use super::state::{should_apply, StateKey};
 use crate::config::PostgresSettings;
 use crate::metrics::REASON_DB_ERROR;
@@ -233,9 +233,15 @@ impl PgSink {
         if self.conn.is_none() {
             let mut client = connect(&self.settings).await?;
             if self.migrated.is_none() {
-                let report = migrate(&mut client)
-                    .await
-                    .with_context(|| format!("migrating {}", self.settings.display))?;
+                let report = if self.settings.migrate {
+                    migrate(&mut client)
+                        .await
+                        .with_context(|| format!("migrating {}", self.settings.display))?
+                } else {
+                    verify(&client).await.with_context(|| {
+                        format!("checking the schema of {}", self.settings.display)
+                    })?
+                };
                 if !report.applied.is_empty() {
                     tracing::info!(applied = ?report.applied, "Applied database migrations.");
                 }
