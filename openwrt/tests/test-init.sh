@@ -10,7 +10,8 @@
 #     characters, a TOML injection attempt): the TOML parses (python3
 #     tomllib) to exactly the UCI values, nothing injected;
 #   - a bad number and a site id the agent rejects: not started, logged;
-#   - disk reporting off; the [syslog] table and the PLANNED [outbox] one.
+#   - disk reporting off; the [syslog] and [outbox] tables; cameras
+#     ([rtsp]), [smart] and cleanup roots ([cleanup]).
 #
 # Usage: sh openwrt/tests/test-init.sh [AGENT_BINARY]
 #   AGENT_BINARY: a sitewatch-agent that runs here (e.g. the x86_64 musl
@@ -283,7 +284,7 @@ else
 	bad "disk off: mounts = []" "$T/py" "$TOML"
 fi
 
-# 7. [syslog] and the PLANNED [outbox]: tables as the agent's code expects.
+# 7. [syslog] and [outbox]: tables as the agent's code expects.
 cat >"$UCI_CONFIG_DIR/sitewatch" <<'EOF'
 config agent 'main'
 	option enabled '1'
@@ -309,12 +310,12 @@ if toml_check "$TOML" syslog/udp=@127.0.0.1:1514 syslog/tcp=@ syslog/timezone=+0
 	syslog/allow=@private,10.1.0.0/16 syslog/rate_limit_per_sec=500 \
 	syslog/hosts/192.168.1.64=nvr-1 outbox/dir=/mnt/sda1/sitewatch-outbox \
 	outbox/memory_max_bytes=1048576 >"$T/py" 2>&1; then
-	ok "[syslog] (tcp off = []) and PLANNED [outbox] tables"
+	ok "[syslog] (tcp off = []) and [outbox] tables"
 else
-	bad "[syslog] and PLANNED [outbox] tables" "$T/py" "$TOML"
+	bad "[syslog] and [outbox] tables" "$T/py" "$TOML"
 fi
 # The agent's own check on each table alone: skipped while the agent does
-# not know the table (older agents: [syslog]; [outbox] is still PLANNED), a
+# not know the table (an older agent build), a
 # failure once it does and rejects what we generate.
 planned_check() {
 	local table="$1" check_rc=0
@@ -336,6 +337,75 @@ awk '/^\[outbox\]/ { skip = 1 } /^\[/ && !/^\[outbox\]/ { skip = 0 } !skip' "$TO
 planned_check syslog
 awk '/^\[syslog/ { skip = 1 } /^\[/ && !/^\[syslog/ { skip = 0 } !skip' "$TOML" >"$T/planned.toml"
 planned_check outbox
+
+# 7b. Cameras, SMART and cleanup: [rtsp] with [[rtsp.camera]], [smart],
+#     [cleanup] with [[cleanup.root]], as the agent's code expects.
+mkdir -p "$T/rec"
+cat >"$UCI_CONFIG_DIR/sitewatch" <<EOF
+config agent 'main'
+	option enabled '1'
+	option site_id 'lokasi1'
+config mqtt 'mqtt'
+	option url 'mqtt://127.0.0.1:1883'
+config rtsp 'rtsp'
+	option enabled '1'
+	option interval_secs '120'
+	option max_concurrent '1'
+config camera
+	option name 'gate'
+	option url 'rtsp://192.168.1.64:554/Streaming/Channels/101'
+	option username 'viewer'
+	option password 'p"w\\x'
+	option transport 'tcp'
+	option min_fps '12.5'
+config camera
+	option name 'dahua-ch1'
+	option url 'rtsp://192.168.1.108:554/cam/realmonitor?channel=1&subtype=0'
+config smart 'smart'
+	option enabled '1'
+	list device '/dev/sda'
+	option smartctl_fallback '0'
+config cleanup 'cleanup'
+	option enabled '1'
+	option dry_run '1'
+config cleanup_root
+	option path '$T/rec'
+	option high_watermark_pct '90'
+	option low_watermark_pct '85'
+	list include '*.mp4'
+	list include '*.dav'
+	option min_age '2d'
+	option keep_newest '10'
+EOF
+run_init
+if [ "$(cat "$T/status")" = 0 ] && REC="$T/rec" "$PYTHON" - "$TOML" >"$T/py" 2>&1 <<'EOF'
+import os, sys, tomllib
+doc = tomllib.load(open(sys.argv[1], "rb"))
+cams = doc["rtsp"]["camera"]
+assert doc["rtsp"]["interval_secs"] == 120 and doc["rtsp"]["max_concurrent"] == 1, doc["rtsp"]
+assert [c["name"] for c in cams] == ["gate", "dahua-ch1"], cams
+assert cams[0]["password"] == 'p"w\\x' and cams[0]["min_fps"] == 12.5, cams[0]
+assert cams[1]["url"].endswith("channel=1&subtype=0") and "password" not in cams[1], cams[1]
+assert doc["smart"] == {"devices": ["/dev/sda"], "smartctl_fallback": False}, doc["smart"]
+root = doc["cleanup"]["root"][0]
+assert doc["cleanup"]["dry_run"] is True
+assert root["path"] == os.environ["REC"] and root["include"] == ["*.mp4", "*.dav"], root
+assert (root["high_watermark_pct"], root["low_watermark_pct"], root["min_age"], root["keep_newest"]) == (90, 85, "2d", 10), root
+EOF
+then
+	ok "[rtsp] cameras, [smart] and [cleanup] roots"
+else
+	bad "[rtsp] cameras, [smart] and [cleanup] roots" "$T/py" "$TOML" "$T/stdout" "$LOGGER_LOG"
+fi
+cp "$TOML" "$T/planned.toml"
+planned_check rtsp
+sed -i "s/option min_fps '12.5'/option min_fps '12,5'/" "$UCI_CONFIG_DIR/sitewatch"
+run_init
+if [ "$(cat "$T/status")" != 0 ] && grep -q "min_fps: '12,5' is not a number" "$LOGGER_LOG"; then
+	ok "a bad camera min_fps stops the start and is logged"
+else
+	bad "a bad camera min_fps stops the start and is logged" "$LOGGER_LOG" "$T/stdout"
+fi
 
 # 8. Certificate and password files are watched: replacing one and running
 #    reload restarts the agent (procd compares file hashes).
