@@ -9,7 +9,9 @@
 //! * `every_sql_query_runs_read_only_against_bridge_data`: the real bridge
 //!   fills a real PostgreSQL from a real agent plus crafted wire messages
 //!   (one site offline through its Last Will, one site with a full disk, a
-//!   failed mount, a sequence gap and agent drops, one healthy site). Every
+//!   failed mount, a sequence gap and agent drops, one healthy site, one
+//!   site with stalled / auth / frozen / ok cameras, a SMART critical disk
+//!   and events, one site whose clock is a year behind). Every
 //!   SQL query of every panel, variable and alert rule is expanded the way
 //!   Grafana's PostgreSQL data source expands it (template variables, then
 //!   the macros of `pkg/tsdb/grafana-postgresql-datasource/macros.go`) and
