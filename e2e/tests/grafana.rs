@@ -9,7 +9,9 @@
 //! * `every_sql_query_runs_read_only_against_bridge_data`: the real bridge
 //!   fills a real PostgreSQL from a real agent plus crafted wire messages
 //!   (one site offline through its Last Will, one site with a full disk, a
-//!   failed mount, a sequence gap and agent drops, one healthy site). Every
+//!   failed mount, a sequence gap and agent drops, one healthy site, one
+//!   site with stalled / auth / frozen / ok cameras, a SMART critical disk
+//!   and events, one site whose clock is a year behind). Every
 //!   SQL query of every panel, variable and alert rule is expanded the way
 //!   Grafana's PostgreSQL data source expands it (template variables, then
 //!   the macros of `pkg/tsdb/grafana-postgresql-datasource/macros.go`) and
@@ -1113,6 +1115,226 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
         &heartbeat("site-disk", 20, now_ms - 1_000, 5),
         false,
     );
+    // site-cams (correct clock, contiguous seqs 1..19 so no gap): four
+    // cameras, three disks and their events, as an agent reports them
+    // (docs/wire.md; shapes of wire/vectors/stream-*.json, smart-*.json,
+    // event-*.json). gate is ok; lobby went from ok to stalled 20 min ago;
+    // yard is frozen for 40 min; dahua-ch1 refuses the password for 4 min.
+    // sda is SMART critical, sdb and nvme0n1 are ok.
+    let boot = "b0000000000000001";
+    let stream = |seq: u64, ago_s: i64, camera: &str, class: &str, failures: u32| {
+        let ts = now_ms - ago_s * 1000;
+        let figures = match class {
+            "ok" => ",\"ttff_ms\":80,\"ttfk_ms\":80,\"codec\":\"avc1.42C01E\",\"width\":640,\"height\":360,\
+                     \"fps\":25.0,\"fps_wall\":24.875,\"bitrate_kbps\":1320,\"keyframe_interval_s\":2.0,\
+                     \"frames\":200,\"lost_packets\":0,\"rtp_wall_ratio\":1.0"
+                .to_string(),
+            "frozen" => ",\"ttff_ms\":90,\"codec\":\"avc1.42C01E\",\"width\":1920,\"height\":1080,\
+                         \"fps\":25.0,\"fps_wall\":25.0,\"bitrate_kbps\":40,\"frames\":200,\"rtp_wall_ratio\":0.01"
+                .to_string(),
+            "stalled" => ",\"ttff_ms\":120,\"codec\":\"avc1.640028\",\"width\":1920,\"height\":1080,\
+                          \"fps\":3.5,\"fps_wall\":3.5,\"bitrate_kbps\":210,\"frames\":7,\"rtp_wall_ratio\":0.2"
+                .to_string(),
+            "auth" => ",\"status_code\":401".to_string(),
+            other => panic!("class {other}"),
+        };
+        format!(
+            "{{\"v\":1,\"site\":\"site-cams\",\"boot\":\"{boot}\",\"seq\":{seq},\"ts\":{ts},\
+             \"camera\":\"{camera}\",\"url\":\"rtsp://192.168.1.64:554/{camera}\",\"transport\":\"tcp\",\
+             \"class\":\"{class}\",\"warnings\":[],\"detail\":\"{class} in the test scenario\",\
+             \"started\":{},\"probe_ms\":8000,\"failures\":{failures}{figures}}}",
+            ts - 9000
+        )
+    };
+    let smart = |seq: u64, ago_s: i64, device: &str, verdict: &str| {
+        let ts = now_ms - ago_s * 1000;
+        let body = match verdict {
+            "critical" => "\"protocol\":\"ata\",\"source\":\"native\",\"state\":\"read\",\"verdict\":\"critical\",\
+                \"reasons\":[{\"code\":\"pending_growing\",\"level\":\"critical\",\"detail\":\"16 sectors pending reallocation, 4 more than at the last reading\"},\
+                {\"code\":\"reallocated_stable\",\"level\":\"warning\",\"detail\":\"8 reallocated sectors, unchanged\"}],\
+                \"model\":\"ST4000VX016-3CV104\",\"serial\":\"ZW60ABCD\",\"firmware\":\"CV11\",\"capacity_bytes\":4000787030016,\
+                \"temperature_c\":41,\"power_on_hours\":25760,\"reallocated\":8,\"pending\":16,\"uncorrectable\":0,\"crc_errors\":0,\
+                \"attributes\":[{\"id\":5,\"name\":\"Reallocated_Sector_Ct\",\"value\":100,\"worst\":100,\"thresh\":36,\"raw\":8,\"prefail\":true},\
+                {\"id\":197,\"name\":\"Current_Pending_Sector\",\"value\":100,\"worst\":100,\"raw\":16,\"prefail\":false}]",
+            "ok" if device.starts_with("nvme") => "\"protocol\":\"nvme\",\"source\":\"native\",\"state\":\"read\",\"verdict\":\"ok\",\
+                \"reasons\":[],\"model\":\"WD Blue SN570\",\"serial\":\"SN570X1\",\"firmware\":\"234110WD\",\
+                \"temperature_c\":38,\"power_on_hours\":4100,\"nvme\":{\"critical_warning\":0,\"available_spare\":100,\
+                \"spare_threshold\":10,\"percentage_used\":3,\"media_errors\":0,\"unsafe_shutdowns\":5,\
+                \"error_log_entries\":0,\"power_cycles\":40,\"data_units_written\":123456}",
+            "ok" => "\"protocol\":\"ata\",\"source\":\"native\",\"state\":\"read\",\"verdict\":\"ok\",\"reasons\":[],\
+                \"model\":\"WD40PURZ\",\"serial\":\"WXB1A2\",\"temperature_c\":35,\"power_on_hours\":9000,\
+                \"reallocated\":0,\"pending\":0,\"uncorrectable\":0,\"crc_errors\":0,\"attributes\":[]",
+            other => panic!("verdict {other}"),
+        };
+        format!(
+            "{{\"v\":1,\"site\":\"site-cams\",\"boot\":\"{boot}\",\"seq\":{seq},\"ts\":{ts},\
+             \"device\":\"{device}\",\"path\":\"/dev/{device}\",{body}}}"
+        )
+    };
+    let event = |seq: u64,
+                 ago_s: i64,
+                 event: &str,
+                 severity: &str,
+                 subject: &str,
+                 from: &str,
+                 to: &str| {
+        format!(
+            "{{\"v\":1,\"site\":\"site-cams\",\"boot\":\"{boot}\",\"seq\":{seq},\"ts\":{},\
+             \"event\":\"{event}\",\"severity\":\"{severity}\",\"subject\":\"{subject}\",\
+             \"from\":\"{from}\",\"to\":\"{to}\",\"message\":\"{subject} went from {from} to {to}\",\"numbers\":{{}}}}",
+            now_ms - ago_s * 1000
+        )
+    };
+    let cams = |kind: &str, name: &str| format!("sitewatch/v1/site-cams/{kind}/{name}");
+    publish(
+        &broker,
+        &t("site-cams", "status"),
+        &status("site-cams", 1, now_ms - 3_000_000, "online", None),
+        true,
+    );
+    publish(
+        &broker,
+        &t("site-cams", "heartbeat"),
+        &heartbeat("site-cams", 2, now_ms - 2_990_000, 0),
+        false,
+    );
+    for (seq, ago, camera, class, failures) in [
+        (3, 2400, "gate", "ok", 0),
+        (4, 2400, "lobby", "ok", 0),
+        (5, 2400, "yard", "frozen", 1),
+    ] {
+        publish(
+            &broker,
+            &cams("stream", camera),
+            &stream(seq, ago, camera, class, failures),
+            true,
+        );
+    }
+    publish(
+        &broker,
+        &cams("smart", "sda"),
+        &smart(6, 1800, "sda", "critical"),
+        true,
+    );
+    publish(
+        &broker,
+        &cams("smart", "sdb"),
+        &smart(7, 1800, "sdb", "ok"),
+        true,
+    );
+    publish(
+        &broker,
+        &cams("smart", "nvme0n1"),
+        &smart(8, 1800, "nvme0n1", "ok"),
+        true,
+    );
+    publish(
+        &broker,
+        &cams("stream", "lobby"),
+        &stream(9, 1200, "lobby", "stalled", 1),
+        true,
+    );
+    let ev = t("site-cams", "event");
+    publish(
+        &broker,
+        &ev,
+        &event(
+            10,
+            1200,
+            "camera_down",
+            "critical",
+            "lobby",
+            "ok",
+            "stalled",
+        ),
+        false,
+    );
+    publish(
+        &broker,
+        &ev,
+        &event(
+            11,
+            1800,
+            "disk_verdict",
+            "critical",
+            "sda",
+            "warning",
+            "critical",
+        ),
+        false,
+    );
+    publish(
+        &broker,
+        &cams("stream", "dahua-ch1"),
+        &stream(12, 240, "dahua-ch1", "auth", 1),
+        true,
+    );
+    publish(
+        &broker,
+        &ev,
+        &event(
+            13,
+            240,
+            "camera_down",
+            "critical",
+            "dahua-ch1",
+            "ok",
+            "auth",
+        ),
+        false,
+    );
+    publish(
+        &broker,
+        &ev,
+        &event(
+            14,
+            2400,
+            "camera_degraded",
+            "warning",
+            "yard",
+            "ok",
+            "frozen",
+        ),
+        false,
+    );
+    for (seq, camera, class, failures) in [
+        (15, "gate", "ok", 0),
+        (16, "lobby", "stalled", 5),
+        (17, "yard", "frozen", 9),
+        (18, "dahua-ch1", "auth", 2),
+    ] {
+        publish(
+            &broker,
+            &cams("stream", camera),
+            &stream(seq, 60, camera, class, failures),
+            true,
+        );
+    }
+    publish(
+        &broker,
+        &t("site-cams", "heartbeat"),
+        &heartbeat("site-cams", 19, now_ms - 1_000, 0),
+        false,
+    );
+    // site-skew: a gateway that booted with a date a year behind (no
+    // battery-backed clock, NTP not synced yet); its heartbeat says so.
+    let year_ms = 365 * 86_400_000;
+    publish(
+        &broker,
+        &t("site-skew", "status"),
+        &status("site-skew", 1, now_ms - year_ms, "online", None),
+        true,
+    );
+    publish(
+        &broker,
+        &t("site-skew", "heartbeat"),
+        &heartbeat("site-skew", 2, now_ms - year_ms + 1_000, 0).replacen(
+            "\"counters\"",
+            "\"clock\":\"before_build\",\"counters\"",
+            1,
+        ),
+        false,
+    );
     // Something the bridge refuses.
     publish(&broker, &t("site-disk", "heartbeat"), "{not json", false);
     // The Will, last.
@@ -1129,17 +1351,27 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     };
     wait_until(WAIT, "scenario stored", || {
         sql("select string_agg(site || '=' || state, ',' order by site) from sites")
-            == "site-disk=online,site-down=offline,site-online=online"
+            == "site-cams=online,site-disk=online,site-down=offline,site-online=online,site-skew=online"
             && sql("select count(*) from disk_usage where site = 'site-disk'") == "10"
             && sql("select count(*) from heartbeats where site = 'site-disk' and seq = 20") == "1"
             && sql("select count(*) from rejected_messages") == "1"
+            && sql("select count(*) from heartbeats where site = 'site-cams' and seq = 19") == "1"
+            && sql("select count(*) from camera_probes") == "9"
+            && sql("select count(*) from cameras") == "4"
+            && sql("select count(*) from smart_readings") == "3"
+            && sql("select count(*) from events") == "4"
+            && sql("select count(*) from heartbeats where site = 'site-skew'") == "1"
             && sql("select count(*) >= 2 from heartbeats where site = 'site-online'") == "t"
             && sql("select count(*) >= 1 from disk_usage where site = 'site-online'") == "t"
     })
     .unwrap_or_else(|e| {
         panic!(
-            "{e:#}\nsites: {}\nagent:\n{}\nbridge:\n{}",
+            "{e:#}\nsites: {}\nrejected: {}\ncounts: {}\nagent:\n{}\nbridge:\n{}",
             sql("select * from sites"),
+            sql("select topic, reason, detail from rejected_messages"),
+            sql("select (select count(*) from camera_probes) || ' ' || (select count(*) from cameras) \
+                 || ' ' || (select count(*) from smart_readings) || ' ' || (select count(*) from events) \
+                 || ' ' || (select string_agg(site || ':' || seq, ',') from heartbeats where site like 'site-%' and site <> 'site-online')"),
             agent.log_contents(),
             bridge.log_contents()
         )
@@ -1164,15 +1396,24 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
             None => (
                 Range::relative(6 * 3600, -60),
                 if q.dashboard == "sitewatch-site" {
-                    vec!["site-down", "site-disk", "site-online"]
+                    vec![
+                        "site-down",
+                        "site-disk",
+                        "site-online",
+                        "site-cams",
+                        "site-skew",
+                    ]
                 } else {
                     vec![""]
                 },
             ),
         };
         for site in sites {
-            let vars =
-                BTreeMap::from([("site", site.to_string()), ("watermark", "90".to_string())]);
+            let vars = BTreeMap::from([
+                ("site", site.to_string()),
+                ("watermark", "90".to_string()),
+                ("skew_secs", "300".to_string()),
+            ]);
             let text = expand(&q.text, &vars, &range);
             assert!(!text.contains('$'), "{}: unexpanded: {text}", q.origin);
             let rows = psql_as(&db, "grafana_test", &text)
@@ -1199,13 +1440,19 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
             now.get(0, "stale"),
             now.get(0, "online")
         ),
-        ("1", "0", "2")
+        ("1", "0", "4")
     );
     let sites = r(fleet, "Sites (worst first)", "");
     assert_eq!(
         sites.column("site"),
-        ["site-down", "site-disk", "site-online"],
-        "worst first"
+        [
+            "site-down",
+            "site-disk",
+            "site-cams",
+            "site-online",
+            "site-skew"
+        ],
+        "worst first: offline, failed mount, SMART critical and cameras down, then the rest"
     );
     assert_eq!(sites.get(0, "state"), "offline");
     assert_eq!(sites.get(0, "reason"), "lost");
@@ -1268,7 +1515,13 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     let site_var = r("sitewatch-site", "variable site", "site-disk");
     assert_eq!(
         site_var.column("site"),
-        ["site-disk", "site-down", "site-online"]
+        [
+            "site-cams",
+            "site-disk",
+            "site-down",
+            "site-online",
+            "site-skew"
+        ]
     );
     let forecast = r(
         "sitewatch-site",
@@ -1297,6 +1550,195 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     assert_eq!(
         r("sitewatch-site", "State", "site-down").get(0, "state"),
         "offline"
+    );
+
+    // Cameras, SMART, events and clocks (site-cams, site-skew).
+    assert_eq!(
+        sql(
+            "select count(*) from rejected_messages where topic like 'sitewatch/v1/site-cams/%' \
+             or topic like 'sitewatch/v1/site-skew/%'"
+        ),
+        "0",
+        "every crafted stream, smart, event and skewed message is valid"
+    );
+    assert_eq!(sites.get(2, "cameras_down"), "2");
+    assert_eq!(sites.get(2, "cameras_degraded"), "1");
+    assert_eq!(sites.get(2, "smart_critical"), "1");
+    assert_eq!(sites.get(2, "smart_warning"), "0");
+    let cams_now = r(fleet, "Cameras now", "");
+    assert_eq!(
+        (
+            cams_now.get(0, "down"),
+            cams_now.get(0, "degraded"),
+            cams_now.get(0, "ok")
+        ),
+        ("2", "1", "1")
+    );
+    let verdicts = r(fleet, "Disks by SMART verdict", "");
+    assert_eq!(
+        (
+            verdicts.get(0, "critical"),
+            verdicts.get(0, "warning"),
+            verdicts.get(0, "unknown"),
+            verdicts.get(0, "ok")
+        ),
+        ("1", "0", "0", "2")
+    );
+    let bad_cams = r(fleet, "Cameras not ok (worst first)", "");
+    let bad_rows: Vec<String> = (0..bad_cams.rows.len())
+        .map(|i| {
+            format!(
+                "{} {} {} {}",
+                bad_cams.get(i, "site"),
+                bad_cams.get(i, "camera"),
+                bad_cams.get(i, "class"),
+                bad_cams.get(i, "severity")
+            )
+        })
+        .collect();
+    assert_eq!(
+        bad_rows,
+        [
+            "site-cams lobby stalled down",
+            "site-cams dahua-ch1 auth down",
+            "site-cams yard frozen degraded"
+        ],
+        "down before degraded, longest down first; the ok camera is not listed"
+    );
+    // class_since is the first probe of the class (agent time), not the latest.
+    let lobby_for: i64 = bad_cams.get(0, "for_seconds").parse().expect("for_seconds");
+    assert!(
+        (1190..1300).contains(&lobby_for),
+        "lobby stalled for {lobby_for} s"
+    );
+    assert_eq!(bad_cams.get(0, "failures"), "5");
+    let smart_bad = r(fleet, "Disks SMART critical or warning", "");
+    assert_eq!(smart_bad.column("device"), ["sda"]);
+    assert_eq!(smart_bad.get(0, "verdict"), "critical");
+    assert_eq!(smart_bad.get(0, "serial"), "ZW60ABCD");
+    assert!(
+        smart_bad
+            .get(0, "reasons")
+            .starts_with("critical pending_growing: 16 sectors pending"),
+        "{}",
+        smart_bad.get(0, "reasons")
+    );
+    let recent = r(fleet, "Recent events", "");
+    assert_eq!(
+        recent.column("subject"),
+        ["dahua-ch1", "lobby", "sda", "yard"],
+        "newest first"
+    );
+    assert_eq!(recent.get(0, "to_state"), "auth");
+    let skews = r(fleet, "Clock skew per site", "");
+    assert_eq!(skews.get(0, "site"), "site-skew", "the skewed site first");
+    assert_eq!(skews.get(0, "flag"), "beyond_bound");
+    let skew_s: f64 = skews.get(0, "skew_seconds").parse().expect("skew");
+    assert!(
+        (-365.0 * 86400.0 - 120.0..-365.0 * 86400.0 + 120.0).contains(&skew_s),
+        "site-skew is a year behind: {skew_s}"
+    );
+    let flags: BTreeMap<&str, &str> = skews
+        .column("site")
+        .into_iter()
+        .zip(skews.column("flag"))
+        .collect();
+    assert_eq!(
+        flags.get("site-down"),
+        Some(&"site_not_online"),
+        "{flags:?}"
+    );
+    for ok in ["site-cams", "site-disk", "site-online"] {
+        assert_eq!(flags.get(ok), Some(&"ok"), "{flags:?}");
+    }
+    assert_eq!(r(fleet, "Sites with clock skew", "").get(0, "sites"), "1");
+
+    let site_cams = r("sitewatch-site", "Cameras now", "site-cams");
+    assert_eq!(
+        site_cams.column("camera"),
+        ["lobby", "dahua-ch1", "yard", "gate"]
+    );
+    assert_eq!(site_cams.get(3, "resolution"), "640x360");
+    assert_eq!(site_cams.get(3, "fps"), "25");
+    assert!(r("sitewatch-site", "Cameras now", "site-online")
+        .rows
+        .is_empty());
+    let timeline = r("sitewatch-site", "Camera class", "site-cams");
+    let mut classes: Vec<String> = timeline
+        .rows
+        .iter()
+        .map(|row| {
+            format!(
+                "{}={}",
+                row[timeline.col("metric")],
+                row[timeline.col("class")]
+            )
+        })
+        .collect();
+    classes.sort();
+    classes.dedup();
+    assert_eq!(
+        classes,
+        ["dahua-ch1=14", "gate=0", "lobby=0", "lobby=19", "yard=2"],
+        "class codes of the value mappings (ok 0, frozen 2, auth 14, stalled 19)"
+    );
+    let fps = r("sitewatch-site", "Camera fps", "site-cams");
+    assert_eq!(fps.rows.len(), 9, "one row per probe, null when no frames");
+    assert_eq!(
+        r("sitewatch-site", "Camera bitrate", "site-cams")
+            .rows
+            .len(),
+        9
+    );
+    let disks_now = r("sitewatch-site", "Disks now (SMART)", "site-cams");
+    assert_eq!(disks_now.column("device"), ["sda", "nvme0n1", "sdb"]);
+    assert_eq!(disks_now.get(0, "pending"), "16");
+    assert_eq!(disks_now.get(0, "reallocated"), "8");
+    assert_eq!(disks_now.get(0, "power_on_hours"), "25760");
+    assert_eq!(disks_now.get(1, "nvme_percentage_used"), "3");
+    assert_eq!(disks_now.get(1, "nvme_available_spare"), "100");
+    let verdict_tl = r("sitewatch-site", "SMART verdict per disk", "site-cams");
+    assert_eq!(verdict_tl.rows.len(), 3);
+    assert_eq!(
+        r("sitewatch-site", "Disk temperature", "site-cams")
+            .rows
+            .len(),
+        3
+    );
+    assert_eq!(
+        r(
+            "sitewatch-site",
+            "Bad sectors and link errors (ATA)",
+            "site-cams"
+        )
+        .rows
+        .len(),
+        2,
+        "sda and sdb, not the NVMe disk"
+    );
+    let nvme = r("sitewatch-site", "NVMe wear and spare", "site-cams");
+    assert_eq!(nvme.column("metric"), ["nvme0n1"]);
+    assert_eq!(nvme.get(0, "percentage_used"), "3");
+    assert_eq!(
+        r("sitewatch-site", "Power-on hours", "site-cams")
+            .rows
+            .len(),
+        3
+    );
+    assert_eq!(
+        r("sitewatch-site", "Events of $site", "site-cams")
+            .rows
+            .len(),
+        4
+    );
+    assert!(r("sitewatch-site", "Events of $site", "site-disk")
+        .rows
+        .is_empty());
+    let clock = r("sitewatch-site", "Clock of $site", "site-skew");
+    assert_eq!(clock.get(0, "flag"), "beyond_bound");
+    assert_eq!(
+        r("sitewatch-site", "Clock of $site", "site-cams").get(0, "flag"),
+        "ok"
     );
 
     // Alert rules, with their thresholds applied.
@@ -1336,6 +1778,33 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
         "12 > GAP_MESSAGES=10"
     );
 
+    let mut down_rows = r("alert", "Camera down", "").column("camera");
+    down_rows.sort_unstable();
+    assert_eq!(
+        down_rows,
+        ["dahua-ch1", "lobby"],
+        "the rule sees both down cameras of the online site"
+    );
+    assert_eq!(
+        fires("Camera down"),
+        ["site=site-cams,camera=lobby,class=stalled"],
+        "stalled for 20 min > CAMERA_DOWN_MINUTES=10; auth for 4 min not yet; frozen is not down"
+    );
+    assert_eq!(
+        fires("Camera degraded"),
+        ["site=site-cams,camera=yard,class=frozen"],
+        "frozen for 40 min > CAMERA_DEGRADED_MINUTES=30"
+    );
+    assert_eq!(
+        fires("Disk SMART critical"),
+        ["site=site-cams,device=sda,reason=pending_growing,serial=ZW60ABCD"]
+    );
+    assert_eq!(
+        fires("Site clock skew"),
+        ["site=site-skew"],
+        "a year > CLOCK_SKEW_SECONDS=300; the offline site's Will-stamped skew is not counted"
+    );
+
     // The read-only role cannot write, create or change anything.
     for w in [
         "INSERT INTO sites (site, first_seen, last_seen) VALUES ('x', now(), now())",
@@ -1353,7 +1822,7 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
             "{w}: {e}"
         );
     }
-    assert_eq!(sql("select count(*) from sites"), "3");
+    assert_eq!(sql("select count(*) from sites"), "5");
     // Default privileges: a table a later migration creates is readable.
     sql("CREATE TABLE later_table (x int); INSERT INTO later_table VALUES (1)");
     assert_eq!(
@@ -1364,7 +1833,7 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     );
 
     println!(
-        "{} SQL queries ({runs} runs incl. the site detail for 3 sites) ran as the read-only role; \
+        "{} SQL queries ({runs} runs incl. the site detail for 5 sites) ran as the read-only role; \
          {} Loki queries syntax-checked only (no LogQL engine here)",
         prov.sql.len(),
         prov.logql.len()
