@@ -220,7 +220,11 @@ impl Rig {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let log = b.guard.as_ref().map(|g| g.log_contents()).unwrap_or_default();
+                let log = b
+                    .guard
+                    .as_ref()
+                    .map(|g| g.log_contents())
+                    .unwrap_or_default();
                 format!("--- bridge {i}:\n{}", tail(&log, 40))
             })
             .collect::<Vec<_>>()
@@ -437,7 +441,11 @@ impl Rig {
         let st = g
             .wait_timeout(WAIT)
             .unwrap_or_else(|| panic!("agent did not exit\n{}", tail(&g.log_contents(), 40)));
-        assert!(st.success(), "agent exit {st}\n{}", tail(&g.log_contents(), 40));
+        assert!(
+            st.success(),
+            "agent exit {st}\n{}",
+            tail(&g.log_contents(), 40)
+        );
         let q = format!(
             "select count(*) from status_events where site = '{}' and reason = 'shutdown'",
             agent.site
@@ -766,7 +774,11 @@ fn broker_restart(persistence: bool) {
     } else {
         "1_broker_restart_no_persistence"
     };
-    let site = if persistence { "f1-persist" } else { "f1-nopersist" };
+    let site = if persistence {
+        "f1-persist"
+    } else {
+        "f1-nopersist"
+    };
     let mut rig = Rig::start(RigOpts {
         persistence,
         ..RigOpts::default()
@@ -825,8 +837,9 @@ fn s1_broker_restart_without_persistence_loses_and_doubles_nothing() {
 }
 
 /// (2) The bridge is SIGKILLed while the agent drains a backlog, in the
-/// middle of a batch, and restarted: the broker redelivers what it had
-/// not acknowledged; PostgreSQL and Loki keep one copy.
+/// middle of a batch (pushed to Loki, not committed), and restarted: the
+/// broker redelivers what it had not acknowledged; PostgreSQL and Loki
+/// keep one copy.
 #[test]
 fn s2_bridge_sigkill_mid_batch_loses_and_doubles_nothing() {
     let site = "f2-bridgekill";
@@ -834,7 +847,9 @@ fn s2_bridge_sigkill_mid_batch_loses_and_doubles_nothing() {
     let mut agent = rig.agent_config(site, "");
     rig.start_agent(&mut agent);
     wait_until(WAIT, "heartbeats", || {
-        rig.count(&format!("select count(*) from heartbeats where site = '{site}'")) > 0
+        rig.count(&format!(
+            "select count(*) from heartbeats where site = '{site}'"
+        )) > 0
     })
     .expect("heartbeats");
 
@@ -849,9 +864,33 @@ fn s2_bridge_sigkill_mid_batch_loses_and_doubles_nothing() {
     let q = format!("select count(*) from log_batches where site = '{site}'");
     wait_until(WAIT, "the drain has begun", || rig.count(&q) >= 3)
         .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.bridge_logs()));
+    // Hold the bridge in the middle of a batch: an EXCLUSIVE lock on
+    // log_batches still lets it read which batches were delivered and push
+    // to Loki, but blocks the INSERT of its transaction. Killed there, it
+    // has pushed lines that PostgreSQL does not know were delivered.
+    let url = rig.db.database_url(DB);
+    let locker = std::thread::spawn(move || {
+        let psql = sitewatch_testkit::pg_bindir()
+            .expect("pg bindir")
+            .join("psql");
+        Command::new(psql)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c"])
+            .arg(
+                "begin; lock table log_batches in exclusive mode; \
+                 select pg_sleep(4); commit;",
+            )
+            .env_remove("PGPASSWORD")
+            .output()
+            .expect("run psql holding the lock")
+    });
+    wait_until(WAIT, "lines pushed to Loki but not committed", || {
+        rig.loki_lines(site).len() as i64 > rig.loki_records(site)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.bridge_logs()));
     let stored_at_kill = rig.count(&q);
     rig.kill_bridge(0);
-    std::thread::sleep(Duration::from_secs(2));
+    let out = locker.join().expect("locker thread");
+    assert!(out.status.success(), "{out:?}");
     rig.start_bridge(0);
     let fault_end = Instant::now();
     let since = now_ms();
@@ -862,6 +901,12 @@ fn s2_bridge_sigkill_mid_batch_loses_and_doubles_nothing() {
     assert!(
         (stored_at_kill as u64) < lines / 10,
         "the bridge was killed after the drain (stored {stored_at_kill})"
+    );
+    // The killed batch was pushed again after the restart; Loki (and the
+    // stand-in) keep one copy of an identical entry.
+    assert!(
+        t.loki_repushed > 0,
+        "the kill did not hit a pushed, uncommitted batch"
     );
     t.assert_exact();
 }
@@ -926,7 +971,10 @@ fn s4_uplink_blackholed_then_reset_loses_and_doubles_nothing() {
     let recover = rig.wait_recovered(site, fault_end, since, lines, false, &agent);
     rig.stop_agent(&mut agent);
     let t = rig.tally(site, lines);
-    t.print(&format!("4_uplink_blackhole_{}s", outage.as_secs()), recover);
+    t.print(
+        &format!("4_uplink_blackhole_{}s", outage.as_secs()),
+        recover,
+    );
     t.assert_exact();
     let reconnects = rig.count(&format!(
         "select max((counters->>'reconnects')::bigint) from heartbeats where site = '{site}'"
@@ -967,7 +1015,9 @@ fn s5_agent_sigkill_with_disk_outbox_loses_and_doubles_nothing() {
     t.print("5_agent_sigkill_disk_outbox", recover);
     assert!(t.boots.len() >= 2, "{:?}", t.boots);
     assert!(
-        t.boots.iter().any(|b| b.boot == old_boot && b.shutdown_seq < 0),
+        t.boots
+            .iter()
+            .any(|b| b.boot == old_boot && b.shutdown_seq < 0),
         "{:?}",
         t.boots
     );
@@ -1033,7 +1083,10 @@ fn s6_outbox_overflow_drops_exactly_the_counted_logs() {
     assert_eq!(t.duplicated(), 0);
     assert_eq!(t.lines_duplicated(), 0, "lines doubled in Loki");
     assert_eq!(t.lines_stored() as i64, t.loki_records);
-    assert!(!t.lines_missing().is_empty(), "no line lost, yet drops counted");
+    assert!(
+        !t.lines_missing().is_empty(),
+        "no line lost, yet drops counted"
+    );
     assert_eq!(t.rejected, 0);
 }
 
@@ -1047,7 +1100,10 @@ fn shared_subscription(restart_killed: bool, session_expiry_secs: Option<u32>) {
         (false, None) => "takeover".to_string(),
         (false, Some(s)) => format!("takeover_expiry{s}s"),
     };
-    let sites = [format!("f7-{tag}-a").replace('_', "-"), format!("f7-{tag}-b").replace('_', "-")];
+    let sites = [
+        format!("f7-{tag}-a").replace('_', "-"),
+        format!("f7-{tag}-b").replace('_', "-"),
+    ];
     let mut rig = Rig::start(RigOpts {
         bridges: 2,
         share_group: Some("faults"),
@@ -1098,7 +1154,10 @@ fn shared_subscription(restart_killed: bool, session_expiry_secs: Option<u32>) {
         t.print(&format!("7_shared_subscription_{tag}({})", a.site), recover);
         t.assert_exact();
     }
-    assert!(split.iter().all(|&n| n > 0), "one bridge took nothing: {split:?}");
+    assert!(
+        split.iter().all(|&n| n > 0),
+        "one bridge took nothing: {split:?}"
+    );
 }
 
 /// The load is split, and a bridge killed mid-stream and restarted 3 s
