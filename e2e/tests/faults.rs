@@ -765,9 +765,12 @@ fn wait_flowing(rig: &Rig, site: &str) {
 /// whatever was queued for it survive. Without: the broker hangs
 /// (SIGSTOP), so the agent's publishes sit unacknowledged, then it dies
 /// (SIGKILL) and comes back with no session at all; the agents stay cut
-/// until the bridge has subscribed again (messages published to a broker
-/// with no subscription are gone by MQTT's rules: see "what this does not
-/// cover" in the module notes of the lead's hand-back).
+/// until the bridge has subscribed again. Not covered, because no
+/// component can prevent it: an agent that reconnects to a session-less
+/// broker before the bridge has resubscribed gets PUBACKs for messages
+/// that match no subscription and are discarded (MQTT's rules); they
+/// show as uncounted gaps in `boot_gaps`. Production brokers run with
+/// persistence (deploy/mosquitto/sitewatch.conf).
 fn broker_restart(persistence: bool) {
     let name = if persistence {
         "1_broker_restart_persistence"
