@@ -13,6 +13,7 @@
 #   --outage-secs S  how long scenario 4 blackholes the uplink (default
 #                    300: minutes, far beyond the 5 s keep-alive)
 #   --filter F       only scenarios whose test name contains F
+#   --from-log FILE  only print the table of an earlier run's log
 #
 # Binaries: the agent in its shipping profile (release: opt-level "z",
 # fat LTO), the bridge in release-fast (as central servers run it); the
@@ -31,14 +32,39 @@ cd "$(dirname "$0")/../.."
 SCALE=5
 OUTAGE=300
 FILTER=""
+FROM_LOG=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) SCALE="$2"; shift 2 ;;
         --outage-secs) OUTAGE="$2"; shift 2 ;;
         --filter) FILTER="$2"; shift 2 ;;
+        --from-log) FROM_LOG="$2"; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac
 done
+# The table of a run's log. One test at a time with --nocapture puts
+# "test NAME ... " and the test's own lines on one line, so match anywhere.
+table() {
+    printf '\n%-48s %7s %7s %5s %5s %7s %9s %9s %5s %5s %9s\n' \
+        scenario sent stored dup lost dropped lines_sent lines_stor l_dup l_lost recover
+    grep -o 'FAULT [^ ]*: sent=.*' "$1" | sed 's/^FAULT //' | while IFS= read -r l; do
+        name=${l%%: *}
+        field() { printf '%s' "$l" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+        printf '%-48s %7s %7s %5s %5s %7s %9s %9s %5s %5s %9s\n' "$name" \
+            "$(field sent)" "$(field stored)" "$(field duplicated)" "$(field lost)" \
+            "$(field dropped)" "$(field lines_sent)" "$(field lines_stored)" \
+            "$(field lines_duplicated)" "$(field lines_lost)" "$(field recover)"
+    done
+    grep -o 'FAULT 7_[^ ]*: messages received before the kill.*' "$1" | sed 's/^FAULT /  /' || true
+    echo
+    grep -E '^test result:|^    s[0-9]' "$1" || true
+}
+
+if [ -n "$FROM_LOG" ]; then
+    table "$FROM_LOG"
+    exit 0
+fi
+
 command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs first"
 ensure_system_packages
 
@@ -60,19 +86,7 @@ cargo test --locked -p sitewatch-e2e --test faults -- --nocapture --test-threads
 STATUS=$?
 set -e
 
-printf '\n%-48s %7s %7s %5s %5s %7s %9s %9s %5s %5s %9s\n' \
-    scenario sent stored dup lost dropped lines_sent lines_stor l_dup l_lost recover
-grep '^FAULT [^ ]*: sent=' "$LOG" | sed 's/^FAULT //' | while IFS= read -r l; do
-    name=${l%%:*}
-    field() { printf '%s' "$l" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-    printf '%-48s %7s %7s %5s %5s %7s %9s %9s %5s %5s %9s\n' "$name" \
-        "$(field sent)" "$(field stored)" "$(field duplicated)" "$(field lost)" \
-        "$(field dropped)" "$(field lines_sent)" "$(field lines_stored)" \
-        "$(field lines_duplicated)" "$(field lines_lost)" "$(field recover)"
-done
-grep '^FAULT 7_.*received before the kill' "$LOG" | sed 's/^FAULT /  /' || true
-echo
-grep -E '^test .* (ok|FAILED|ignored)' "$LOG" || true
+table "$LOG"
 if [ "$STATUS" -ne 0 ]; then
     die "some scenarios failed; see $LOG"
 fi
