@@ -134,10 +134,13 @@ pub struct SiteSkew {
 /// message of the batch is the best estimate of the clock offset; a
 /// message replayed late (a broker queue, the agent's outbox) does not
 /// count as skew as long as a fresher message of the same site is in the
-/// same batch. Retained copies (replays of the last status) are ignored.
+/// same batch. Retained copies (replays of the last status) are ignored,
+/// and so are Last Wills (seq 0): the agent stamps its Will when it
+/// connects, so its age is the session's length, not clock skew.
 pub fn site_skews(decoded: &[Decoded]) -> BTreeMap<String, SiteSkew> {
     let mut out: BTreeMap<String, SiteSkew> = BTreeMap::new();
-    for d in decoded.iter().filter(|d| !d.retained) {
+    let will = |d: &&Decoded| matches!(&d.msg, sitewatch_wire::Message::Status(s) if s.seq == 0);
+    for d in decoded.iter().filter(|d| !d.retained).filter(|d| !will(d)) {
         let (site, _, _) = d.msg.identity();
         let skew_ms = skew_ms(clamp_ts_ms(d.msg.ts()), d.received_at);
         let e = out.entry(site.to_owned()).or_insert(SiteSkew {
@@ -280,5 +283,34 @@ mod tests {
         assert!(beyond(-300_001, Some(Duration::from_secs(300))));
         assert!(beyond(300_001, Some(Duration::from_secs(300))));
         assert!(!beyond(i64::MIN, None));
+    }
+
+    #[test]
+    fn a_last_will_is_not_clock_skew() {
+        // The Will (seq 0) was stamped when the agent connected, an hour
+        // before the broker published it; a heartbeat is current.
+        let will = golden::VALID
+            .iter()
+            .find(|v| v.file == "status-offline-lost.json")
+            .expect("will vector");
+        let hb = golden::VALID
+            .iter()
+            .find(|v| v.file == "heartbeat.json")
+            .expect("heartbeat vector");
+        let late = |v: &golden::Vector, ms: u64| InMessage {
+            topic: v.topic,
+            payload: v.payload,
+            received_at: UNIX_EPOCH + Duration::from_millis(ms),
+            retained: false,
+        };
+        // status-offline-lost.json: ts 1764284400000.
+        let only_will = [late(will, 1_764_288_000_000)];
+        let (ok, _) = prepare(&only_will);
+        assert!(site_skews(&ok).is_empty(), "a Will alone measures nothing");
+        // heartbeat.json: ts 1764284430000, received 1 s later.
+        let both = [late(will, 1_764_288_000_000), late(hb, 1_764_284_431_000)];
+        let (ok, _) = prepare(&both);
+        let skew = site_skews(&ok);
+        assert_eq!(skew.get("lokasi1").map(|s| s.skew_ms), Some(-1_000));
     }
 }
