@@ -89,10 +89,18 @@ fn early(class: Class, detail: impl Into<String>) -> Early {
     }
 }
 
+/// The first line of a retina error: the rest is connection bookkeeping
+/// (addresses, timestamps) that only makes `detail` long.
+fn first_line(e: &retina::Error) -> String {
+    let s = e.to_string();
+    s.lines().next().unwrap_or_default().trim().to_owned()
+}
+
 fn retina_failure(step: &str, e: &retina::Error) -> Early {
+    let line = first_line(e);
     match e.status_code() {
-        Some(s) => early(class_for_status(s), format!("{step}: {e}")),
-        None => early(Class::RtspError, format!("{step}: {e}")),
+        Some(s) => early(class_for_status(s), format!("{step}: {line}")),
+        None => early(Class::RtspError, format!("{step}: {line}")),
     }
 }
 
@@ -299,7 +307,7 @@ async fn run(
             Err(_) if Instant::now() >= deadline => break StreamEnd::Window,
             Err(_) => break StreamEnd::Timeout,
             Ok(None) => break StreamEnd::Ended,
-            Ok(Some(Err(e))) => break StreamEnd::Error(e.to_string()),
+            Ok(Some(Err(e))) => break StreamEnd::Error(first_line(&e)),
             Ok(Some(Ok(CodecItem::VideoFrame(f)))) if f.stream_id() == vi => {
                 if meter.frames() == 0 || f.has_new_parameters() {
                     fill_params(m, demuxed.streams()[vi].parameters());
