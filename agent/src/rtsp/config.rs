@@ -370,7 +370,7 @@ pub(crate) fn validate(raw: RtspRaw, problems: &mut Vec<String>) -> Option<RtspC
         "rtsp.max_concurrent",
         raw.max_concurrent,
         1,
-        16,
+        64,
         "",
         problems,
     );
