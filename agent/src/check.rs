@@ -307,6 +307,38 @@ fn row(
     }
 }
 
+/// One row per configured camera: a real probe of each (the configured
+/// concurrency limit holds), its class and what to do about it.
+async fn camera_rows(cfg: &Config) -> Vec<Row> {
+    let Some(rtsp) = &cfg.rtsp else {
+        return vec![row(
+            "cameras",
+            Verdict::Warning,
+            "no [rtsp] table: camera streams are not watched",
+            "add the cameras as [[rtsp.camera]] (try one with `sitewatch-agent probe URL`)",
+        )];
+    };
+    crate::rtsp::cli::probe_all(rtsp.clone())
+        .await
+        .iter()
+        .map(|r| {
+            let (verdict, todo) = match r.class {
+                crate::rtsp::Class::Ok if r.warnings.is_empty() => (Verdict::Ok, String::new()),
+                crate::rtsp::Class::Ok | crate::rtsp::Class::LowFps | crate::rtsp::Class::Frozen => {
+                    (Verdict::Warning, r.class.advice().to_owned())
+                }
+                _ => (Verdict::Failed, r.class.advice().to_owned()),
+            };
+            row(
+                format!("camera {}", r.camera),
+                verdict,
+                format!("{}: {}", r.class.as_str(), r.detail),
+                todo,
+            )
+        })
+        .collect()
+}
+
 /// Runs every check and prints the table to `out`. Returns `false` when
 /// any row failed.
 pub async fn online(cfg: &Config, out: &mut impl Write) -> bool {
@@ -314,11 +346,8 @@ pub async fn online(cfg: &Config, out: &mut impl Write) -> bool {
     rows.extend(broker_rows(cfg).await);
     rows.extend(disk_rows(cfg).await);
     rows.extend(syslog_rows(cfg));
-    for what in [
-        "cameras (RTSP probes)",
-        "SMART disk health",
-        "recording clean-up roots",
-    ] {
+    rows.extend(camera_rows(cfg).await);
+    for what in ["SMART disk health", "recording clean-up roots"] {
         rows.push(row(what, Verdict::NotInVersion, "not in this version", ""));
     }
     print_table(out, &rows);

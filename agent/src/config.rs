@@ -92,7 +92,7 @@ struct LogRaw {
 }
 
 /// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "site_id",
     "mqtt",
     "heartbeat",
@@ -100,6 +100,7 @@ const TOP_LEVEL_KEYS: [&str; 7] = [
     "log",
     "syslog",
     "outbox",
+    "rtsp",
 ];
 
 // One struct per section: each is parsed from the whole document on its own
@@ -132,6 +133,10 @@ struct OutboxOnly {
 #[derive(Deserialize)]
 struct SyslogOnly {
     syslog: Option<crate::syslog::config::SyslogRaw>,
+}
+#[derive(Deserialize)]
+struct RtspOnly {
+    rtsp: Option<crate::rtsp::config::RtspRaw>,
 }
 
 /// Validated heartbeat settings.
@@ -176,6 +181,8 @@ pub struct Config {
     pub syslog: Option<crate::syslog::SyslogConfig>,
     /// Store-and-forward outbox (defaults when there is no `[outbox]`).
     pub outbox: crate::outbox::OutboxConfig,
+    /// RTSP camera probes; `None` (off) when the file has no `[rtsp]` table.
+    pub rtsp: Option<crate::rtsp::RtspConfig>,
 }
 
 /// Every problem found in a config, in plain words.
@@ -246,7 +253,7 @@ impl Config {
         for key in table.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [rtsp])"
                 ));
             }
         }
@@ -260,6 +267,7 @@ impl Config {
         let log =
             section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
         let syslog = section::<SyslogOnly>(text, "[syslog] ", &mut problems).map(|s| s.syslog);
+        let rtsp = section::<RtspOnly>(text, "[rtsp] ", &mut problems).map(|s| s.rtsp);
         let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
             let o = s.outbox.unwrap_or_default();
             let before = problems.len();
@@ -334,8 +342,14 @@ impl Config {
             None => Some(None),
             Some(raw) => crate::syslog::config::validate(raw, &mut problems).map(Some),
         });
+        let rtsp = rtsp.and_then(|raw| match raw {
+            None => Some(None),
+            Some(raw) => crate::rtsp::config::validate(raw, &mut problems).map(Some),
+        });
 
-        match (site_id, mqtt, heartbeat, disk, log_level, syslog, outbox) {
+        match (
+            site_id, mqtt, heartbeat, disk, log_level, syslog, outbox, rtsp,
+        ) {
             (
                 Some(site_id),
                 Some(mqtt),
@@ -344,6 +358,7 @@ impl Config {
                 Some(log_level),
                 Some(syslog),
                 Some(outbox),
+                Some(rtsp),
             ) if problems.is_empty() => Ok(Config {
                 origin: origin.to_owned(),
                 site_id,
@@ -353,6 +368,7 @@ impl Config {
                 log_level,
                 syslog,
                 outbox,
+                rtsp,
             }),
             _ => {
                 if problems.is_empty() {
@@ -411,6 +427,10 @@ impl Config {
         match &self.syslog {
             Some(sys) => s.push_str(&format!("; {}", sys.summary())),
             None => s.push_str("; syslog receiver off (no [syslog] table)"),
+        }
+        match &self.rtsp {
+            Some(r) => s.push_str(&format!("; RTSP: {}", r.summary())),
+            None => s.push_str("; RTSP probes off (no [rtsp] table)"),
         }
         s
     }

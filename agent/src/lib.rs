@@ -35,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod diagnose;
 pub mod disk;
+pub mod health;
 pub mod heartbeat;
 pub mod host;
 pub mod link;
@@ -44,6 +45,7 @@ pub mod outbox;
 pub mod perms;
 pub mod publish;
 pub mod reload;
+pub mod rtsp;
 pub mod syslog;
 
 use std::future::Future;
@@ -116,6 +118,7 @@ struct Sources {
     heartbeat: Option<(CancellationToken, JoinHandle<()>)>,
     disk: Option<(CancellationToken, JoinHandle<()>)>,
     syslog: Option<syslog::Syslog>,
+    rtsp: Option<(CancellationToken, JoinHandle<()>)>,
     inherited: Arc<Mutex<syslog::Inherited>>,
 }
 
@@ -151,6 +154,25 @@ impl Sources {
         self.disk = Some((stop, task));
     }
 
+    /// Camera probes (off when `cfg` is `None`): the scheduler and the
+    /// forwarder that publishes its results ([`health`]).
+    fn start_rtsp(&mut self, cfg: Option<&rtsp::RtspConfig>) {
+        let Some(cfg) = cfg.cloned() else {
+            return;
+        };
+        let stop = self.stop.child_token();
+        let publisher = self.publisher.clone();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let forward = tokio::spawn(health::forward_rtsp(publisher, rx));
+            rtsp::run(cfg, tx, token).await;
+            // The scheduler dropped its sender: the forwarder drains and ends.
+            let _ = forward.await;
+        });
+        self.rtsp = Some((stop, task));
+    }
+
     async fn stop_task(slot: &mut Option<(CancellationToken, JoinHandle<()>)>) {
         if let Some((stop, task)) = slot.take() {
             stop.cancel();
@@ -169,6 +191,7 @@ impl Sources {
         let all = async {
             Self::stop_task(&mut self.heartbeat).await;
             Self::stop_task(&mut self.disk).await;
+            Self::stop_task(&mut self.rtsp).await;
             if let Some(s) = syslog {
                 s.stop().await;
             }
@@ -244,10 +267,12 @@ pub async fn run_with(
         heartbeat: None,
         disk: None,
         syslog: None,
+        rtsp: None,
         inherited: Arc::new(Mutex::new(inherited)),
     };
     sources.start_heartbeat(&config.heartbeat);
     sources.start_disk(&config.disk);
+    sources.start_rtsp(config.rtsp.as_ref());
     if let Some(sys) = config.syslog.clone() {
         sources.syslog = Some(syslog::Syslog::start(
             publisher.clone(),

@@ -55,6 +55,9 @@ enum Command {
         #[arg(long, alias = "connect")]
         online: bool,
     },
+    /// Probe an RTSP stream (or every configured camera) and say whether
+    /// it plays; exit status 0 only when every stream is ok.
+    Probe(sitewatch_agent::rtsp::cli::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,11 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config, allow_exposed),
         Command::Check { online } => check(&cli.config, online, allow_exposed),
+        Command::Probe(args) => ExitCode::from(sitewatch_agent::rtsp::cli::main(
+            &args,
+            &cli.config,
+            &mut std::io::stdout(),
+        )),
     }
 }
 

@@ -76,6 +76,22 @@ struct RtspProbe {
 struct CameraProbe {
     #[serde(default)]
     password: Option<IgnoredAny>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+}
+
+/// Camera password files named in a config text (pure).
+pub fn camera_password_files(config_text: &str) -> Vec<PathBuf> {
+    let probe: InlineProbe = toml::from_str(config_text).unwrap_or_default();
+    probe
+        .rtsp
+        .map(|r| {
+            r.camera
+                .into_iter()
+                .filter_map(|c| c.password_file)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What inline secrets a config text holds (pure).
@@ -121,6 +137,9 @@ pub fn exposed(config_path: &Path, config_text: &str, cfg: &Config) -> Vec<Expos
     if let Some(p) = &cfg.mqtt.client_key_file {
         check(p, "the TLS client private key");
     }
+    for p in camera_password_files(config_text) {
+        check(&p, "a camera password");
+    }
     out
 }
 
@@ -141,6 +160,12 @@ mod tests {
         assert_eq!(
             inline_secrets("[[rtsp.camera]]\nname = \"a\"\npassword = \"p\"\n"),
             Some("camera passwords")
+        );
+        assert_eq!(
+            camera_password_files(
+                "[[rtsp.camera]]\nname = \"a\"\npassword_file = \"/etc/c.pass\"\n"
+            ),
+            vec![PathBuf::from("/etc/c.pass")]
         );
         // Invalid TOML is validation's business, not a secret.
         assert_eq!(inline_secrets("[mqtt\npassword = 1"), None);

@@ -5,6 +5,7 @@
 
 mod faults;
 mod ops;
+mod rtsp;
 mod syslog;
 mod util;
 

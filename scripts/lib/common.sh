@@ -4,6 +4,12 @@
 # Debian packages the tests and the demo need (real services, no mocks).
 SITEWATCH_DEB_PACKAGES=(mosquitto mosquitto-clients postgresql postgresql-client syslog-ng-core bsdutils)
 
+# The real RTSP server of the RTSP probe tests (scripts/rtsp-test-server.py,
+# run with /usr/bin/python3) and ffprobe for scripts/bench/rtsp.sh:
+# x264enc is in -ugly, x265enc in -bad, the RTP payloaders in -good.
+SITEWATCH_RTSP_PACKAGES=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad ffmpeg)
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -37,6 +43,9 @@ ensure_system_packages() {
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     [ -x "$(pg_bindir)/initdb" ] || die "PostgreSQL server binaries not found (set SITEWATCH_PG_BINDIR)"
+    ensure_debian_packages "${SITEWATCH_RTSP_PACKAGES[@]}"
+    /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
+        || die "/usr/bin/python3 cannot load GstRtspServer (python3-gi, gir1.2-gst-rtsp-server-1.0)"
     # The Grafana provisioning tests read YAML with python3's PyYAML.
     if ! python3 -c 'import yaml' 2>/dev/null; then
         log "Installing PyYAML for python3"
