@@ -92,7 +92,7 @@ struct LogRaw {
 }
 
 /// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "site_id",
     "mqtt",
     "heartbeat",
@@ -100,6 +100,7 @@ const TOP_LEVEL_KEYS: [&str; 7] = [
     "log",
     "syslog",
     "outbox",
+    "cleanup",
 ];
 
 // One struct per section: each is parsed from the whole document on its own
@@ -128,6 +129,10 @@ struct LogOnly {
 #[derive(Deserialize)]
 struct OutboxOnly {
     outbox: Option<crate::outbox::OutboxConfig>,
+}
+#[derive(Deserialize)]
+struct CleanupOnly {
+    cleanup: Option<crate::cleanup::config::CleanupRaw>,
 }
 #[derive(Deserialize)]
 struct SyslogOnly {
@@ -176,6 +181,8 @@ pub struct Config {
     pub syslog: Option<crate::syslog::SyslogConfig>,
     /// Store-and-forward outbox (defaults when there is no `[outbox]`).
     pub outbox: crate::outbox::OutboxConfig,
+    /// Retention cleanup; `None` (off) when the file has no `[cleanup]`.
+    pub cleanup: Option<crate::cleanup::CleanupConfig>,
 }
 
 /// Every problem found in a config, in plain words.
@@ -246,7 +253,7 @@ impl Config {
         for key in table.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [cleanup])"
                 ));
             }
         }
@@ -260,6 +267,7 @@ impl Config {
         let log =
             section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
         let syslog = section::<SyslogOnly>(text, "[syslog] ", &mut problems).map(|s| s.syslog);
+        let cleanup = section::<CleanupOnly>(text, "[cleanup] ", &mut problems).map(|s| s.cleanup);
         let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
             let o = s.outbox.unwrap_or_default();
             let before = problems.len();
@@ -335,7 +343,14 @@ impl Config {
             Some(raw) => crate::syslog::config::validate(raw, &mut problems).map(Some),
         });
 
-        match (site_id, mqtt, heartbeat, disk, log_level, syslog, outbox) {
+        let cleanup = cleanup.and_then(|raw| match raw {
+            None => Some(None),
+            Some(raw) => crate::cleanup::config::validate(raw, &mut problems).map(Some),
+        });
+
+        match (
+            site_id, mqtt, heartbeat, disk, log_level, syslog, outbox, cleanup,
+        ) {
             (
                 Some(site_id),
                 Some(mqtt),
@@ -344,6 +359,7 @@ impl Config {
                 Some(log_level),
                 Some(syslog),
                 Some(outbox),
+                Some(cleanup),
             ) if problems.is_empty() => Ok(Config {
                 origin: origin.to_owned(),
                 site_id,
@@ -353,6 +369,7 @@ impl Config {
                 log_level,
                 syslog,
                 outbox,
+                cleanup,
             }),
             _ => {
                 if problems.is_empty() {
@@ -411,6 +428,9 @@ impl Config {
         match &self.syslog {
             Some(sys) => s.push_str(&format!("; {}", sys.summary())),
             None => s.push_str("; syslog receiver off (no [syslog] table)"),
+        }
+        if let Some(c) = &self.cleanup {
+            s.push_str(&format!("; {}", c.summary()));
         }
         s
     }

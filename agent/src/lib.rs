@@ -20,6 +20,8 @@
 //! - [`diagnose`] and [`check`]: plain-words connection diagnostics for
 //!   installers.
 //!
+//! - [`cleanup`]: retention cleanup of recording folders (oldest files
+//!   first, between watermarks); a task the lead wires to `event`s.
 //! - [`notify`]: systemd readiness, status, watchdog (no-op elsewhere).
 //! - [`reload`]: what a SIGHUP changes (diff of old and new config).
 //!
@@ -31,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod cleanup;
 pub mod config;
 pub mod diagnose;
 pub mod disk;
