@@ -326,3 +326,173 @@ pub async fn run(
         }
     }
 }
+
+/// `2024-01-02 03:04 UTC` for Unix seconds.
+fn when(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = crate::syslog::time::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `512 bytes`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+impl RootOutcome {
+    /// What happened, in plain words for an installer (several lines).
+    pub fn describe(&self) -> String {
+        let r = match &self.result {
+            Err(why) => return format!("{}: skipped: it {why}.", self.root),
+            Ok(None) => {
+                return format!(
+                    "{}: below its high watermark; nothing to delete.",
+                    self.root
+                )
+            }
+            Ok(Some(r)) => r,
+        };
+        let verb = if r.dry_run { "would delete" } else { "deleted" };
+        let mut s = format!(
+            "{}: {:.1}% used (above the high watermark); {verb} {} files ({})",
+            r.root,
+            r.used_pct_before,
+            r.deleted_files,
+            size(r.deleted_bytes)
+        );
+        if let (Some(a), Some(b)) = (r.oldest_deleted_mtime, r.newest_deleted_mtime) {
+            s.push_str(&format!(" modified {} to {}", when(a), when(b)));
+        }
+        s.push('.');
+        if r.dry_run {
+            s.push_str(if r.target_reached {
+                " That would bring it below the low watermark."
+            } else {
+                " That would NOT bring it below the low watermark."
+            });
+        } else {
+            s.push_str(&format!(
+                " Now {:.1}% used{}.",
+                r.used_pct_after,
+                if r.target_reached {
+                    ""
+                } else {
+                    ", still above the low watermark"
+                }
+            ));
+        }
+        if r.removed_dirs > 0 {
+            s.push_str(&format!(" Removed {} emptied folders.", r.removed_dirs));
+        }
+        if let Some(k) = r.oldest_kept_mtime {
+            s.push_str(&format!(" Oldest file kept: {}.", when(k)));
+        }
+        let k = &r.skipped;
+        let mut held = Vec::new();
+        if k.too_young > 0 {
+            held.push(format!("{} younger than min_age", k.too_young));
+        }
+        if k.kept_newest > 0 {
+            held.push(format!("{} among the newest keep_newest", k.kept_newest));
+        }
+        if r.hit_max_deletions {
+            held.push("stopped at max_deletions_per_run".to_owned());
+        }
+        if k.symlinks + k.other_filesystem + k.special + k.too_deep > 0 {
+            held.push(format!(
+                "not entered or not touched: {} symlinks, {} on other filesystems, {} special files, {} too deep",
+                k.symlinks, k.other_filesystem, k.special, k.too_deep
+            ));
+        }
+        if !held.is_empty() {
+            s.push_str(&format!("\n  Kept: {}.", held.join("; ")));
+        }
+        for p in &r.sample {
+            s.push_str(&format!("\n  {verb}: {p}"));
+        }
+        if r.deleted_files > r.sample.len() as u64 {
+            s.push_str(&format!(
+                "\n  ... and {} more",
+                r.deleted_files - r.sample.len() as u64
+            ));
+        }
+        if r.errors.total > 0 {
+            s.push_str(&format!("\n  {} errors:", r.errors.total));
+            for (p, why) in &r.errors.list {
+                s.push_str(&format!("\n    {p}: {why}"));
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_words() {
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(when(1_700_000_000), "2023-11-14 22:13 UTC");
+        assert_eq!(size(512), "512 bytes");
+        assert_eq!(size(3 << 20), "3.0 MiB");
+        let r = CleanupReport {
+            root: "/srv/rec".into(),
+            dry_run: true,
+            deleted_files: 21,
+            deleted_bytes: 21 << 20,
+            oldest_deleted_mtime: Some(0),
+            newest_deleted_mtime: Some(86_400),
+            oldest_kept_mtime: Some(172_800),
+            used_pct_before: 93.0,
+            used_pct_after: 93.0,
+            bytes_to_free: 1,
+            target_reached: true,
+            hit_max_deletions: false,
+            removed_dirs: 0,
+            sample: (0..MAX_SAMPLE).map(|i| format!("f{i}.mp4")).collect(),
+            errors: ErrorList {
+                list: vec![("a.mp4".into(), "permission denied".into())],
+                total: 3,
+            },
+            skipped: Skipped {
+                symlinks: 1,
+                too_young: 4,
+                ..Skipped::default()
+            },
+        };
+        let o = RootOutcome {
+            root: r.root.clone(),
+            result: Ok(Some(r)),
+        };
+        let d = o.describe();
+        for needle in [
+            "/srv/rec: 93.0% used",
+            "would delete 21 files (21.0 MiB) modified 1970-01-01 00:00 UTC to 1970-01-02 00:00 UTC",
+            "would bring it below",
+            "Oldest file kept: 1970-01-03",
+            "4 younger than min_age",
+            "1 symlinks",
+            "would delete: f19.mp4",
+            "... and 1 more",
+            "3 errors:\n    a.mp4: permission denied",
+        ] {
+            assert!(d.contains(needle), "missing {needle}:\n{d}");
+        }
+    }
+}
