@@ -38,12 +38,6 @@ pub struct Outcome {
     pub stopped: bool,
 }
 
-/// A folder opened below the root, kept while consecutive files share it.
-struct Cached {
-    rel: PathBuf,
-    fd: Option<OwnedFd>,
-}
-
 /// Opens the folder `rel` (relative, possibly empty = the root) without
 /// following symlinks or leaving the root's filesystem.
 fn open_dir(root: &OpenRoot, rel: &Path) -> Result<Option<OwnedFd>, Errno> {
@@ -58,7 +52,7 @@ fn open_dir(root: &OpenRoot, rel: &Path) -> Result<Option<OwnedFd>, Errno> {
             None => root.fd.as_fd(),
         };
         let fd = rfs::openat(parent, name, dir_flags(), Mode::empty())?;
-        if rfs::fstat(&fd)?.st_dev != root.dev {
+        if rfs::fstat(&fd)?.st_dev != root.dev || !root.same_mount(&fd) {
             return Err(Errno::XDEV);
         }
         cur = Some(fd);
@@ -75,7 +69,7 @@ fn reason(e: Errno) -> String {
         Errno::LOOP | Errno::NOTDIR => {
             "a folder on the way was replaced (by a symlink or a file); not followed".into()
         }
-        Errno::XDEV => "a folder on the way is now on another filesystem; not entered".into(),
+        Errno::XDEV => "a folder on the way is on another filesystem or mount; not entered".into(),
         e => io::Error::from(e).to_string(),
     }
 }
@@ -93,10 +87,9 @@ pub fn execute(
         out.deleted = (0..planned.len()).collect();
         return out;
     }
-    let mut cache = Cached {
-        rel: PathBuf::from("\0none"),
-        fd: None,
-    };
+    // The folder of the previous file, kept while consecutive files share
+    // it: `(relative path, descriptor or None for the root itself)`.
+    let mut cache: Option<(PathBuf, Option<OwnedFd>)> = None;
     let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
     for (i, c) in planned.iter().enumerate() {
         if stop() {
@@ -109,20 +102,18 @@ pub fn execute(
             out.errors.push_reason(&c.rel, "has no file name");
             continue;
         };
-        if cache.rel != parent {
-            cache.rel = parent.to_owned();
-            cache.fd = match open_dir(root, parent) {
-                Ok(fd) => fd,
+        if cache.as_ref().is_none_or(|(rel, _)| rel != parent) {
+            cache = match open_dir(root, parent) {
+                Ok(fd) => Some((parent.to_owned(), fd)),
                 Err(e) => {
-                    // Retry next time: the error may be about this file's path only.
-                    cache.rel = PathBuf::from("\0none");
                     out.failed.push(i);
                     out.errors.push_reason(&c.rel, &reason(e));
-                    continue;
+                    None
                 }
             };
         }
-        let dir: BorrowedFd<'_> = match &cache.fd {
+        let Some((_, fd)) = &cache else { continue };
+        let dir: BorrowedFd<'_> = match fd {
             Some(fd) => fd.as_fd(),
             None => root.fd.as_fd(),
         };

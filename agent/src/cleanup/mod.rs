@@ -102,7 +102,8 @@ impl ErrorList {
 pub struct Skipped {
     /// Symlinks (never followed, never deleted).
     pub symlinks: u64,
-    /// Folders or files on another filesystem than the root's.
+    /// Folders or files on another filesystem or mount than the root's
+    /// (a bind mount of the same filesystem counts, on Linux 5.8+).
     pub other_filesystem: u64,
     /// Sockets, FIFOs, devices.
     pub special: u64,
@@ -295,12 +296,17 @@ pub async fn run(
         let c = cfg.clone();
         let stop = shutdown.clone();
         let job = tokio::task::spawn_blocking(move || pass(&c, c.dry_run, &|| stop.is_cancelled()));
-        let outcomes = match job.await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(err = %e, "Cleanup pass failed");
-                continue;
-            }
+        // On shutdown the pass stops at its next file; do not wait for it
+        // (a walk of a huge folder is not interrupted).
+        let outcomes = tokio::select! {
+            () = shutdown.cancelled() => return,
+            res = job => match res {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(err = %e, "Cleanup pass failed");
+                    continue;
+                }
+            },
         };
         for o in outcomes {
             match o.result {

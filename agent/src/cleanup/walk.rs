@@ -45,6 +45,9 @@ pub struct OpenRoot {
     pub(crate) fd: OwnedFd,
     /// Device of the root's filesystem: nothing on another is touched.
     pub(crate) dev: u64,
+    /// Mount id of the root (Linux 5.8+), which also tells a bind mount of
+    /// a folder from elsewhere on the same filesystem apart.
+    pub(crate) mnt: Option<u64>,
 }
 
 impl OpenRoot {
@@ -67,9 +70,19 @@ impl OpenRoot {
             rfs::fstat(&fd).map_err(|e| format!("cannot be examined: {}", io::Error::from(e)))?;
         Ok(OpenRoot {
             path: path.to_owned(),
+            mnt: mount_id(&fd),
             fd,
             dev: st.st_dev,
         })
+    }
+
+    /// Whether the open folder `fd` is on the root's mount. Without mount
+    /// ids (kernels before 5.8) only the device is compared, by callers.
+    pub(crate) fn same_mount(&self, fd: &OwnedFd) -> bool {
+        match (self.mnt, mount_id(fd)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
     }
 
     /// Usage of the root's filesystem, computed like the disk source.
@@ -89,6 +102,12 @@ impl OpenRoot {
             used_pct: u.used_pct,
         })
     }
+}
+
+/// The mount id of an open file, if the kernel reports it.
+fn mount_id(fd: &OwnedFd) -> Option<u64> {
+    let stx = rfs::statx(fd, c"", AtFlags::EMPTY_PATH, rfs::StatxFlags::MNT_ID).ok()?;
+    (stx.stx_mask & rfs::StatxFlags::MNT_ID.bits() != 0).then_some(stx.stx_mnt_id)
 }
 
 /// What a walk found.
@@ -231,6 +250,11 @@ impl Walk<'_> {
                         return Step::Next;
                     }
                 };
+                // A bind mount of a folder from elsewhere (same device).
+                if !self.root.same_mount(&sub) {
+                    out.skipped.other_filesystem += 1;
+                    return Step::Next;
+                }
                 // Swapped for another directory (or a mount) since the stat.
                 match rfs::fstat(&sub) {
                     Ok(s2) if s2.st_dev == st.st_dev && s2.st_ino == st.st_ino => {}

@@ -18,38 +18,43 @@ use crate::util::agent_bin;
 const MIB: usize = 1 << 20;
 const DAY: u64 = 86_400;
 
-/// A tmpfs mounted for one test; unmounted on drop, also after a failure.
-struct Tmpfs {
+/// A mount made for one test; unmounted on drop, also after a failure.
+struct Mount {
     path: PathBuf,
 }
 
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
+impl Mount {
+    /// A tmpfs of `size` (`8m`) at `path`.
+    fn mount(path: &Path, size: &str) -> Mount {
+        let opts = format!("size={size},mode=0755");
+        Self::run(path, &["-t", "tmpfs", "-o", &opts, "tmpfs"])
+    }
+
+    /// `src` bound onto `path` (same filesystem, another place).
+    fn bind(src: &Path, path: &Path) -> Mount {
+        Self::run(path, &["--bind", src.to_str().expect("utf8")])
+    }
+
+    fn run(path: &Path, args: &[&str]) -> Mount {
         fs::create_dir_all(path).expect("mount point");
         let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
+            .args(args)
             .arg(path)
             .output()
             .expect("run mount");
         assert!(
             out.status.success(),
-            "cannot mount a tmpfs at {} (these tests need root): {}",
+            "cannot mount at {} (these tests need root): {}",
             path.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        Tmpfs {
+        Mount {
             path: path.to_owned(),
         }
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mount {
     fn drop(&mut self) {
         let ok = Command::new("umount")
             .arg(&self.path)
@@ -66,7 +71,7 @@ impl Drop for Tmpfs {
 /// on the temp folder's filesystem). Field order: mounts drop before the
 /// folder is removed.
 struct Site {
-    mounts: Vec<Tmpfs>,
+    mounts: Vec<Mount>,
     root: PathBuf,
     outside: PathBuf,
     _dir: tempfile::TempDir,
@@ -79,7 +84,7 @@ impl Site {
         let root = base.join("root");
         let outside = base.join("outside");
         fs::create_dir_all(&outside).expect("outside");
-        let mounts = vec![Tmpfs::mount(&root, "8m")];
+        let mounts = vec![Mount::mount(&root, "8m")];
         Site {
             mounts,
             root,
@@ -382,20 +387,31 @@ fn symlinks_inside_the_root_are_never_followed_nor_deleted() {
 fn another_filesystem_mounted_inside_the_root_is_not_entered() {
     let mut site = Site::new();
     let inner = site.root.join("usb");
-    site.mounts.push(Tmpfs::mount(&inner, "4m"));
+    site.mounts.push(Mount::mount(&inner, "4m"));
     file(&inner.join("ancient.mp4"), 1, days(900));
     file(&inner.join("x/older.mp4"), 1, days(901));
     let inner_before = snapshot(&inner);
+    // A folder of the root's own filesystem bound elsewhere inside it: same
+    // device, another mount.
+    file(&site.root.join("elsewhere/old.mp4"), 1, days(900));
+    site.mounts.push(Mount::bind(
+        &site.root.join("elsewhere"),
+        &site.root.join("bound"),
+    ));
+    let elsewhere_before = snapshot(&site.root.join("elsewhere"));
     seven_recordings(&site);
     let mut rules = site.rules();
     rules.low_watermark_pct = 1;
+    rules.exclude = vec![cleanup::glob::Glob::new("elsewhere/**").expect("pattern")];
     let r = clean(&rules, false).expect("report");
     assert_eq!(r.deleted_files, 7, "{r:#?}");
-    assert_eq!(r.skipped.other_filesystem, 1, "{r:#?}");
+    assert_eq!(r.skipped.other_filesystem, 2, "{r:#?}");
     assert_eq!(snapshot(&inner), inner_before);
-    // Unmount before the site (the inner mount is on top of the root).
-    let inner_mount = site.mounts.pop();
-    drop(inner_mount);
+    assert_eq!(snapshot(&site.root.join("elsewhere")), elsewhere_before);
+    // Unmount before the site (these mounts are on top of the root).
+    while let Some(m) = site.mounts.pop() {
+        drop(m);
+    }
 }
 
 #[test]
