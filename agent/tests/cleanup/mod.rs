@@ -25,7 +25,7 @@ struct Mount {
 
 impl Mount {
     /// A tmpfs of `size` (`8m`) at `path`.
-    fn mount(path: &Path, size: &str) -> Mount {
+    fn tmpfs(path: &Path, size: &str) -> Mount {
         let opts = format!("size={size},mode=0755");
         Self::run(path, &["-t", "tmpfs", "-o", &opts, "tmpfs"])
     }
@@ -84,7 +84,7 @@ impl Site {
         let root = base.join("root");
         let outside = base.join("outside");
         fs::create_dir_all(&outside).expect("outside");
-        let mounts = vec![Mount::mount(&root, "8m")];
+        let mounts = vec![Mount::tmpfs(&root, "8m")];
         Site {
             mounts,
             root,
@@ -387,7 +387,7 @@ fn symlinks_inside_the_root_are_never_followed_nor_deleted() {
 fn another_filesystem_mounted_inside_the_root_is_not_entered() {
     let mut site = Site::new();
     let inner = site.root.join("usb");
-    site.mounts.push(Mount::mount(&inner, "4m"));
+    site.mounts.push(Mount::tmpfs(&inner, "4m"));
     file(&inner.join("ancient.mp4"), 1, days(900));
     file(&inner.join("x/older.mp4"), 1, days(901));
     let inner_before = snapshot(&inner);
