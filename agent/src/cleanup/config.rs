@@ -63,12 +63,37 @@ pub(crate) struct CleanupRaw {
     root: Vec<RootRaw>,
 }
 
-/// `min_age` as written: seconds or a string with a unit.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `min_age` as written: seconds or a string with a unit. Deserialized by
+/// hand: `#[serde(untagged)]` would buffer through serde's `Content`,
+/// tens of KB of code for two cases.
+#[derive(Debug, Clone)]
 enum AgeRaw {
     Secs(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for AgeRaw {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AgeRaw;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("seconds or a duration such as \"2d\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AgeRaw, E> {
+                Ok(AgeRaw::Secs(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AgeRaw, E> {
+                u64::try_from(v)
+                    .map(AgeRaw::Secs)
+                    .map_err(|_| E::custom("min_age must not be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AgeRaw, E> {
+                Ok(AgeRaw::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One `[[cleanup.root]]` as written.
@@ -374,6 +399,27 @@ min_age = "2d"
             .expect("valid");
         assert_eq!(d.roots[0].min_age, Duration::from_secs(60));
         assert!(d.roots[0].selects("anything"));
+    }
+
+    #[test]
+    fn min_age_as_number_or_text() {
+        let root = |age: &str| {
+            parse(&format!(
+                "[[root]]\npath=\"/a\"\nhigh_watermark_pct=9\nlow_watermark_pct=5\nmin_age={age}\n"
+            ))
+        };
+        assert_eq!(
+            root("90").expect("ok").roots[0].min_age,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            root("\"90m\"").expect("ok").roots[0].min_age,
+            Duration::from_secs(5400)
+        );
+        let neg = root("-1").expect_err("negative");
+        assert!(neg[0].contains("negative"), "{neg:?}");
+        assert!(root("1.5").is_err());
+        assert!(root("[1]").is_err());
     }
 
     #[test]
