@@ -135,7 +135,7 @@ pub fn execute(
     drop(cache);
     // Deepest first, so a parent is tried after its emptied children.
     let mut dirs: Vec<PathBuf> = touched.into_iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.sort_unstable_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
         let (Some(parent), Some(name)) = (d.parent(), d.file_name()) else {
             continue;
