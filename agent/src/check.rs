@@ -324,9 +324,9 @@ async fn camera_rows(cfg: &Config) -> Vec<Row> {
         .map(|r| {
             let (verdict, todo) = match r.class {
                 crate::rtsp::Class::Ok if r.warnings.is_empty() => (Verdict::Ok, String::new()),
-                crate::rtsp::Class::Ok | crate::rtsp::Class::LowFps | crate::rtsp::Class::Frozen => {
-                    (Verdict::Warning, r.class.advice().to_owned())
-                }
+                crate::rtsp::Class::Ok
+                | crate::rtsp::Class::LowFps
+                | crate::rtsp::Class::Frozen => (Verdict::Warning, r.class.advice().to_owned()),
                 _ => (Verdict::Failed, r.class.advice().to_owned()),
             };
             row(
@@ -339,6 +339,39 @@ async fn camera_rows(cfg: &Config) -> Vec<Row> {
         .collect()
 }
 
+/// One row per cleanup root: a dry-run pass (nothing is deleted) says
+/// whether the root is usable and what the daemon would delete now.
+async fn cleanup_rows(cfg: &Config) -> Vec<Row> {
+    let Some(c) = cfg.cleanup.clone() else {
+        return vec![row(
+            "recording clean-up",
+            Verdict::Ok,
+            "no [cleanup] table: the agent deletes nothing",
+            "",
+        )];
+    };
+    let outcomes = tokio::task::spawn_blocking(move || crate::cleanup::pass(&c, true, &|| false))
+        .await
+        .unwrap_or_default();
+    outcomes
+        .iter()
+        .map(|o| {
+            let (verdict, todo) = match &o.result {
+                Err(_) => (
+                    Verdict::Failed,
+                    "create the folder (or mount the disk) and give the real path, without symlinks",
+                ),
+                Ok(Some(r)) if !r.target_reached => (
+                    Verdict::Warning,
+                    "the rules keep too much to get below the low watermark: check min_age, keep_newest and the patterns",
+                ),
+                Ok(_) => (Verdict::Ok, ""),
+            };
+            row(format!("clean-up {}", o.root), verdict, o.describe(), todo)
+        })
+        .collect()
+}
+
 /// Runs every check and prints the table to `out`. Returns `false` when
 /// any row failed.
 pub async fn online(cfg: &Config, out: &mut impl Write) -> bool {
@@ -347,9 +380,13 @@ pub async fn online(cfg: &Config, out: &mut impl Write) -> bool {
     rows.extend(disk_rows(cfg).await);
     rows.extend(syslog_rows(cfg));
     rows.extend(camera_rows(cfg).await);
-    for what in ["SMART disk health", "recording clean-up roots"] {
-        rows.push(row(what, Verdict::NotInVersion, "not in this version", ""));
-    }
+    rows.push(row(
+        "SMART disk health",
+        Verdict::NotInVersion,
+        "not in this version",
+        "",
+    ));
+    rows.extend(cleanup_rows(cfg).await);
     print_table(out, &rows);
     let failed = rows.iter().filter(|r| r.verdict == Verdict::Failed).count();
     let _ = if failed == 0 {

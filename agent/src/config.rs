@@ -92,7 +92,7 @@ struct LogRaw {
 }
 
 /// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 8] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "site_id",
     "mqtt",
     "heartbeat",
@@ -101,6 +101,7 @@ const TOP_LEVEL_KEYS: [&str; 8] = [
     "syslog",
     "outbox",
     "rtsp",
+    "cleanup",
 ];
 
 // One struct per section: each is parsed from the whole document on its own
@@ -129,6 +130,10 @@ struct LogOnly {
 #[derive(Deserialize)]
 struct OutboxOnly {
     outbox: Option<crate::outbox::OutboxConfig>,
+}
+#[derive(Deserialize)]
+struct CleanupOnly {
+    cleanup: Option<crate::cleanup::config::CleanupRaw>,
 }
 #[derive(Deserialize)]
 struct SyslogOnly {
@@ -183,6 +188,8 @@ pub struct Config {
     pub outbox: crate::outbox::OutboxConfig,
     /// RTSP camera probes; `None` (off) when the file has no `[rtsp]` table.
     pub rtsp: Option<crate::rtsp::RtspConfig>,
+    /// Retention cleanup; `None` (off) when the file has no `[cleanup]`.
+    pub cleanup: Option<crate::cleanup::CleanupConfig>,
 }
 
 /// Every problem found in a config, in plain words.
@@ -253,7 +260,7 @@ impl Config {
         for key in table.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [rtsp])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [rtsp], [cleanup])"
                 ));
             }
         }
@@ -268,6 +275,7 @@ impl Config {
             section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
         let syslog = section::<SyslogOnly>(text, "[syslog] ", &mut problems).map(|s| s.syslog);
         let rtsp = section::<RtspOnly>(text, "[rtsp] ", &mut problems).map(|s| s.rtsp);
+        let cleanup = section::<CleanupOnly>(text, "[cleanup] ", &mut problems).map(|s| s.cleanup);
         let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
             let o = s.outbox.unwrap_or_default();
             let before = problems.len();
@@ -347,8 +355,13 @@ impl Config {
             Some(raw) => crate::rtsp::config::validate(raw, &mut problems).map(Some),
         });
 
+        let cleanup = cleanup.and_then(|raw| match raw {
+            None => Some(None),
+            Some(raw) => crate::cleanup::config::validate(raw, &mut problems).map(Some),
+        });
+
         match (
-            site_id, mqtt, heartbeat, disk, log_level, syslog, outbox, rtsp,
+            site_id, mqtt, heartbeat, disk, log_level, syslog, outbox, rtsp, cleanup,
         ) {
             (
                 Some(site_id),
@@ -359,6 +372,7 @@ impl Config {
                 Some(syslog),
                 Some(outbox),
                 Some(rtsp),
+                Some(cleanup),
             ) if problems.is_empty() => Ok(Config {
                 origin: origin.to_owned(),
                 site_id,
@@ -369,6 +383,7 @@ impl Config {
                 syslog,
                 outbox,
                 rtsp,
+                cleanup,
             }),
             _ => {
                 if problems.is_empty() {
@@ -431,6 +446,9 @@ impl Config {
         match &self.rtsp {
             Some(r) => s.push_str(&format!("; RTSP: {}", r.summary())),
             None => s.push_str("; RTSP probes off (no [rtsp] table)"),
+        }
+        if let Some(c) = &self.cleanup {
+            s.push_str(&format!("; {}", c.summary()));
         }
         s
     }

@@ -20,6 +20,8 @@
 //! - [`diagnose`] and [`check`]: plain-words connection diagnostics for
 //!   installers.
 //!
+//! - [`cleanup`]: retention cleanup of recording folders (oldest files
+//!   first, between watermarks); a task the lead wires to `event`s.
 //! - [`notify`]: systemd readiness, status, watchdog (no-op elsewhere).
 //! - [`reload`]: what a SIGHUP changes (diff of old and new config).
 //!
@@ -31,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod cleanup;
 pub mod clock;
 pub mod config;
 pub mod diagnose;
@@ -119,6 +122,7 @@ struct Sources {
     disk: Option<(CancellationToken, JoinHandle<()>)>,
     syslog: Option<syslog::Syslog>,
     rtsp: Option<(CancellationToken, JoinHandle<()>)>,
+    cleanup: Option<(CancellationToken, JoinHandle<()>)>,
     inherited: Arc<Mutex<syslog::Inherited>>,
 }
 
@@ -173,6 +177,24 @@ impl Sources {
         self.rtsp = Some((stop, task));
     }
 
+    /// Retention cleanup (off when `cfg` is `None`), reporting each pass
+    /// as an `event`.
+    fn start_cleanup(&mut self, cfg: Option<&cleanup::CleanupConfig>) {
+        let Some(cfg) = cfg.cloned() else {
+            return;
+        };
+        let stop = self.stop.child_token();
+        let publisher = self.publisher.clone();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let forward = tokio::spawn(health::forward_cleanup(publisher, rx));
+            cleanup::run(cfg, tx, token).await;
+            let _ = forward.await;
+        });
+        self.cleanup = Some((stop, task));
+    }
+
     async fn stop_task(slot: &mut Option<(CancellationToken, JoinHandle<()>)>) {
         if let Some((stop, task)) = slot.take() {
             stop.cancel();
@@ -192,6 +214,7 @@ impl Sources {
             Self::stop_task(&mut self.heartbeat).await;
             Self::stop_task(&mut self.disk).await;
             Self::stop_task(&mut self.rtsp).await;
+            Self::stop_task(&mut self.cleanup).await;
             if let Some(s) = syslog {
                 s.stop().await;
             }
@@ -268,11 +291,13 @@ pub async fn run_with(
         disk: None,
         syslog: None,
         rtsp: None,
+        cleanup: None,
         inherited: Arc::new(Mutex::new(inherited)),
     };
     sources.start_heartbeat(&config.heartbeat);
     sources.start_disk(&config.disk);
     sources.start_rtsp(config.rtsp.as_ref());
+    sources.start_cleanup(config.cleanup.as_ref());
     if let Some(sys) = config.syslog.clone() {
         sources.syslog = Some(syslog::Syslog::start(
             publisher.clone(),

@@ -58,6 +58,16 @@ enum Command {
     /// Probe an RTSP stream (or every configured camera) and say whether
     /// it plays; exit status 0 only when every stream is ok.
     Probe(sitewatch_agent::rtsp::cli::ProbeArgs),
+    /// Run one retention cleanup pass over the [cleanup] roots and print
+    /// what it deleted. Without --yes it only prints what it would delete.
+    Cleanup {
+        /// Only print what would be deleted (wins over --yes).
+        #[arg(long)]
+        dry_run: bool,
+        /// Really delete the files.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +81,7 @@ fn main() -> ExitCode {
             &cli.config,
             &mut std::io::stdout(),
         )),
+        Command::Cleanup { dry_run, yes } => cleanup(&cli.config, dry_run || !yes),
     }
 }
 
@@ -123,6 +134,38 @@ fn check(path: &Path, online: bool, allow_exposed: bool) -> ExitCode {
     let ok = rt.block_on(sitewatch_agent::check::online(&cfg, &mut std::io::stdout()));
     // A disk probe may still hang on a dead NFS server: do not wait.
     rt.shutdown_background();
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One cleanup pass by hand; exit status 1 if a root could not be used or
+/// a file could not be deleted.
+fn cleanup(path: &Path, dry_run: bool) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            print!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(c) = cfg.cleanup else {
+        println!("{}: no [cleanup] table; nothing to do.", cfg.origin);
+        return ExitCode::FAILURE;
+    };
+    let mut ok = true;
+    for o in sitewatch_agent::cleanup::pass(&c, dry_run, &|| false) {
+        println!("{}", o.describe());
+        ok &= match &o.result {
+            Ok(r) => r.as_ref().is_none_or(|r| r.errors.total == 0),
+            Err(_) => false,
+        };
+    }
+    if dry_run {
+        println!("Dry run: nothing was deleted. Run `sitewatch-agent cleanup --yes` to delete.");
+    }
     if ok {
         ExitCode::SUCCESS
     } else {

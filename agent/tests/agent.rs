@@ -3,6 +3,7 @@
 //! built binary unless a test says otherwise; an observer decodes every
 //! message with the bridge's decoder.
 
+mod cleanup;
 mod faults;
 mod ops;
 mod rtsp;

@@ -392,9 +392,12 @@ fn check_online_prints_one_table() {
         line(&format!("syslog TCP 127.0.0.1:{free_tcp}")).contains("| ok"),
         "{out}"
     );
-    for what in ["cameras", "SMART", "recording clean-up"] {
-        assert!(line(what).contains("not in this version"), "{out}");
-    }
+    // No [rtsp] table: a warning that says how to add cameras.
+    let cams = line("cameras");
+    assert!(
+        cams.contains("warning") && cams.contains("[[rtsp.camera]]"),
+        "{cams}"
+    );
     assert!(out.contains("check(s) FAILED"), "{out}");
     // `--connect` stays an alias.
     let (code2, out2) = outcome(&run_check(&cfg, &["--connect"]));

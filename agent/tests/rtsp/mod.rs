@@ -291,6 +291,10 @@ fn config(dir: &Path, cameras: &str) -> PathBuf {
     );
     let p = dir.join("agent.toml");
     std::fs::write(&p, text).expect("write config");
+    // Inline camera passwords: readable by the owner only, or the agent
+    // refuses the file.
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod config");
     p
 }
 
