@@ -10,7 +10,7 @@
 #   USB   usb-storage on qemu-xhci            serial SWUSB00001
 #
 # The guest writes its results to its second serial port, which lands in
-# OUT_DIR/guest.out; the console (kernel, init) goes to OUT_DIR/console.log.
+# OUT_DIR/guest.out (CR stripped); the console (kernel, init) goes to OUT_DIR/console.log.
 # A hard timeout (default 180 s, SITEWATCH_QEMU_TIMEOUT) kills a hung guest.
 # Prints guest.out and exits 0 if the guest finished (DONE marker), else 1.
 #
@@ -28,7 +28,7 @@ for d in ahci nvme-ok nvme-crit usb; do
     rm -f "$OUT/$d.img"
     truncate -s 1G "$OUT/$d.img"
 done
-rm -f "$OUT/guest.out" "$OUT/console.log"
+rm -f "$OUT/guest.raw" "$OUT/guest.out" "$OUT/console.log"
 
 start=$(date +%s.%N)
 set +e
@@ -37,7 +37,7 @@ timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
     -kernel "$OUT/vmlinuz" -initrd "$OUT/initramfs.cpio" \
     -append "console=ttyS0 quiet loglevel=3 panic=-1 sitewatch.disks=4" \
     -serial "file:$OUT/console.log" \
-    -chardev "file,id=results,path=$OUT/guest.out" -device isa-serial,chardev=results \
+    -chardev "file,id=results,path=$OUT/guest.raw" -device isa-serial,chardev=results \
     -monitor none \
     -drive "if=none,id=d-ahci,file=$OUT/ahci.img,format=raw" \
     -device ide-hd,drive=d-ahci,bus=ide.0,serial=SWAHCI0001,model=SITEWATCH-AHCI-DISK \
@@ -53,6 +53,8 @@ rc=$?
 set -e
 secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 echo "$secs" >"$OUT/boot-seconds"
+# The guest's tty turns \n into \r\n.
+tr -d '\r' <"$OUT/guest.raw" >"$OUT/guest.out" 2>/dev/null || true
 cat "$OUT/guest.out" 2>/dev/null || true
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     echo "run.sh: guest did not finish within $TIMEOUT s (killed); console tail:" >&2
