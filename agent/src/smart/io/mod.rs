@@ -187,7 +187,7 @@ fn read_scsi(fd: BorrowedFd<'_>, kind: DeviceType, name: &str) -> Result<Reading
     let details = refusals.join("; ");
     let reason = if discover::is_usb(name) {
         format!(
-            "USB bridge without SAT passthrough{what}: the bridge does not pass ATA commands \
+            "USB bridge with no SAT passthrough{what}: the bridge does not pass ATA commands \
              to the disk and has no SCSI health pages, so SMART cannot be read through it \
              ({details}); a SAT-capable enclosure (or --type sat12 for old bridges) is needed"
         )
