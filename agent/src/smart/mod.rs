@@ -19,7 +19,7 @@ pub mod nvme;
 pub mod report;
 pub mod rules;
 pub mod scsi;
-// pub mod smartctl;
+pub mod smartctl;
 pub mod state;
 // pub mod task;
 

@@ -445,3 +445,413 @@ fn judge_nvme(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smart::ata::tests::{
+        data_sector, identify, threshold_sector, QEMU_ATTRS, QEMU_THRESH,
+    };
+    use crate::smart::ata::{self, AtaHealth};
+    use crate::smart::nvme::tests as nt;
+    use crate::smart::scsi::{self, tests as st};
+    use crate::smart::state::State;
+
+    type Row = (u8, u16, u8, u8, u64);
+
+    /// An ATA reading built through the real parsers from synthesized
+    /// sectors: QEMU's table with `extra` rows replacing or adding ids.
+    fn ata_reading(model: &str, extra: &[Row], th: &[(u8, u8)], health: AtaHealth) -> Reading {
+        let mut rows: Vec<Row> = QEMU_ATTRS
+            .iter()
+            .filter(|r| !extra.iter().any(|e| e.0 == r.0))
+            .copied()
+            .collect();
+        rows.extend_from_slice(extra);
+        let mut ths: Vec<(u8, u8)> = QEMU_THRESH
+            .iter()
+            .filter(|r| !th.iter().any(|e| e.0 == r.0))
+            .copied()
+            .collect();
+        ths.extend_from_slice(th);
+        let mut attributes = ata::parse_smart_data(&data_sector(&rows)).expect("data");
+        let t = ata::parse_thresholds(&threshold_sector(&ths)).expect("thresholds");
+        ata::merge_thresholds(&mut attributes, &t);
+        Reading::Ata {
+            identity: ata::parse_identify(&identify(model, "SER1", 1 << 21)).expect("identify"),
+            attributes,
+            health,
+            passthrough: 16,
+        }
+    }
+
+    fn qemu(extra: &[Row]) -> Reading {
+        ata_reading("QEMU HARDDISK", extra, &[], AtaHealth::Passed)
+    }
+
+    fn codes(v: &Verdict) -> Vec<&'static str> {
+        v.reasons.iter().map(|r| r.code).collect()
+    }
+
+    fn judge0(r: &Reading) -> Verdict {
+        judge(r, None, &Limits::default())
+    }
+
+    fn prev_of(r: &Reading) -> Previous {
+        let v = judge0(r);
+        Previous::from_reading(r, v.level, 1).expect("has counters")
+    }
+
+    #[test]
+    fn healthy_qemu_disk_is_ok_without_reasons() {
+        let v = judge0(&qemu(&[]));
+        assert_eq!(v.level, Level::Ok);
+        assert!(v.reasons.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn return_status_failing_is_critical_alone() {
+        let v = judge0(&ata_reading("QEMU HARDDISK", &[], &[], AtaHealth::Failing));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Critical, vec!["ata_status_failing"])
+        );
+        let v = judge0(&ata_reading("QEMU HARDDISK", &[], &[], AtaHealth::Unknown));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Ok, vec!["ata_status_unknown"])
+        );
+    }
+
+    #[test]
+    fn prefail_failing_now_vs_oldage_vs_past_vs_zero_threshold() {
+        // 1 is pre-fail (flags 3), threshold 6: at 6 it fails now.
+        let v = judge0(&qemu(&[(1, 3, 6, 6, 0)]));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Critical, vec!["prefail_failing_now"])
+        );
+        // One above the threshold: nothing.
+        assert!(judge0(&qemu(&[(1, 3, 7, 7, 0)])).reasons.is_empty());
+        // Old-age (flags 2) at threshold: warning.
+        let v = judge0(&qemu(&[(4, 2, 20, 20, 100)]));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["oldage_failing_now"])
+        );
+        // Worst at threshold, current above: failed in the past.
+        let v = judge0(&qemu(&[(1, 3, 100, 6, 0)]));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["failed_in_past"])
+        );
+        // Threshold 0 never fails (3 Spin_Up_Time has threshold 0).
+        assert!(judge0(&qemu(&[(3, 3, 0, 0, 16)])).reasons.is_empty());
+    }
+
+    #[test]
+    fn sector_counters_warn_on_first_reading_and_say_it_is_the_baseline() {
+        for (id, code) in [
+            (5u8, "reallocated_nonzero"),
+            (197, "pending_nonzero"),
+            (198, "uncorrectable_nonzero"),
+        ] {
+            let v = judge0(&qemu(&[(id, 0x33, 100, 100, 8)]));
+            assert_eq!((v.level, codes(&v)), (Level::Warning, vec![code]), "{id}");
+            assert!(v.reasons[0].detail.contains("baseline"), "{v:?}");
+            assert!(judge0(&qemu(&[(id, 0x33, 100, 100, 0)])).reasons.is_empty());
+        }
+    }
+
+    #[test]
+    fn sector_counters_growing_are_critical_stable_are_warning() {
+        for (id, grow, stable) in [
+            (5u8, "reallocated_growing", "reallocated_nonzero"),
+            (197, "pending_growing", "pending_nonzero"),
+            (198, "uncorrectable_growing", "uncorrectable_nonzero"),
+        ] {
+            let before = prev_of(&qemu(&[(id, 0x33, 100, 100, 8)]));
+            let v = judge(
+                &qemu(&[(id, 0x33, 100, 100, 9)]),
+                Some(&before),
+                &Limits::default(),
+            );
+            assert_eq!((v.level, codes(&v)), (Level::Critical, vec![grow]), "{id}");
+            assert!(v.reasons[0].detail.contains("grew from 8"));
+            let v = judge(
+                &qemu(&[(id, 0x33, 100, 100, 8)]),
+                Some(&before),
+                &Limits::default(),
+            );
+            assert_eq!((v.level, codes(&v)), (Level::Warning, vec![stable]), "{id}");
+            assert!(v.reasons[0].detail.contains("unchanged"));
+            // Fewer than before (a reset counter) is not growth.
+            let v = judge(
+                &qemu(&[(id, 0x33, 100, 100, 3)]),
+                Some(&before),
+                &Limits::default(),
+            );
+            assert_eq!(v.level, Level::Warning, "{id}");
+        }
+        // Pending back to zero after growth elsewhere: nothing for 197.
+        let before = prev_of(&qemu(&[(197, 0x12, 100, 100, 2)]));
+        let v = judge(
+            &qemu(&[(197, 0x12, 100, 100, 0)]),
+            Some(&before),
+            &Limits::default(),
+        );
+        assert!(v.reasons.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn reported_uncorrect_and_command_timeout_warn() {
+        let v = judge0(&qemu(&[(187, 0x32, 100, 100, 3)]));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["reported_uncorrect_nonzero"])
+        );
+        let v = judge0(&qemu(&[(188, 0x32, 100, 100, 0x0001_0001_0002)]));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["command_timeout_nonzero"])
+        );
+        assert!(v.reasons[0].detail.contains(": 2"), "{v:?}");
+        assert!(judge0(&qemu(&[(187, 0x32, 100, 100, 0)]))
+            .reasons
+            .is_empty());
+    }
+
+    #[test]
+    fn crc_errors_warn_only_when_growing() {
+        let first = qemu(&[(199, 0x3E, 200, 200, 5)]);
+        assert!(
+            judge0(&first).reasons.is_empty(),
+            "a stable count is history"
+        );
+        let before = prev_of(&first);
+        let v = judge(
+            &qemu(&[(199, 0x3E, 200, 200, 6)]),
+            Some(&before),
+            &Limits::default(),
+        );
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["crc_errors_growing"])
+        );
+        assert!(v.reasons[0].detail.contains("cable"));
+        let v = judge(&first, Some(&before), &Limits::default());
+        assert!(v.reasons.is_empty());
+    }
+
+    #[test]
+    fn seagate_packed_raw_values_do_not_alert() {
+        // Seagate's packed 1/7/195 (error counts over operations), 188 with
+        // only the upper counters set, and 9 with milliseconds above hour 32.
+        let r = ata_reading(
+            "ST4000VX007-2DT166",
+            &[
+                (1, 0x0F, 77, 64, 0x0000_0556_2A10),
+                (7, 0x0F, 88, 60, 0x0000_1F3A_77C0),
+                (195, 0x1A, 77, 64, 0x0000_0556_2A10),
+                (188, 0x32, 100, 99, 0x0002_0002_0000),
+                (9, 0x32, 49, 49, 0x0C8A_0000_A1B4),
+                (194, 0x22, 41, 55, 0x1A_0000_0029),
+            ],
+            &[(1, 44), (7, 45), (195, 0), (188, 0), (194, 0)],
+            AtaHealth::Passed,
+        );
+        let v = judge0(&r);
+        assert_eq!(v.level, Level::Ok, "{v:?}");
+        assert!(v.reasons.is_empty(), "{v:?}");
+        assert_eq!(r.temperature_c(), Some(41));
+        assert_eq!(r.power_on_hours(), Some(41_396));
+        assert!(ata::is_seagate(r.model().unwrap_or("")));
+    }
+
+    #[test]
+    fn temperature_limits() {
+        let t = |c: u64| qemu(&[(194, 0x22, 100, 100, 0x1E_0000_0000 | c)]);
+        assert!(judge0(&t(49)).reasons.is_empty());
+        let v = judge0(&t(50));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["temperature_high"])
+        );
+        let v = judge0(&t(60));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Critical, vec!["temperature_critical"])
+        );
+        // 194 wins over 190 (QEMU's 190 says 31).
+        let limits = Limits {
+            temperature_warning_c: 30,
+            temperature_critical_c: 40,
+        };
+        assert_eq!(judge(&qemu(&[]), None, &limits).level, Level::Warning);
+    }
+
+    #[test]
+    fn power_on_hours_is_info_only() {
+        let v = judge0(&qemu(&[(9, 0x32, 40, 40, 50_000)]));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Ok, vec!["power_on_hours_high"])
+        );
+    }
+
+    fn nvme(cw: u8, temp_k: u16, media: u64, edit: impl FnOnce(&mut Vec<u8>)) -> Reading {
+        let mut log = nt::health_log(cw, temp_k, media);
+        edit(&mut log);
+        Reading::Nvme {
+            identity: crate::smart::nvme::parse_identify_controller(&nt::identify(
+                "QEMU NVMe Ctrl",
+                "deadbeef",
+            ))
+            .expect("identify"),
+            health: crate::smart::nvme::parse_health_log(&log).expect("log"),
+        }
+    }
+
+    #[test]
+    fn nvme_healthy_is_ok() {
+        let v = judge0(&nvme(0, 323, 0, |_| {}));
+        assert_eq!(v.level, Level::Ok);
+        assert!(v.reasons.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn nvme_each_critical_warning_bit_is_critical_and_named() {
+        for (bit, name) in crate::smart::nvme::CRITICAL_WARNING_BITS.iter().enumerate() {
+            let v = judge0(&nvme(1 << bit, 323, 0, |_| {}));
+            assert_eq!(v.level, Level::Critical, "bit {bit}");
+            assert_eq!(codes(&v), ["nvme_critical_warning"], "bit {bit}");
+            assert!(v.reasons[0].detail.contains(name), "{v:?}");
+        }
+        // QEMU's smart_critical_warning=4.
+        let v = judge0(&nvme(4, 323, 0, |_| {}));
+        assert!(v.reasons[0].detail.contains("reliability degraded"));
+    }
+
+    #[test]
+    fn nvme_spare_wear_media_and_error_log() {
+        let v = judge0(&nvme(0, 323, 0, |l| l[3] = 9));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Critical, vec!["nvme_spare_low"])
+        );
+        assert!(judge0(&nvme(0, 323, 0, |l| l[3] = 10)).reasons.is_empty());
+        let v = judge0(&nvme(0, 323, 0, |l| l[5] = 90));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["nvme_wear_high"])
+        );
+        assert!(judge0(&nvme(0, 323, 0, |l| l[5] = 89)).reasons.is_empty());
+        let v = judge0(&nvme(0, 323, 2, |_| {}));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["nvme_media_errors_nonzero"])
+        );
+        let before = prev_of(&nvme(0, 323, 2, |_| {}));
+        let v = judge(&nvme(0, 323, 3, |_| {}), Some(&before), &Limits::default());
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Critical, vec!["nvme_media_errors_growing"])
+        );
+        let v = judge(
+            &nvme(0, 323, 0, |l| l[176] = 5),
+            Some(&before),
+            &Limits::default(),
+        );
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Ok, vec!["nvme_error_log_growing"])
+        );
+    }
+
+    #[test]
+    fn nvme_temperature_uses_the_disks_own_thresholds() {
+        // The identity says WCTEMP 343 K (70 °C), CCTEMP 373 K (100 °C):
+        // 65 °C is fine for an NVMe disk although above the HDD warning.
+        assert!(judge0(&nvme(0, 338, 0, |_| {})).reasons.is_empty());
+        let v = judge0(&nvme(0, 343, 0, |_| {}));
+        assert_eq!(codes(&v), ["temperature_high"]);
+        let v = judge0(&nvme(0, 373, 0, |_| {}));
+        assert_eq!(codes(&v), ["temperature_critical"]);
+    }
+
+    #[test]
+    fn scsi_rules() {
+        let r = |ie: &[u8]| Reading::Scsi {
+            identity: scsi::parse_inquiry(&st::inquiry("SEAGATE", "ST4000NM0023")).expect("inq"),
+            ie: Some(scsi::parse_ie_page(ie).expect("ie")),
+            temperature_c: scsi::parse_temperature_page(&st::temp_page(38)).expect("temp"),
+        };
+        assert!(judge0(&r(&st::ie_page(0, 0, 38))).reasons.is_empty());
+        let v = judge0(&r(&st::ie_page(0x5D, 0x10, 38)));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Critical, vec!["scsi_failure_predicted"])
+        );
+        let v = judge0(&r(&st::ie_page(0x0B, 0x01, 38)));
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Warning, vec!["scsi_exception"])
+        );
+    }
+
+    #[test]
+    fn standby_and_unsupported_are_unknown() {
+        let v = judge0(&Reading::Standby);
+        assert_eq!((v.level, codes(&v)), (Level::Unknown, vec!["standby"]));
+        let v = judge0(&Reading::Unsupported {
+            reason: "no SAT passthrough".into(),
+        });
+        assert_eq!((v.level, codes(&v)), (Level::Unknown, vec!["unsupported"]));
+    }
+
+    #[test]
+    fn growth_is_detected_across_a_persisted_state_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = qemu(&[(5, 0x33, 100, 100, 8)]);
+        let v = judge0(&first);
+        let mut state = State::default();
+        let key = first.state_key().expect("key");
+        state.insert(
+            key.clone(),
+            Previous::from_reading(&first, v.level, 1).expect("p"),
+        );
+        state.save(dir.path()).expect("save");
+        // "Restart": a fresh load from disk.
+        let loaded = State::load(dir.path());
+        let prev = loaded.disks.get(&key).expect("remembered");
+        let v = judge(
+            &qemu(&[(5, 0x33, 100, 100, 12)]),
+            Some(prev),
+            &Limits::default(),
+        );
+        assert_eq!(
+            (v.level, codes(&v)),
+            (Level::Critical, vec!["reallocated_growing"])
+        );
+        assert_eq!(prev.level, Some(Level::Warning));
+    }
+
+    #[test]
+    fn reasons_are_sorted_worst_first() {
+        let r = ata_reading(
+            "QEMU HARDDISK",
+            &[(9, 0x32, 40, 40, 50_000), (187, 0x32, 100, 100, 1)],
+            &[],
+            AtaHealth::Failing,
+        );
+        let v = judge0(&r);
+        assert_eq!(
+            codes(&v),
+            [
+                "ata_status_failing",
+                "reported_uncorrect_nonzero",
+                "power_on_hours_high"
+            ]
+        );
+    }
+}
