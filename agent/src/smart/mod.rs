@@ -21,7 +21,7 @@ pub mod rules;
 pub mod scsi;
 pub mod smartctl;
 pub mod state;
-// pub mod task;
+pub mod task;
 
 pub use config::SmartConfig;
 pub use report::{DeviceType, DiskReport, Reading, Source};
