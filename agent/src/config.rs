@@ -92,7 +92,7 @@ struct LogRaw {
 }
 
 /// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "site_id",
     "mqtt",
     "heartbeat",
@@ -100,6 +100,7 @@ const TOP_LEVEL_KEYS: [&str; 7] = [
     "log",
     "syslog",
     "outbox",
+    "smart",
 ];
 
 // One struct per section: each is parsed from the whole document on its own
@@ -132,6 +133,10 @@ struct OutboxOnly {
 #[derive(Deserialize)]
 struct SyslogOnly {
     syslog: Option<crate::syslog::config::SyslogRaw>,
+}
+#[derive(Deserialize)]
+struct SmartOnly {
+    smart: Option<crate::smart::config::SmartRaw>,
 }
 
 /// Validated heartbeat settings.
@@ -176,6 +181,9 @@ pub struct Config {
     pub syslog: Option<crate::syslog::SyslogConfig>,
     /// Store-and-forward outbox (defaults when there is no `[outbox]`).
     pub outbox: crate::outbox::OutboxConfig,
+    /// SMART disk health; `None` (off) without a `[smart]` table or with
+    /// `enabled = false`.
+    pub smart: Option<crate::smart::SmartConfig>,
 }
 
 /// Every problem found in a config, in plain words.
@@ -246,7 +254,7 @@ impl Config {
         for key in table.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [smart])"
                 ));
             }
         }
@@ -260,6 +268,7 @@ impl Config {
         let log =
             section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
         let syslog = section::<SyslogOnly>(text, "[syslog] ", &mut problems).map(|s| s.syslog);
+        let smart = section::<SmartOnly>(text, "[smart] ", &mut problems).map(|s| s.smart);
         let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
             let o = s.outbox.unwrap_or_default();
             let before = problems.len();
@@ -334,8 +343,14 @@ impl Config {
             None => Some(None),
             Some(raw) => crate::syslog::config::validate(raw, &mut problems).map(Some),
         });
+        let smart = smart.and_then(|raw| match raw {
+            None => Some(None),
+            Some(raw) => crate::smart::config::validate(raw, &mut problems),
+        });
 
-        match (site_id, mqtt, heartbeat, disk, log_level, syslog, outbox) {
+        match (
+            site_id, mqtt, heartbeat, disk, log_level, syslog, outbox, smart,
+        ) {
             (
                 Some(site_id),
                 Some(mqtt),
@@ -344,6 +359,7 @@ impl Config {
                 Some(log_level),
                 Some(syslog),
                 Some(outbox),
+                Some(smart),
             ) if problems.is_empty() => Ok(Config {
                 origin: origin.to_owned(),
                 site_id,
@@ -353,6 +369,7 @@ impl Config {
                 log_level,
                 syslog,
                 outbox,
+                smart,
             }),
             _ => {
                 if problems.is_empty() {
@@ -411,6 +428,10 @@ impl Config {
         match &self.syslog {
             Some(sys) => s.push_str(&format!("; {}", sys.summary())),
             None => s.push_str("; syslog receiver off (no [syslog] table)"),
+        }
+        match &self.smart {
+            Some(sm) => s.push_str(&format!("; {}", sm.summary())),
+            None => s.push_str("; SMART off (no [smart] table)"),
         }
         s
     }
@@ -751,6 +772,34 @@ level = "loud"
         assert_eq!(p.list.len(), 3, "{p}");
         let p = parse(&format!("{MINIMAL}[syslog]\nudp_port = 514\n")).expect_err("unknown key");
         assert!(p.list[0].starts_with("[syslog] line"), "{p}");
+    }
+
+    #[test]
+    fn smart_is_off_without_its_table_and_validated_with_it() {
+        assert!(parse(MINIMAL).expect("valid").smart.is_none());
+        let c = parse(&format!(
+            "{MINIMAL}[smart]\ninterval_secs = 600\n[[smart.device]]\npath = \"/dev/sdb\"\ntype = \"sat12\"\n"
+        ))
+        .expect("valid");
+        let sm = c.smart.as_ref().expect("on");
+        assert_eq!(sm.interval.as_secs(), 600);
+        assert_eq!(
+            sm.type_for(Path::new("/dev/sdb")),
+            crate::smart::DeviceType::Sat12
+        );
+        assert!(c.summary().contains("SMART every 600 s"));
+        assert!(parse(&format!("{MINIMAL}[smart]\nenabled = false\n"))
+            .expect("valid")
+            .smart
+            .is_none());
+        // SMART problems are listed with the others.
+        let p = parse(&format!(
+            "{MINIMAL}[disk]\nmounts = [\"rel\"]\n[smart]\ninterval_secs = 1\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(p.list.len(), 2, "{p}");
+        let p = parse(&format!("{MINIMAL}[smart]\ninterval = 5\n")).expect_err("unknown key");
+        assert!(p.list[0].starts_with("[smart] line"), "{p}");
     }
 
     #[test]

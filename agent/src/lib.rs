@@ -42,6 +42,7 @@ pub mod notify;
 pub mod outbox;
 pub mod publish;
 pub mod reload;
+pub mod smart;
 pub mod syslog;
 
 use std::future::Future;
