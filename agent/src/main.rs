@@ -72,9 +72,11 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
         Command::Check { online } => check(&cli.config, online),
-        Command::Smart { device, kind, json } => {
-            ExitCode::from(sitewatch_agent::smart::cli::run(device.as_deref(), kind, json))
-        }
+        Command::Smart { device, kind, json } => ExitCode::from(sitewatch_agent::smart::cli::run(
+            device.as_deref(),
+            kind,
+            json,
+        )),
     }
 }
 

@@ -81,7 +81,8 @@ fn native_smart_in_a_qemu_guest() {
 
     let table = block(&out, "agent-table").expect("agent-table block");
     eprintln!("--- sitewatch-agent smart (in the guest)\n{table}");
-    let json_block = block(&out, "agent-json").unwrap_or_else(|| panic!("no agent-json block:\n{out}"));
+    let json_block =
+        block(&out, "agent-json").unwrap_or_else(|| panic!("no agent-json block:\n{out}"));
     let (json, exit) = json_block
         .trim_end()
         .rsplit_once("\nexit=")
@@ -110,21 +111,37 @@ fn native_smart_in_a_qemu_guest() {
     let attrs = ahci["attributes"].as_array().expect("attributes");
     let ids: Vec<u64> = attrs.iter().filter_map(|a| a["id"].as_u64()).collect();
     assert_eq!(ids, [1, 3, 4, 5, 9, 12, 190], "{attrs:#?}");
-    let t = ahci["temperature_c"].as_i64().expect("temperature from 190");
+    let t = ahci["temperature_c"]
+        .as_i64()
+        .expect("temperature from 190");
     assert!((1..100).contains(&t), "temperature {t}");
     // The same table as smartctl's, value for value.
     let sc = smartctl(ahci["device"].as_str().expect("device"));
     assert_eq!(sc["serial_number"], "SWAHCI0001");
     assert_eq!(sc["smart_status"]["passed"], true);
-    let table = sc["ata_smart_attributes"]["table"].as_array().expect("smartctl table");
+    let table = sc["ata_smart_attributes"]["table"]
+        .as_array()
+        .expect("smartctl table");
     assert_eq!(table.len(), attrs.len());
     for (ours, theirs) in attrs.iter().zip(table) {
         assert_eq!(ours["id"], theirs["id"]);
         assert_eq!(ours["value"], theirs["value"], "attribute {}", ours["id"]);
         assert_eq!(ours["worst"], theirs["worst"], "attribute {}", ours["id"]);
-        assert_eq!(ours["threshold"], theirs["thresh"], "attribute {}", ours["id"]);
-        assert_eq!(ours["raw"], theirs["raw"]["value"], "attribute {}", ours["id"]);
-        assert_eq!(ours["prefail"], theirs["flags"]["prefailure"], "attribute {}", ours["id"]);
+        assert_eq!(
+            ours["threshold"], theirs["thresh"],
+            "attribute {}",
+            ours["id"]
+        );
+        assert_eq!(
+            ours["raw"], theirs["raw"]["value"],
+            "attribute {}",
+            ours["id"]
+        );
+        assert_eq!(
+            ours["prefail"], theirs["flags"]["prefailure"],
+            "attribute {}",
+            ours["id"]
+        );
     }
 
     // NVMe: Identify Controller and the health log, judged ok.
@@ -150,11 +167,16 @@ fn native_smart_in_a_qemu_guest() {
     assert!(
         reasons.iter().any(|r| r["code"] == "nvme_critical_warning"
             && r["level"] == "critical"
-            && r["detail"].as_str().is_some_and(|d| d.contains("reliability"))),
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("reliability"))),
         "{reasons:#?}"
     );
     let sc = smartctl(crit["device"].as_str().expect("device"));
-    assert_eq!(sc["nvme_smart_health_information_log"]["critical_warning"], 4);
+    assert_eq!(
+        sc["nvme_smart_health_information_log"]["critical_warning"],
+        4
+    );
 
     // USB storage without SAT: a clear answer, not an error or a guess.
     let usb = disks

@@ -137,7 +137,12 @@ fn gb(bytes: u64) -> String {
 pub fn table(entries: &[Entry]) -> String {
     let mut s = String::new();
     for e in entries {
-        let _ = writeln!(s, "{}  {}", e.path.display(), e.verdict_word().to_uppercase());
+        let _ = writeln!(
+            s,
+            "{}  {}",
+            e.path.display(),
+            e.verdict_word().to_uppercase()
+        );
         let row = |s: &mut String, k: &str, v: &str| {
             let _ = writeln!(s, "  {k:<13} {v}");
         };
@@ -151,7 +156,11 @@ pub fn table(entries: &[Entry]) -> String {
                         passthrough,
                         ..
                     } => {
-                        row(&mut s, "Type:", &format!("ATA (SAT, ATA PASS-THROUGH({passthrough}))"));
+                        row(
+                            &mut s,
+                            "Type:",
+                            &format!("ATA (SAT, ATA PASS-THROUGH({passthrough}))"),
+                        );
                         row(&mut s, "Model:", &identity.model);
                         row(&mut s, "Serial:", &identity.serial);
                         row(&mut s, "Firmware:", &identity.firmware);
@@ -207,9 +216,7 @@ pub fn table(entries: &[Entry]) -> String {
                             );
                         }
                     }
-                    Reading::Standby => {
-                        row(&mut s, "State:", "standby (not woken, not read)")
-                    }
+                    Reading::Standby => row(&mut s, "State:", "standby (not woken, not read)"),
                     // The reason is the verdict's `unsupported` reason.
                     Reading::Unsupported { .. } => {}
                 }
@@ -374,7 +381,10 @@ pub fn entry_json(e: &Entry) -> String {
                 } => {
                     o.str("firmware", &identity.firmware);
                     o.opt_num("capacity_bytes", identity.capacity_bytes);
-                    o.str("smart_status", health_word(*health).to_ascii_lowercase().as_str());
+                    o.str(
+                        "smart_status",
+                        health_word(*health).to_ascii_lowercase().as_str(),
+                    );
                     o.num("passthrough", passthrough);
                     let out = o.key("attributes");
                     out.push('[');
@@ -438,8 +448,8 @@ mod tests {
 
     fn ata_entry() -> Entry {
         let id = ata::tests::identify("QEMU HARDDISK", "SWAHCI0001", 2_097_152);
-        let mut attrs = ata::parse_smart_data(&ata::tests::data_sector(&ata::tests::QEMU_ATTRS))
-            .unwrap();
+        let mut attrs =
+            ata::parse_smart_data(&ata::tests::data_sector(&ata::tests::QEMU_ATTRS)).unwrap();
         ata::merge_thresholds(&mut attrs, &ata::tests::QEMU_THRESH);
         let reading = Reading::Ata {
             identity: ata::parse_identify(&id).unwrap(),
@@ -458,8 +468,11 @@ mod tests {
 
     fn nvme_entry(cw: u8) -> Entry {
         let reading = Reading::Nvme {
-            identity: nv::parse_identify_controller(&nv::tests::identify("QEMU NVMe Ctrl", "SWN\"1"))
-                .unwrap(),
+            identity: nv::parse_identify_controller(&nv::tests::identify(
+                "QEMU NVMe Ctrl",
+                "SWN\"1",
+            ))
+            .unwrap(),
             health: nv::parse_health_log(&nv::tests::health_log(cw, 323, 0)).unwrap(),
         };
         let verdict = Some(judge(&reading, None, &Limits::default()));
@@ -477,7 +490,10 @@ mod tests {
         assert!(t.contains("/dev/sda  OK"), "{t}");
         assert!(t.contains("SWAHCI0001"), "{t}");
         assert!(t.contains("SMART status: passed"), "{t}");
-        assert!(t.contains("Power_On_Hours") || t.contains("Power_On"), "{t}");
+        assert!(
+            t.contains("Power_On_Hours") || t.contains("Power_On"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -498,7 +514,10 @@ mod tests {
         assert!(e.is_bad());
         assert_eq!(e.verdict_word(), "unreadable");
         let j = entry_json(&e);
-        assert!(j.contains(r#""error":"cannot open /dev/sdz: no such device""#), "{j}");
+        assert!(
+            j.contains(r#""error":"cannot open /dev/sdz: no such device""#),
+            "{j}"
+        );
         let standby = Reading::Standby;
         let v = judge(&standby, None, &Limits::default());
         let e = Entry {
@@ -517,7 +536,11 @@ mod tests {
         assert_eq!(v[0]["serial"], "SWAHCI0001");
         assert_eq!(v[0]["smart_status"], "passed");
         assert_eq!(v[0]["verdict"], "ok");
-        assert!(v[0]["attributes"].as_array().unwrap().iter().any(|a| a["id"] == 9));
+        assert!(v[0]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == 9));
         assert_eq!(v[1]["serial"], "SWN\"1");
         assert_eq!(v[1]["critical_warning"], 4);
         assert_eq!(v[1]["verdict"], "critical");

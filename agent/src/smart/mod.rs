@@ -14,7 +14,9 @@
 //! - [`task`]: the polling loop.
 
 pub mod ata;
+pub mod cli;
 pub mod config;
+pub mod io;
 pub mod nvme;
 pub mod report;
 pub mod rules;
@@ -22,8 +24,6 @@ pub mod scsi;
 pub mod smartctl;
 pub mod state;
 pub mod task;
-pub mod io;
-pub mod cli;
 
 pub use config::SmartConfig;
 pub use report::{DeviceType, DiskReport, Reading, Source};

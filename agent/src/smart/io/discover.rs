@@ -26,8 +26,8 @@ pub struct Found {
 
 /// Name prefixes of block devices without SMART of their own.
 const SKIP_PREFIXES: &[&str] = &[
-    "loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd", "mtdblock", "mmcblk", "vd", "xvd",
-    "zd", "rbd", "ubiblock",
+    "loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd", "mtdblock", "mmcblk", "vd", "xvd", "zd",
+    "rbd", "ubiblock",
 ];
 
 /// Decides from the name and two sysfs facts whether a `/sys/block` entry
@@ -79,11 +79,27 @@ pub fn disks() -> std::io::Result<Vec<Found>> {
     disks_in(Path::new("/sys/block"))
 }
 
+/// The device nodes of [`disks`], for `task::Discover`; empty (logged)
+/// when `/sys/block` cannot be read. The type guess is not needed there:
+/// [`super::read`] with `auto` recognises NVMe by name too.
+pub fn paths() -> Vec<PathBuf> {
+    match disks() {
+        Ok(found) => found.into_iter().map(|f| f.path).collect(),
+        Err(e) => {
+            tracing::warn!(err = %e, "Cannot list disks in /sys/block");
+            Vec::new()
+        }
+    }
+}
+
 /// True if the block device `name` hangs off a USB bus (its sysfs device
 /// path goes through a `usb` node): used to word "no SAT passthrough".
 pub fn is_usb(name: &str) -> bool {
     std::fs::canonicalize(Path::new("/sys/block").join(name).join("device"))
-        .map(|p| p.components().any(|c| c.as_os_str().to_string_lossy().starts_with("usb")))
+        .map(|p| {
+            p.components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with("usb"))
+        })
         .unwrap_or(false)
 }
 

@@ -82,7 +82,9 @@ fn open(path: &Path) -> Result<File, String> {
                  read access to the device node, e.g. the `disk` group)",
                 path.display()
             ),
-            std::io::ErrorKind::NotFound => format!("cannot open {}: no such device", path.display()),
+            std::io::ErrorKind::NotFound => {
+                format!("cannot open {}: no such device", path.display())
+            }
             _ => format!("cannot open {}: {e}", path.display()),
         })
 }
@@ -112,8 +114,8 @@ fn read_nvme(fd: BorrowedFd<'_>) -> Result<Reading, String> {
     let identity = super::nvme::parse_identify_controller(&id)
         .map_err(|e| format!("NVMe Identify Controller: {e}"))?;
     let log = nvme::smart_log(fd).map_err(|e| admin_err("NVMe SMART / Health log", e))?;
-    let health = super::nvme::parse_health_log(&log)
-        .map_err(|e| format!("NVMe SMART / Health log: {e}"))?;
+    let health =
+        super::nvme::parse_health_log(&log).map_err(|e| format!("NVMe SMART / Health log: {e}"))?;
     Ok(Reading::Nvme { identity, health })
 }
 
@@ -128,14 +130,19 @@ enum AtaFail {
 
 /// The SG_IO path: ATA pass-through, then SCSI log pages.
 fn read_scsi(fd: BorrowedFd<'_>, kind: DeviceType, name: &str) -> Result<Reading, String> {
-    let inquiry = send_in(fd, &sg::inquiry(INQUIRY_LEN), usize::from(INQUIRY_LEN), SCSI_TIMEOUT_MS)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTTY) | Some(libc::EINVAL) => format!(
-                "not a SCSI or ATA disk: SG_IO is not supported by this device ({e})"
-            ),
-            _ if is_permission(&e) => format!("SG_IO INQUIRY: {e}: {RAWIO_HINT}"),
-            _ => format!("SG_IO INQUIRY: {e}"),
-        })?;
+    let inquiry = send_in(
+        fd,
+        &sg::inquiry(INQUIRY_LEN),
+        usize::from(INQUIRY_LEN),
+        SCSI_TIMEOUT_MS,
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTTY) | Some(libc::EINVAL) => {
+            format!("not a SCSI or ATA disk: SG_IO is not supported by this device ({e})")
+        }
+        _ if is_permission(&e) => format!("SG_IO INQUIRY: {e}: {RAWIO_HINT}"),
+        _ => format!("SG_IO INQUIRY: {e}"),
+    })?;
     let identity = match &inquiry {
         Ok(buf) => scsi::parse_inquiry(buf).ok(),
         Err(_) => None,
@@ -163,8 +170,10 @@ fn read_scsi(fd: BorrowedFd<'_>, kind: DeviceType, name: &str) -> Result<Reading
         .as_ref()
         .ok()
         .and_then(|b| scsi::parse_temperature_page(b).ok());
-    if let (Some(identity), true) = (identity.clone(), ie_parsed.is_some() || temp_parsed.is_some())
-    {
+    if let (Some(identity), true) = (
+        identity.clone(),
+        ie_parsed.is_some() || temp_parsed.is_some(),
+    ) {
         let temperature_c = temp_parsed
             .flatten()
             .or_else(|| ie_parsed.and_then(|i| i.temperature_c));
@@ -259,12 +268,16 @@ fn ioctl_fail(what: &str, e: std::io::Error) -> AtaFail {
 /// Reads one 512-byte SMART/IDENTIFY block.
 fn ata_block(fd: BorrowedFd<'_>, len: u8, task: &AtaTask, what: &str) -> Result<[u8; 512], String> {
     let mut buf = [0u8; 512];
-    let o = ata_cmd(fd, len, Protocol::PioIn, task, &mut buf).map_err(|e| format!("{what}: {e}"))?;
+    let o =
+        ata_cmd(fd, len, Protocol::PioIn, task, &mut buf).map_err(|e| format!("{what}: {e}"))?;
     if !o.ok() || o.decoded_sense().is_some_and(|s| s.ata_aborted()) {
         return Err(format!("{what}: {}", o.describe()));
     }
     if o.transferred < buf.len() {
-        return Err(format!("{what}: only {} of 512 bytes returned", o.transferred));
+        return Err(format!(
+            "{what}: only {} of 512 bytes returned",
+            o.transferred
+        ));
     }
     Ok(buf)
 }
@@ -273,8 +286,14 @@ fn ata_block(fd: BorrowedFd<'_>, len: u8, task: &AtaTask, what: &str) -> Result<
 fn read_ata(fd: BorrowedFd<'_>, len: u8) -> Result<Reading, AtaFail> {
     // CHECK POWER MODE doubles as the probe for whether this CDB length is
     // passed through at all.
-    let o = ata_cmd(fd, len, Protocol::NonData, &AtaTask::check_power_mode(), &mut [])
-        .map_err(|e| ioctl_fail("ATA CHECK POWER MODE", e))?;
+    let o = ata_cmd(
+        fd,
+        len,
+        Protocol::NonData,
+        &AtaTask::check_power_mode(),
+        &mut [],
+    )
+    .map_err(|e| ioctl_fail("ATA CHECK POWER MODE", e))?;
     let s = o.decoded_sense();
     if let Some(s) = s.filter(|s| s.is_illegal_request()) {
         return Err(AtaFail::Refused(format!("refused: {s}")));
@@ -300,7 +319,8 @@ fn read_ata(fd: BorrowedFd<'_>, len: u8) -> Result<Reading, AtaFail> {
             AtaFail::Error(why)
         }
     })?;
-    let identity = ata::parse_identify(&id).map_err(|e| AtaFail::Error(format!("ATA IDENTIFY: {e}")))?;
+    let identity =
+        ata::parse_identify(&id).map_err(|e| AtaFail::Error(format!("ATA IDENTIFY: {e}")))?;
     if !identity.smart_supported {
         return Ok(Reading::Unsupported {
             reason: format!("the disk {} does not support SMART", identity.model),
@@ -314,14 +334,24 @@ fn read_ata(fd: BorrowedFd<'_>, len: u8) -> Result<Reading, AtaFail> {
             ),
         });
     }
-    let data = ata_block(fd, len, &AtaTask::smart(sg::SMART_READ_DATA), "SMART READ DATA")
-        .map_err(AtaFail::Error)?;
-    let mut attributes =
-        ata::parse_smart_data(&data).map_err(|e| AtaFail::Error(format!("SMART READ DATA: {e}")))?;
+    let data = ata_block(
+        fd,
+        len,
+        &AtaTask::smart(sg::SMART_READ_DATA),
+        "SMART READ DATA",
+    )
+    .map_err(AtaFail::Error)?;
+    let mut attributes = ata::parse_smart_data(&data)
+        .map_err(|e| AtaFail::Error(format!("SMART READ DATA: {e}")))?;
     // READ THRESHOLDS is obsolete in ACS-3; a disk that refuses it or sends
     // a bad checksum still has attributes worth reporting.
-    match ata_block(fd, len, &AtaTask::smart(sg::SMART_READ_THRESHOLDS), "SMART READ THRESHOLDS")
-        .and_then(|b| ata::parse_thresholds(&b).map_err(|e| e.to_string()))
+    match ata_block(
+        fd,
+        len,
+        &AtaTask::smart(sg::SMART_READ_THRESHOLDS),
+        "SMART READ THRESHOLDS",
+    )
+    .and_then(|b| ata::parse_thresholds(&b).map_err(|e| e.to_string()))
     {
         Ok(th) => ata::merge_thresholds(&mut attributes, &th),
         Err(e) => tracing::debug!(err = %e, "No SMART thresholds"),
@@ -336,7 +366,9 @@ fn read_ata(fd: BorrowedFd<'_>, len: u8) -> Result<Reading, AtaFail> {
         Ok(o) if o.ok() => o
             .decoded_sense()
             .and_then(|s| s.ata)
-            .map_or(AtaHealth::Unknown, |r| AtaHealth::from_lba(r.lba_mid, r.lba_high)),
+            .map_or(AtaHealth::Unknown, |r| {
+                AtaHealth::from_lba(r.lba_mid, r.lba_high)
+            }),
         Ok(o) => {
             tracing::debug!(outcome = %o.describe(), "SMART RETURN STATUS failed");
             AtaHealth::Unknown

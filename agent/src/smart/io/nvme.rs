@@ -87,7 +87,9 @@ mod dir {
 
 /// `_IOC(dir, type, nr, size)` for this architecture.
 const fn ioc(d: u32, ty: u8, nr: u8, size: u32) -> u32 {
-    (d << dir::SHIFT) | ((ty as u32) << IOC_TYPESHIFT) | ((nr as u32) << IOC_NRSHIFT)
+    (d << dir::SHIFT)
+        | ((ty as u32) << IOC_TYPESHIFT)
+        | ((nr as u32) << IOC_NRSHIFT)
         | (size << IOC_SIZESHIFT)
 }
 
@@ -237,7 +239,11 @@ mod tests {
     #[test]
     fn ioctl_numbers() {
         assert_eq!(NVME_IOCTL_ADMIN_CMD, 0xC048_4E41);
-        #[cfg(any(target_arch = "mips", target_arch = "powerpc", target_arch = "powerpc64"))]
+        #[cfg(any(
+            target_arch = "mips",
+            target_arch = "powerpc",
+            target_arch = "powerpc64"
+        ))]
         assert_eq!(NVME_IOCTL_ID, 0x2000_4e40);
         #[cfg(any(
             target_arch = "x86_64",

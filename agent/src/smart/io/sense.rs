@@ -228,7 +228,10 @@ mod tests {
         assert_eq!((s.key, s.asc, s.ascq), (KEY_RECOVERED, 0x00, 0x1d));
         let a = s.ata.unwrap();
         assert_eq!((a.lba_mid, a.lba_high, a.status), (0x4f, 0xc2, 0x50));
-        assert_eq!(AtaHealth::from_lba(a.lba_mid, a.lba_high), AtaHealth::Passed);
+        assert_eq!(
+            AtaHealth::from_lba(a.lba_mid, a.lba_high),
+            AtaHealth::Passed
+        );
         assert!(!s.ata_aborted());
     }
 
@@ -238,7 +241,10 @@ mod tests {
         b[17] = 0xf4;
         b[19] = 0x2c;
         let a = decode(&b).unwrap().ata.unwrap();
-        assert_eq!(AtaHealth::from_lba(a.lba_mid, a.lba_high), AtaHealth::Failing);
+        assert_eq!(
+            AtaHealth::from_lba(a.lba_mid, a.lba_high),
+            AtaHealth::Failing
+        );
     }
 
     #[test]
@@ -246,7 +252,9 @@ mod tests {
         // An information descriptor (type 0, 12 bytes) first, then ATA return.
         let mut b = vec![0x72, 0x01, 0x00, 0x1d, 0, 0, 0, 12 + 14];
         b.extend_from_slice(&[0x00, 0x0a, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        b.extend_from_slice(&[0x09, 0x0c, 0, 0x04, 0, 0xff, 0, 0, 0, 0x4f, 0, 0xc2, 0, 0x51]);
+        b.extend_from_slice(&[
+            0x09, 0x0c, 0, 0x04, 0, 0xff, 0, 0, 0, 0x4f, 0, 0xc2, 0, 0x51,
+        ]);
         let s = decode(&b).unwrap();
         let a = s.ata.unwrap();
         assert_eq!((a.error, a.count, a.status), (0x04, 0xff, 0x51));
@@ -263,13 +271,18 @@ mod tests {
         let s = decode(&b).unwrap();
         let a = s.ata.unwrap();
         assert_eq!(a.count, 0xff);
-        assert_eq!(AtaHealth::from_lba(a.lba_mid, a.lba_high), AtaHealth::Failing);
+        assert_eq!(
+            AtaHealth::from_lba(a.lba_mid, a.lba_high),
+            AtaHealth::Failing
+        );
     }
 
     #[test]
     fn fixed_illegal_request_from_usb_storage() {
         // QEMU usb-storage answers ATA_16 with 05/20/00.
-        let b = [0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0x00, 0, 0, 0, 0];
+        let b = [
+            0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0x00, 0, 0, 0, 0,
+        ];
         let s = decode(&b).unwrap();
         assert!(s.is_illegal_request());
         assert_eq!((s.asc, s.ascq), (0x20, 0x00));

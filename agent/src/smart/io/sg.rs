@@ -194,13 +194,7 @@ pub fn send(
     // SAFETY: every pointer in `hdr` points into a live buffer of the stated
     // length (`cdb`, `data`, `sense`) for the duration of the call; SG_IO is
     // synchronous and keeps no pointer after it returns.
-    let rc = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            SG_IO as _,
-            std::ptr::addr_of_mut!(hdr),
-        )
-    };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SG_IO as _, std::ptr::addr_of_mut!(hdr)) };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -284,7 +278,11 @@ impl AtaTask {
         AtaTask {
             features: feature,
             count: if feature == SMART_RETURN_STATUS { 0 } else { 1 },
-            lba_low: if feature == SMART_READ_THRESHOLDS { 1 } else { 0 },
+            lba_low: if feature == SMART_READ_THRESHOLDS {
+                1
+            } else {
+                0
+            },
             lba_mid: SMART_LBA_MID,
             lba_high: SMART_LBA_HIGH,
             command: ATA_SMART,
@@ -438,7 +436,10 @@ mod tests {
             [0x85, 0x08, 0x0e, 0, 0xd1, 0, 1, 0, 1, 0, 0x4f, 0, 0xc2, 0, 0xb0, 0]
         );
         let p = ata16(Protocol::NonData, &AtaTask::check_power_mode());
-        assert_eq!(p, [0x85, 0x06, 0x2c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xe5, 0]);
+        assert_eq!(
+            p,
+            [0x85, 0x06, 0x2c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xe5, 0]
+        );
     }
 
     #[test]
@@ -475,11 +476,17 @@ mod tests {
         };
         assert!(o.ok());
         let illegal = Outcome {
-            sense: vec![0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0x00, 0, 0, 0, 0],
+            sense: vec![
+                0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0x00, 0, 0, 0, 0,
+            ],
             ..o.clone()
         };
         assert!(!illegal.ok());
-        assert!(illegal.describe().contains("ILLEGAL REQUEST"), "{}", illegal.describe());
+        assert!(
+            illegal.describe().contains("ILLEGAL REQUEST"),
+            "{}",
+            illegal.describe()
+        );
         let dead = Outcome {
             status: 0,
             host_status: 1,
