@@ -77,6 +77,12 @@ fn open(path: &Path) -> Result<File, String> {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.kind() {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            std::io::ErrorKind::PermissionDenied if unsafe { libc::geteuid() } == 0 => format!(
+                "cannot open {}: permission denied even as root: a sandbox blocks it \
+                 (systemd DevicePolicy=/DeviceAllow=, a container, or a security module)",
+                path.display()
+            ),
             std::io::ErrorKind::PermissionDenied => format!(
                 "cannot open {}: permission denied (run as root, or give the agent's user \
                  read access to the device node, e.g. the `disk` group)",
