@@ -7,7 +7,7 @@
 //!
 //! Asserted: the AHCI disk is read through ATA PASS-THROUGH(16) (identity,
 //! attributes 1,3,4,5,9,12,190 equal to smartctl's, RETURN STATUS passed,
-//! verdict ok); the NVMe disk's identity and health log (verdict ok, equal
+//! verdict ok) and again through ATA PASS-THROUGH(12) with `--type sat12`; the NVMe disk's identity and health log (verdict ok, equal
 //! to smartctl's); the critical-warning disk is judged critical with the
 //! reliability reason; the USB disk is reported as "no SAT passthrough".
 //!
@@ -143,6 +143,24 @@ fn native_smart_in_a_qemu_guest() {
             ours["id"]
         );
     }
+
+    // The same disk through ATA PASS-THROUGH(12) (`--type sat12`, for old
+    // USB bridges): the same identity and attributes.
+    let b = block(&out, "agent-json-sat12").expect("agent-json-sat12 block");
+    let (j, exit) = b
+        .trim_end()
+        .rsplit_once("\nexit=")
+        .unwrap_or_else(|| panic!("no exit status in:\n{b}"));
+    assert_eq!(exit.trim(), "0", "sat12 read of the SATA disk: {b}");
+    let sat12: Value = serde_json::from_str(j.trim()).unwrap_or_else(|e| panic!("{e}: {j}"));
+    assert_eq!(sat12["passthrough"], 12, "{sat12:#}");
+    assert_eq!(sat12["type"], "sat12");
+    assert_eq!(sat12["serial"], "SWAHCI0001");
+    assert_eq!(sat12["smart_status"], "passed");
+    assert_eq!(
+        sat12["attributes"].as_array().map(Vec::len),
+        Some(attrs.len())
+    );
 
     // NVMe: Identify Controller and the health log, judged ok.
     let ok = by_serial(&disks, "SWNVMEOK01");

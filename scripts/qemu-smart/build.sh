@@ -8,7 +8,8 @@
 #   OUT_DIR/sitewatch-agent  the static x86_64-musl agent that went in
 #
 # The guest's /init loads the modules, waits for the disks, runs
-# `/sitewatch-agent smart` (table and --json) and `smartctl --json -a` on
+# `/sitewatch-agent smart` (table, --json, and --type sat12 on the SATA
+# disk) and `smartctl --json -a` on
 # every disk, writes the results between marker lines to its second serial
 # port (/dev/ttyS1; run.sh connects it to a file) and powers off.
 #
@@ -194,6 +195,13 @@ sleep 1
     echo
     echo "exit=$rc"
     echo "===SITEWATCH-END agent-json==="
+    # The SATA disk once more through the 12-byte CDB (libata takes both).
+    sata=$(for d in /sys/block/sd*; do grep -q '^ATA' "$d/device/vendor" 2>/dev/null && basename "$d"; done | head -1)
+    echo "===SITEWATCH-BEGIN agent-json-sat12==="
+    /sitewatch-agent smart --type sat12 --json "/dev/$sata" 2>&1; rc=$?
+    echo
+    echo "exit=$rc"
+    echo "===SITEWATCH-END agent-json-sat12==="
     echo "===SITEWATCH-BEGIN agent-json-stderr==="
     cat /tmp/agent-json.err
     echo "===SITEWATCH-END agent-json-stderr==="
