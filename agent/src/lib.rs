@@ -22,6 +22,8 @@
 //!
 //! - [`notify`]: systemd readiness, status, watchdog (no-op elsewhere).
 //! - [`reload`]: what a SIGHUP changes (diff of old and new config).
+//! - [`smart`]: SMART disk health: parsers, verdict rules, state and the
+//!   polling task.
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and the
 //! runtime, and calls [`run_with`] with a shutdown future wired to SIGTERM

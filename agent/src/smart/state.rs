@@ -125,8 +125,12 @@ fn level_str(l: Level) -> &'static str {
 
 impl State {
     /// Remembers `p` under `key`, forgetting the least recently read disk
-    /// when over [`MAX_DISKS`].
+    /// when over [`MAX_DISKS`]. An empty key or one longer than 512 bytes
+    /// is ignored (it could not be read back; real keys are far shorter).
     pub fn insert(&mut self, key: String, p: Previous) {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return;
+        }
         self.disks.insert(key, p);
         while self.disks.len() > MAX_DISKS {
             let oldest = self
@@ -190,10 +194,12 @@ impl State {
             if words.next() != Some("disk") {
                 return Err(bad(format!("line {n}: expected `disk`")));
             }
+            // The bound is on the key itself: escaping can triple it.
             let key = words
                 .next()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
+                .filter(|k| !k.is_empty() && k.len() <= 3 * MAX_KEY_BYTES)
                 .and_then(unescape)
+                .filter(|k| k.len() <= MAX_KEY_BYTES)
                 .ok_or_else(|| bad(format!("line {n}: bad disk key")))?;
             let mut p = Previous::default();
             for w in words {
@@ -342,6 +348,19 @@ mod tests {
         assert_eq!(State::load(dir.path()), s);
         std::fs::write(dir.path().join(FILE_NAME), b"\xff\xfe garbage").expect("write");
         assert_eq!(State::load(dir.path()), State::default());
+    }
+
+    #[test]
+    fn keys_that_escape_long_still_round_trip() {
+        // Found by fuzzing: a key of NULs triples in length when escaped.
+        let mut s = State::default();
+        s.insert("\0".repeat(MAX_KEY_BYTES), Previous::default());
+        s.insert("x".repeat(MAX_KEY_BYTES + 1), Previous::default());
+        s.insert(String::new(), Previous::default());
+        assert_eq!(s.disks.len(), 1);
+        assert_eq!(State::parse(s.render().as_bytes()).expect("valid"), s);
+        let long = format!("{HEADER}\ndisk {} a5=1\n", "y".repeat(MAX_KEY_BYTES + 1));
+        assert!(State::parse(long.as_bytes()).is_err());
     }
 
     #[test]
