@@ -92,7 +92,7 @@ struct LogRaw {
 }
 
 /// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: [&str; 10] = [
     "site_id",
     "mqtt",
     "heartbeat",
@@ -102,6 +102,7 @@ const TOP_LEVEL_KEYS: [&str; 9] = [
     "outbox",
     "rtsp",
     "cleanup",
+    "smart",
 ];
 
 // One struct per section: each is parsed from the whole document on its own
@@ -142,6 +143,10 @@ struct SyslogOnly {
 #[derive(Deserialize)]
 struct RtspOnly {
     rtsp: Option<crate::rtsp::config::RtspRaw>,
+}
+#[derive(Deserialize)]
+struct SmartOnly {
+    smart: Option<crate::smart::config::SmartRaw>,
 }
 
 /// Validated heartbeat settings.
@@ -190,6 +195,9 @@ pub struct Config {
     pub rtsp: Option<crate::rtsp::RtspConfig>,
     /// Retention cleanup; `None` (off) when the file has no `[cleanup]`.
     pub cleanup: Option<crate::cleanup::CleanupConfig>,
+    /// SMART disk health; `None` (off) without a `[smart]` table or with
+    /// `enabled = false`.
+    pub smart: Option<crate::smart::SmartConfig>,
 }
 
 /// Every problem found in a config, in plain words.
@@ -260,7 +268,7 @@ impl Config {
         for key in table.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [rtsp], [cleanup])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [rtsp], [cleanup], [smart])"
                 ));
             }
         }
@@ -276,6 +284,7 @@ impl Config {
         let syslog = section::<SyslogOnly>(text, "[syslog] ", &mut problems).map(|s| s.syslog);
         let rtsp = section::<RtspOnly>(text, "[rtsp] ", &mut problems).map(|s| s.rtsp);
         let cleanup = section::<CleanupOnly>(text, "[cleanup] ", &mut problems).map(|s| s.cleanup);
+        let smart = section::<SmartOnly>(text, "[smart] ", &mut problems).map(|s| s.smart);
         let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
             let o = s.outbox.unwrap_or_default();
             let before = problems.len();
@@ -360,8 +369,13 @@ impl Config {
             Some(raw) => crate::cleanup::config::validate(raw, &mut problems).map(Some),
         });
 
+        let smart = smart.and_then(|raw| match raw {
+            None => Some(None),
+            Some(raw) => crate::smart::config::validate(raw, &mut problems),
+        });
+
         match (
-            site_id, mqtt, heartbeat, disk, log_level, syslog, outbox, rtsp, cleanup,
+            site_id, mqtt, heartbeat, disk, log_level, syslog, outbox, rtsp, cleanup, smart,
         ) {
             (
                 Some(site_id),
@@ -373,6 +387,7 @@ impl Config {
                 Some(outbox),
                 Some(rtsp),
                 Some(cleanup),
+                Some(smart),
             ) if problems.is_empty() => Ok(Config {
                 origin: origin.to_owned(),
                 site_id,
@@ -384,6 +399,7 @@ impl Config {
                 outbox,
                 rtsp,
                 cleanup,
+                smart,
             }),
             _ => {
                 if problems.is_empty() {
@@ -449,6 +465,10 @@ impl Config {
         }
         if let Some(c) = &self.cleanup {
             s.push_str(&format!("; {}", c.summary()));
+        }
+        match &self.smart {
+            Some(sm) => s.push_str(&format!("; {}", sm.summary())),
+            None => s.push_str("; SMART off (no [smart] table)"),
         }
         s
     }
@@ -789,6 +809,34 @@ level = "loud"
         assert_eq!(p.list.len(), 3, "{p}");
         let p = parse(&format!("{MINIMAL}[syslog]\nudp_port = 514\n")).expect_err("unknown key");
         assert!(p.list[0].starts_with("[syslog] line"), "{p}");
+    }
+
+    #[test]
+    fn smart_is_off_without_its_table_and_validated_with_it() {
+        assert!(parse(MINIMAL).expect("valid").smart.is_none());
+        let c = parse(&format!(
+            "{MINIMAL}[smart]\ninterval_secs = 600\n[[smart.device]]\npath = \"/dev/sdb\"\ntype = \"sat12\"\n"
+        ))
+        .expect("valid");
+        let sm = c.smart.as_ref().expect("on");
+        assert_eq!(sm.interval.as_secs(), 600);
+        assert_eq!(
+            sm.type_for(Path::new("/dev/sdb")),
+            crate::smart::DeviceType::Sat12
+        );
+        assert!(c.summary().contains("SMART every 600 s"));
+        assert!(parse(&format!("{MINIMAL}[smart]\nenabled = false\n"))
+            .expect("valid")
+            .smart
+            .is_none());
+        // SMART problems are listed with the others.
+        let p = parse(&format!(
+            "{MINIMAL}[disk]\nmounts = [\"rel\"]\n[smart]\ninterval_secs = 1\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(p.list.len(), 2, "{p}");
+        let p = parse(&format!("{MINIMAL}[smart]\ninterval = 5\n")).expect_err("unknown key");
+        assert!(p.list[0].starts_with("[smart] line"), "{p}");
     }
 
     #[test]

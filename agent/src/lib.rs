@@ -24,6 +24,8 @@
 //!   first, between watermarks); a task the lead wires to `event`s.
 //! - [`notify`]: systemd readiness, status, watchdog (no-op elsewhere).
 //! - [`reload`]: what a SIGHUP changes (diff of old and new config).
+//! - [`smart`]: SMART disk health: parsers, verdict rules, state and the
+//!   polling task.
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and the
 //! runtime, and calls [`run_with`] with a shutdown future wired to SIGTERM
@@ -49,6 +51,7 @@ pub mod perms;
 pub mod publish;
 pub mod reload;
 pub mod rtsp;
+pub mod smart;
 pub mod syslog;
 
 use std::future::Future;
@@ -123,6 +126,11 @@ struct Sources {
     syslog: Option<syslog::Syslog>,
     rtsp: Option<(CancellationToken, JoinHandle<()>)>,
     cleanup: Option<(CancellationToken, JoinHandle<()>)>,
+    smart: Option<(CancellationToken, JoinHandle<()>)>,
+    /// Where the SMART task keeps previous raw values (growth across
+    /// restarts): systemd's `$STATE_DIRECTORY`, else the outbox directory
+    /// (the outbox only reads its own `*.seg` files), else nowhere.
+    state_dir: Option<PathBuf>,
     inherited: Arc<Mutex<syslog::Inherited>>,
 }
 
@@ -195,6 +203,27 @@ impl Sources {
         self.cleanup = Some((stop, task));
     }
 
+    /// SMART readings (off when `cfg` is `None`): native ioctls, disks from
+    /// the config or discovered in /sys/block.
+    fn start_smart(&mut self, cfg: Option<&smart::SmartConfig>) {
+        let Some(cfg) = cfg.cloned() else {
+            return;
+        };
+        let stop = self.stop.child_token();
+        let publisher = self.publisher.clone();
+        let token = stop.clone();
+        let state_dir = self.state_dir.clone();
+        let task = tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let forward = tokio::spawn(health::forward_smart(publisher, rx));
+            let reader: smart::task::Reader = Arc::new(smart::io::read);
+            let discover: smart::task::Discover = Arc::new(smart::io::discover::paths);
+            smart::task::run_with(cfg, state_dir, reader, Some(discover), tx, token).await;
+            let _ = forward.await;
+        });
+        self.smart = Some((stop, task));
+    }
+
     async fn stop_task(slot: &mut Option<(CancellationToken, JoinHandle<()>)>) {
         if let Some((stop, task)) = slot.take() {
             stop.cancel();
@@ -215,6 +244,7 @@ impl Sources {
             Self::stop_task(&mut self.disk).await;
             Self::stop_task(&mut self.rtsp).await;
             Self::stop_task(&mut self.cleanup).await;
+            Self::stop_task(&mut self.smart).await;
             if let Some(s) = syslog {
                 s.stop().await;
             }
@@ -292,12 +322,17 @@ pub async fn run_with(
         syslog: None,
         rtsp: None,
         cleanup: None,
+        smart: None,
+        state_dir: std::env::var_os("STATE_DIRECTORY")
+            .and_then(|v| std::env::split_paths(&v).next())
+            .or_else(|| config.outbox.dir.clone()),
         inherited: Arc::new(Mutex::new(inherited)),
     };
     sources.start_heartbeat(&config.heartbeat);
     sources.start_disk(&config.disk);
     sources.start_rtsp(config.rtsp.as_ref());
     sources.start_cleanup(config.cleanup.as_ref());
+    sources.start_smart(config.smart.as_ref());
     if let Some(sys) = config.syslog.clone() {
         sources.syslog = Some(syslog::Syslog::start(
             publisher.clone(),

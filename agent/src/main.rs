@@ -68,6 +68,22 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Read SMART from DEVICE (or every disk) natively and print model,
+    /// serial, verdict with reasons, temperature, power-on hours and key
+    /// attributes. Exit status 1 if any disk is warning, critical or
+    /// unreadable. Needs root (CAP_SYS_RAWIO for SATA/USB, CAP_SYS_ADMIN
+    /// for NVMe).
+    Smart {
+        /// Device node, e.g. /dev/sda or /dev/nvme0n1 (default: every disk
+        /// in /sys/block).
+        device: Option<PathBuf>,
+        /// Force the protocol: sat, sat12 (old USB bridges), nvme or scsi.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<sitewatch_agent::smart::DeviceType>,
+        /// One JSON object (DEVICE given) or an array of them.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +98,11 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         )),
         Command::Cleanup { dry_run, yes } => cleanup(&cli.config, dry_run || !yes),
+        Command::Smart { device, kind, json } => ExitCode::from(sitewatch_agent::smart::cli::run(
+            device.as_deref(),
+            kind,
+            json,
+        )),
     }
 }
 

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `site_id` | refused: "restart required" (the old config stays) |
 //! | `[log] level` | new filter at once (unless `RUST_LOG` is set) |
-//! | `[heartbeat]`, `[disk]`, `[rtsp]`, `[cleanup]` | that source restarts with the new settings |
+//! | `[heartbeat]`, `[disk]`, `[rtsp]`, `[cleanup]`, `[smart]` | that source restarts with the new settings |
 //! | `[syslog]` | new policy for the next line; only listeners whose address changed are closed/bound; sockets from systemd are never closed |
 //! | `[outbox]` | kept until a restart (logged) |
 //! | `[mqtt]` or the *contents* of its password, CA, certificate or key files | reconnect (new session and birth; same boot, sequence continues) |
@@ -119,6 +119,11 @@ pub(crate) async fn apply(
         Sources::stop_task(&mut sources.rtsp).await;
         sources.start_rtsp(new.rtsp.as_ref());
         changed.push("rtsp");
+    }
+    if new.smart != current.smart {
+        Sources::stop_task(&mut sources.smart).await;
+        sources.start_smart(new.smart.as_ref());
+        changed.push("smart");
     }
     if new.cleanup != current.cleanup {
         Sources::stop_task(&mut sources.cleanup).await;
