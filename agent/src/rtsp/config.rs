@@ -660,6 +660,11 @@ username = "v"
         assert!(matches!(split_url("rtsps://h/x"), Err(UrlError::Scheme(_))));
         let long = format!("rtsp://h/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(split_url(&long), Err(UrlError::TooLong));
+        // rtsp:// is not a "special" scheme to the url crate: hosts are
+        // opaque (percent-encoded, no IDNA), so the idna_adapter 1.0 pin
+        // in Cargo.lock (no Unicode tables) changes nothing here.
+        let (u, _) = split_url("rtsp://kamera-ü.local/x").expect("opaque host");
+        assert_eq!(u.host_str(), Some("kamera-%C3%BC.local"));
         let (u, c) = split_url("rtsp://user@h/x").expect("ok");
         assert_eq!(u.as_str(), "rtsp://h/x");
         assert_eq!(
