@@ -109,7 +109,7 @@ score_of() {
         | sed -nE 's/.*Overall exposure level for [^:]*: ([0-9.]+) ([A-Z]+).*/\1 \2/p' || true
 }
 for name in sitewatch-agent.service sitewatch-bridge.service sitewatch-agent-smart.service \
-    sitewatch-agent-dropin-syslog-port-514.service; do
+    sitewatch-agent-dropin-syslog-port-514.service sitewatch-agent-dropin-smart.service; do
     s=$(score_of "$name")
     SCORES+=("$(printf '%-44s %s' "$name" "${s:-?}")")
 done
