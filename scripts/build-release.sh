@@ -13,7 +13,10 @@
 #                                    the crate's default features, i.e. what ships)
 #   SITEWATCH_BUILD_STD_TOOLCHAIN=T  toolchain for -Zbuild-std targets
 #                                    (default: the active one, with RUSTC_BOOTSTRAP=1)
-#   SITEWATCH_FORCE_BUILD_STD=1      build std from source for every target
+#   SITEWATCH_FORCE_BUILD_STD=0      use rustup's prebuilt std where it exists
+#                                    (default 1: std from source, for size)
+#   SITEWATCH_RELEASE_PANIC=abort    keep panic messages (default
+#                                    immediate-abort, see "Size" below)
 #   CARGO_TARGET_DIR                 honoured as usual
 #
 # How it links: cargo-zigbuild with zig from PyPI (`ziglang`), pinned in
@@ -31,9 +34,30 @@
 # Works on a fresh Debian/Ubuntu machine with rustup: installs what it needs
 # (binutils for readelf, python3-venv, the pinned PyPI wheels, rustup targets,
 # rust-src).
+#
+# Size: the stripped aarch64 agent with every feature must stay under
+# 2.5 MB (scripts/check-size.sh). With rustup's prebuilt std it is about
+# 2.98 MB since RTSP (retina), SMART and cleanup landed. So std is built
+# from source for every target (-Zbuild-std) with
+#   -Zbuild-std-features=optimize_for_size   std's own size-optimised paths
+#   -Zlocation-detail=none                   no file:line strings for panics
+#   -Cpanic=immediate-abort                  no panic formatting machinery
+# which gives about 2.41 MB (measured 2026-11-28: prebuilt std 2.98 MB;
+# build-std + optimize_for_size + location-detail=none 2.62 MB; + immediate
+# abort 2.41 MB). The price of the last step: a panic (a bug; input paths
+# never panic, their parsers are fuzzed) ends the process at once without
+# a message. systemd and procd restart it; the journal/logd show the
+# abort. SITEWATCH_RELEASE_PANIC=abort builds with messages for debugging.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
+export SITEWATCH_FORCE_BUILD_STD=${SITEWATCH_FORCE_BUILD_STD:-1}
+RELEASE_PANIC=${SITEWATCH_RELEASE_PANIC:-immediate-abort}
+case "$RELEASE_PANIC" in
+    immediate-abort) SIZE_RUSTFLAGS="-Zlocation-detail=none -Zunstable-options -Cpanic=immediate-abort" ;;
+    abort) SIZE_RUSTFLAGS="-Zlocation-detail=none" ;;
+    *) die "SITEWATCH_RELEASE_PANIC must be immediate-abort or abort" ;;
+esac
 
 ALL_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf x86_64-unknown-linux-musl)
 OUT=dist
@@ -105,7 +129,10 @@ for t in "${TARGETS[@]}"; do
         # panic_abort: the release profile aborts on panic, so std is built
         # for that too.
         dir="$TARGET_DIR/build-std"
+        flags_var="CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
+        export "$flags_var=${!flags_var:-} $SIZE_RUSTFLAGS"
         cargo_build_std "$t" "$TARGET_DIR" zigbuild "${args[@]}" -Zbuild-std=std,panic_abort \
+            -Zbuild-std-features=optimize_for_size \
             || die "build for $t failed"
     else
         log "Building $t ($ACTIVE_TC, prebuilt std)"
@@ -117,7 +144,7 @@ for t in "${TARGETS[@]}"; do
     verify_binary "$bin" "$t"
     cp "$bin" "$OUT/sitewatch-agent-$t"
     log "$t: $(stat -c %s "$OUT/sitewatch-agent-$t") bytes in $((SECONDS - start)) s"
-    BUILDINFO+=("target $t std=$mode toolchain=$([ "$mode" = build-std ] && echo "$STD_TC" || echo "$ACTIVE_TC")")
+    BUILDINFO+=("target $t std=$mode panic=$([ "$mode" = build-std ] && echo "$RELEASE_PANIC" || echo abort) toolchain=$([ "$mode" = build-std ] && echo "$STD_TC" || echo "$ACTIVE_TC")")
 done
 
 COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)

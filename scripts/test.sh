@@ -62,6 +62,17 @@ if [ "${SITEWATCH_SKIP_GATEWAY:-0}" != 1 ]; then
             STATUS=$rc
         fi
     done
+    # SMART ioctl layouts, CDBs and parsers as unit tests on the target
+    # (aarch64 under qemu-user; armv7's struct sizes are also asserted at
+    # compile time by its release build above).
+    log "scripts/test-cross.sh --unit-tests (smart::, aarch64)"
+    SITEWATCH_CROSS_TEST_ARGS="smart::" ./scripts/test-cross.sh --unit-tests \
+        --target aarch64-unknown-linux-musl 2>&1 | tee -a "$LOG"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ]; then
+        echo "scripts/test-cross.sh --unit-tests: 0 passed, 1 failed" | tee -a "$LOG"
+        STATUS=$rc
+    fi
 fi
 set -e
 

@@ -74,6 +74,17 @@ pub struct SgIoHdr {
     pub info: u32,
 }
 
+// The kernel's layout, checked when the agent is compiled for each target
+// (the release builds cover aarch64, armv7 and x86_64), not only in tests.
+const _: () = assert!(
+    std::mem::size_of::<SgIoHdr>()
+        == if cfg!(target_pointer_width = "64") {
+            88
+        } else {
+            64
+        }
+);
+
 /// Direction of the data phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
