@@ -29,7 +29,7 @@ log "cargo test"
 LOG=$(mktemp /tmp/sitewatch-test.XXXXXX)
 trap 'rm -f "$LOG"' EXIT
 set +e
-cargo test --workspace --locked -- --test-threads="${SITEWATCH_TEST_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${SITEWATCH_TEST_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
 STATUS=${PIPESTATUS[0]}
 
 # 4. A short fuzzing pass (5 s per target) over every parser that takes

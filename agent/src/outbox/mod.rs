@@ -454,7 +454,21 @@ impl Outbox {
             .write(true)
             .open(&lock_path)
             .with_context(|| format!("opening {}", lock_path.display()))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        // A few tries over ~2 s: a just-forked child (any Command::spawn
+        // in this process, between fork and exec) or an agent that is
+        // still exiting holds the lock for a moment. A second agent on
+        // the same directory holds it for good and is still refused.
+        let mut tries = 0;
+        let locked = loop {
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Err(rustix::io::Errno::WOULDBLOCK) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other,
+            }
+        };
+        locked
             .with_context(|| {
                 format!(
                     "locking {}: is another sitewatch-agent using this outbox directory?",
