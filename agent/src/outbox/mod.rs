@@ -468,13 +468,12 @@ impl Outbox {
                 other => break other,
             }
         };
-        locked
-            .with_context(|| {
-                format!(
-                    "locking {}: is another sitewatch-agent using this outbox directory?",
-                    lock_path.display()
-                )
-            })?;
+        locked.with_context(|| {
+            format!(
+                "locking {}: is another sitewatch-agent using this outbox directory?",
+                lock_path.display()
+            )
+        })?;
         report.dir = Some(dir.to_owned());
         for c in Class::BY_PRIORITY {
             let cdir = dir.join(c.as_str());
