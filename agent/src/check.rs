@@ -427,10 +427,15 @@ async fn cleanup_rows(cfg: &Config) -> Vec<Row> {
     outcomes
         .iter()
         .map(|o| {
+            let writable = rustix::fs::access(o.root.as_str(), rustix::fs::Access::WRITE_OK).is_ok();
             let (verdict, todo) = match &o.result {
                 Err(_) => (
                     Verdict::Failed,
                     "create the folder (or mount the disk) and give the real path, without symlinks",
+                ),
+                Ok(_) if !writable => (
+                    Verdict::Failed,
+                    "the agent cannot delete here: give its user write access (systemd: ReadWritePaths=)",
                 ),
                 Ok(Some(r)) if !r.target_reached => (
                     Verdict::Warning,
