@@ -398,6 +398,8 @@ else
 	bad "[rtsp] cameras, [smart] and [cleanup] roots" "$T/py" "$TOML" "$T/stdout" "$LOGGER_LOG"
 fi
 cp "$TOML" "$T/planned.toml"
+# It holds an inline camera password: owner-only, like the generated file.
+chmod 600 "$T/planned.toml"
 planned_check rtsp
 sed -i "s/option min_fps '12.5'/option min_fps '12,5'/" "$UCI_CONFIG_DIR/sitewatch"
 run_init
@@ -413,6 +415,8 @@ if command -v openssl >/dev/null 2>&1 \
 	&& openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=sitewatch-test \
 		-days 2 -keyout "$T/ca.key" -out "$T/ca.pem" >/dev/null 2>&1; then
 	printf 'secret\n' >"$T/mqtt-password"
+	# Readable by its owner only: the agent refuses a world-readable one.
+	chmod 600 "$T/mqtt-password"
 	cat >"$UCI_CONFIG_DIR/sitewatch" <<EOF
 config agent 'main'
 	option enabled '1'
