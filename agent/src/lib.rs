@@ -166,62 +166,69 @@ impl Sources {
         self.disk = Some((stop, task));
     }
 
-    /// Camera probes (off when `cfg` is `None`): the scheduler and the
-    /// forwarder that publishes its results ([`health`]).
-    fn start_rtsp(&mut self, cfg: Option<&rtsp::RtspConfig>) {
-        let Some(cfg) = cfg.cloned() else {
-            return;
-        };
+    /// Runs a reporting source (camera probes, SMART, cleanup): `source`
+    /// sends its reports over a small bounded channel (it waits when the
+    /// forwarder is behind, it never grows memory) and `forward` turns them
+    /// into messages ([`health`]). When the source stops it drops its
+    /// sender, so the forwarder drains what is left and ends.
+    fn spawn_reporting<T, S, SF, F, FF>(
+        &self,
+        source: S,
+        forward: F,
+    ) -> (CancellationToken, JoinHandle<()>)
+    where
+        T: Send + 'static,
+        S: FnOnce(tokio::sync::mpsc::Sender<T>, CancellationToken) -> SF + Send + 'static,
+        SF: Future<Output = ()> + Send + 'static,
+        F: FnOnce(publish::Publisher, tokio::sync::mpsc::Receiver<T>) -> FF + Send + 'static,
+        FF: Future<Output = ()> + Send + 'static,
+    {
         let stop = self.stop.child_token();
         let publisher = self.publisher.clone();
         let token = stop.clone();
         let task = tokio::spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let forward = tokio::spawn(health::forward_rtsp(publisher, rx));
-            rtsp::run(cfg, tx, token).await;
-            // The scheduler dropped its sender: the forwarder drains and ends.
-            let _ = forward.await;
+            let forwarder = tokio::spawn(forward(publisher, rx));
+            source(tx, token).await;
+            let _ = forwarder.await;
         });
-        self.rtsp = Some((stop, task));
+        (stop, task)
     }
 
-    /// Retention cleanup (off when `cfg` is `None`), reporting each pass
-    /// as an `event`.
+    /// Camera probes (off when `cfg` is `None`).
+    fn start_rtsp(&mut self, cfg: Option<&rtsp::RtspConfig>) {
+        if let Some(cfg) = cfg.cloned() {
+            self.rtsp = Some(self.spawn_reporting(
+                move |tx, stop| rtsp::run(cfg, tx, stop),
+                health::forward_rtsp,
+            ));
+        }
+    }
+
+    /// Retention cleanup (off when `cfg` is `None`), each pass an `event`.
     fn start_cleanup(&mut self, cfg: Option<&cleanup::CleanupConfig>) {
-        let Some(cfg) = cfg.cloned() else {
-            return;
-        };
-        let stop = self.stop.child_token();
-        let publisher = self.publisher.clone();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let forward = tokio::spawn(health::forward_cleanup(publisher, rx));
-            cleanup::run(cfg, tx, token).await;
-            let _ = forward.await;
-        });
-        self.cleanup = Some((stop, task));
+        if let Some(cfg) = cfg.cloned() {
+            self.cleanup = Some(self.spawn_reporting(
+                move |tx, stop| cleanup::run(cfg, tx, stop),
+                health::forward_cleanup,
+            ));
+        }
     }
 
     /// SMART readings (off when `cfg` is `None`): native ioctls, disks from
     /// the config or discovered in /sys/block.
     fn start_smart(&mut self, cfg: Option<&smart::SmartConfig>) {
-        let Some(cfg) = cfg.cloned() else {
-            return;
-        };
-        let stop = self.stop.child_token();
-        let publisher = self.publisher.clone();
-        let token = stop.clone();
-        let state_dir = self.state_dir.clone();
-        let task = tokio::spawn(async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let forward = tokio::spawn(health::forward_smart(publisher, rx));
+        if let Some(cfg) = cfg.cloned() {
+            let state_dir = self.state_dir.clone();
             let reader: smart::task::Reader = Arc::new(smart::io::read);
             let discover: smart::task::Discover = Arc::new(smart::io::discover::paths);
-            smart::task::run_with(cfg, state_dir, reader, Some(discover), tx, token).await;
-            let _ = forward.await;
-        });
-        self.smart = Some((stop, task));
+            self.smart = Some(self.spawn_reporting(
+                move |tx, stop| {
+                    smart::task::run_with(cfg, state_dir, reader, Some(discover), tx, stop)
+                },
+                health::forward_smart,
+            ));
+        }
     }
 
     async fn stop_task(slot: &mut Option<(CancellationToken, JoinHandle<()>)>) {

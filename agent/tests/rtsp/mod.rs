@@ -452,3 +452,105 @@ fn scheduler_reports_and_announces_changes() {
     rt.block_on(task).expect("scheduler task");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 }
+
+/// The daemon, as installed: a config with two cameras (one plays, one has
+/// a wrong path), a real broker and the fixture server. A subscriber sees
+/// each camera's retained `stream` state with its class and measurements,
+/// a `camera_down` event for the broken one, and the probe counter in the
+/// heartbeat; the camera password never appears in any payload.
+#[test]
+fn the_daemon_publishes_stream_state_and_camera_events() {
+    use crate::util::{spawn_agent, Observer, TestConfig};
+    use sitewatch_testkit::Mosquitto;
+    use sitewatch_wire::Message;
+
+    let s = Server::start("digest");
+    let broker = Mosquitto::start().expect("broker");
+    let mut obs = Observer::start(&broker);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = TestConfig::new("rtsp-daemon", &broker.url()).text();
+    text.push_str(&format!(
+        "[rtsp]\ninterval_secs = 10\nduration_secs = 2\nmax_concurrent = 2\n\
+         [[rtsp.camera]]\nname = \"gate\"\nurl = \"{}\"\nusername = \"admin\"\npassword = \"{SECRET}\"\n\
+         [[rtsp.camera]]\nname = \"lost\"\nurl = \"{}\"\n",
+        s.url("secure"),
+        s.url("gone"),
+    ));
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, text).expect("write config");
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let _agent = spawn_agent(&cfg);
+
+    let t = Duration::from_secs(40);
+    let gate = obs.wait_for(t, "stream/gate", |m| m.topic.ends_with("/stream/gate"));
+    let Message::Stream(g) = &gate.msg else {
+        panic!("not a stream message: {gate:?}")
+    };
+    assert_eq!(g.class, "ok", "{g:?}");
+    assert_eq!(
+        g.codec.as_deref().map(|c| c.starts_with("avc1.")),
+        Some(true),
+        "{g:?}"
+    );
+    assert_eq!((g.width, g.height), (Some(640), Some(360)), "{g:?}");
+    assert!(g.fps.is_some_and(|f| f > 20.0), "{g:?}");
+    assert!(
+        !g.url.contains(SECRET) && g.url.ends_with("/secure"),
+        "{g:?}"
+    );
+
+    if !obs.seen.iter().any(|m| m.topic.ends_with("/stream/lost")) {
+        obs.wait_for(t, "stream/lost", |m| m.topic.ends_with("/stream/lost"));
+    }
+    // The first probe of the broken camera (it may have come before gate's).
+    let lost = obs
+        .seen
+        .iter()
+        .find(|m| m.topic.ends_with("/stream/lost"))
+        .cloned()
+        .expect("seen");
+    let Message::Stream(l) = &lost.msg else {
+        panic!("not a stream message: {lost:?}")
+    };
+    assert_eq!(
+        (l.class.as_str(), l.status_code, l.failures),
+        ("not_found", Some(404), 1)
+    );
+
+    // The event follows the first probe of the broken camera, which may
+    // have come before gate's.
+    let is_down =
+        |m: &crate::util::Received| matches!(&m.msg, Message::Event(e) if e.event == "camera_down");
+    let down = match obs.seen.iter().find(|m| is_down(m)).cloned() {
+        Some(m) => m,
+        None => obs.wait_for(t, "camera_down event", is_down),
+    };
+    let Message::Event(e) = &down.msg else {
+        unreachable!()
+    };
+    assert!(!down.retain);
+    assert_eq!(
+        (e.subject.as_str(), e.to.as_deref(), e.from.as_deref()),
+        ("lost", Some("not_found"), None)
+    );
+
+    let hb = obs.wait_for(t, "a heartbeat counting the probes", |m| {
+        matches!(&m.msg, Message::Heartbeat(h) if h.counters.get("rtsp_probes").copied().unwrap_or(0) >= 2)
+    });
+    assert!(matches!(hb.msg, Message::Heartbeat(_)));
+    // A subscriber arriving later gets each camera's state at once: it is
+    // retained.
+    let mut late = Observer::start(&broker);
+    let kept = late.wait_for(Duration::from_secs(5), "retained stream/gate", |m| {
+        m.topic.ends_with("/stream/gate")
+    });
+    assert!(kept.retain, "stream state must be retained: {kept:?}");
+    for m in &obs.seen {
+        assert!(
+            !String::from_utf8_lossy(&m.payload).contains(SECRET),
+            "password published on {}",
+            m.topic
+        );
+    }
+}
