@@ -16,6 +16,10 @@
 # (`cargo install cargo-fuzz --locked`) when missing.
 #
 # Environment:
+#   FUZZ_RUNS           stop a target after this many executions (libFuzzer
+#                       -runs); SECONDS_PER_TARGET stays the upper bound. A long
+#                       campaign: FUZZ_RUNS=10000000 scripts/fuzz.sh 7200
+#   FUZZ_REPORT         also append the result table to this file
 #   FUZZ_RSS_LIMIT_MB   libFuzzer -rss_limit_mb (default 2048)
 #   FUZZ_TIMEOUT_SECS   libFuzzer -timeout for one input (default 10)
 set -euo pipefail
@@ -64,12 +68,14 @@ for t in "${targets[@]}"; do
     dirs=("corpus/$t")
     [[ -d "seeds/$t" ]] && dirs+=("seeds/$t")
     log="$logdir/$t.log"
-    echo "fuzz.sh: $t for ${secs}s (log: $log)" >&2
+    echo "fuzz.sh: $t for up to ${secs}s${FUZZ_RUNS:+ or $FUZZ_RUNS runs} (log: $log)" >&2
+    started=$(date +%s)
     set +e
     cargo +nightly fuzz run "$t" "${dirs[@]}" -- \
         -max_total_time="$secs" \
         -timeout="${FUZZ_TIMEOUT_SECS:-10}" \
         -rss_limit_mb="${FUZZ_RSS_LIMIT_MB:-2048}" \
+        ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} \
         -print_final_stats=1 >"$log" 2>&1
     rc=$?
     set -e
@@ -81,17 +87,23 @@ for t in "${targets[@]}"; do
     else
         failed=1
         art=$(grep -oE 'artifacts/[^ ]+' "$log" | tail -n1 || true)
-        kind=$(grep -oE 'ERROR: libFuzzer: [a-z-]+|panicked at|out-of-memory|timeout' "$log" | head -n1 || true)
+        # The logged command line contains "-timeout=", so match libFuzzer's
+        # own report lines only.
+        kind=$(grep -oE 'ERROR: libFuzzer: [a-z-]+|panicked at|==[0-9]+== ERROR: [A-Za-z]+|ALARM: working on the last Unit' "$log" | head -n1 || true)
+        [[ $kind == ALARM* ]] && kind="timeout (one input ran longer than ${FUZZ_TIMEOUT_SECS:-10}s)"
         result="FAILED (exit $rc${kind:+, $kind}${art:+, $art})"
     fi
-    rows+=("$(printf '%-16s %8s %14s %10s %8s  %s' "$t" "${secs}s" "${execs:-?}" "${rate:-?}" "$corpus" "$result")")
+    took=$(($(date +%s) - started))
+    rows+=("$(printf '%-16s %8s %14s %10s %8s  %s' "$t" "${took}s" "${execs:-?}" "${rate:-?}" "$corpus" "$result")")
 done
 
 echo
-printf '%-16s %8s %14s %10s %8s  %s\n' target time executions exec/s corpus result
-for r in "${rows[@]}"; do
-    echo "$r"
-done
+{
+    printf '%-16s %8s %14s %10s %8s  %s\n' target time executions exec/s corpus result
+    for r in "${rows[@]}"; do
+        echo "$r"
+    done
+} | if [[ -n ${FUZZ_REPORT:-} ]]; then tee -a "$FUZZ_REPORT"; else cat; fi
 if [[ $failed -ne 0 ]]; then
     echo
     echo "fuzz.sh: FAILED: see the result column; logs in $logdir, inputs in fuzz/artifacts/." >&2
