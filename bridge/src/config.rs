@@ -86,6 +86,12 @@ pub struct RawConsumer {
     /// MQTT 5 deletes a session with expiry 0 at disconnect.
     #[serde(default = "default_session_expiry_secs")]
     pub session_expiry_secs: u32,
+    /// With a share group: take over (drain) the session of a group member
+    /// that has been gone this long, so that its queued share is stored by
+    /// a live bridge rather than waiting for it to come back. 0 turns
+    /// takeover off. See [`crate::takeover`].
+    #[serde(default = "default_takeover_after_secs")]
+    pub takeover_after_secs: u32,
 }
 
 impl Default for RawConsumer {
@@ -93,6 +99,7 @@ impl Default for RawConsumer {
         RawConsumer {
             share_group: None,
             session_expiry_secs: default_session_expiry_secs(),
+            takeover_after_secs: default_takeover_after_secs(),
         }
     }
 }
@@ -279,6 +286,11 @@ fn default_shutdown_timeout_secs() -> u64 {
 fn default_session_expiry_secs() -> u32 {
     7 * 24 * 3600
 }
+/// Long enough that a bridge restarted by systemd (RestartSec=5s) is back
+/// before a peer drains its session; short next to any session expiry.
+fn default_takeover_after_secs() -> u32 {
+    20
+}
 fn default_connect_timeout_secs() -> u64 {
     5
 }
@@ -339,6 +351,11 @@ pub struct Config {
     pub filter: String,
     /// MQTT session expiry.
     pub session_expiry: Duration,
+    /// Share group, when configured.
+    pub share_group: Option<String>,
+    /// Take over a share-group member's session after it has been gone
+    /// this long (`None`: no share group, or takeover off).
+    pub takeover_after: Option<Duration>,
     /// Database settings.
     pub postgres: PostgresSettings,
     /// Most messages per batch (1..=65535).
@@ -496,6 +513,19 @@ impl Config {
                     .to_owned(),
             );
         }
+        let takeover = raw.consumer.takeover_after_secs;
+        if takeover > 0
+            && raw.consumer.share_group.is_some()
+            && raw.consumer.session_expiry_secs > 0
+            && u64::from(takeover) * 2 > u64::from(raw.consumer.session_expiry_secs)
+        {
+            problems.push(format!(
+                "consumer.takeover_after_secs: {takeover} s is more than half of \
+                 session_expiry_secs ({} s); the broker would drop a dead bridge's queued \
+                 messages before a peer could take them over",
+                raw.consumer.session_expiry_secs
+            ));
+        }
 
         let postgres = match postgres_settings(&raw.postgres) {
             Ok(p) => Some(p),
@@ -553,6 +583,9 @@ impl Config {
                 client_id,
                 filter,
                 session_expiry: Duration::from_secs(u64::from(raw.consumer.session_expiry_secs)),
+                takeover_after: (raw.consumer.share_group.is_some() && takeover > 0)
+                    .then(|| Duration::from_secs(u64::from(takeover))),
+                share_group: raw.consumer.share_group,
                 postgres,
                 batch_max_messages: raw.batch.max_messages,
                 batch_max_wait: Duration::from_millis(raw.batch.max_wait_ms),
@@ -1063,6 +1096,34 @@ url = "postgresql://sitewatch@127.0.0.1/sitewatch"
         let text = format!("{MINIMAL}\n[consumer]\nshare_group = \"g1\"\n");
         let c = Config::from_toml(&text, no_env).expect("valid");
         assert_eq!(c.filter, "$share/g1/sitewatch/v1/+/#");
+        assert_eq!(c.takeover_after, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn takeover_needs_a_share_group_and_a_longer_session() {
+        let c = Config::from_toml(MINIMAL, no_env).expect("valid");
+        assert_eq!(
+            c.takeover_after, None,
+            "no share group, nothing to take over"
+        );
+        let off = format!("{MINIMAL}\n[consumer]\nshare_group = \"g\"\ntakeover_after_secs = 0\n");
+        assert_eq!(
+            Config::from_toml(&off, no_env)
+                .expect("valid")
+                .takeover_after,
+            None
+        );
+        let tight = format!(
+            "{MINIMAL}\n[consumer]\nshare_group = \"g\"\nsession_expiry_secs = 30\n\
+             takeover_after_secs = 20\n"
+        );
+        let err = Config::from_toml(&tight, no_env)
+            .expect_err("expiry too short")
+            .to_string();
+        assert!(
+            err.contains("takeover_after_secs") && err.contains("30 s"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //!
 //! * [`config`]: TOML file + environment, validated (pure);
 //! * [`source`]: the MQTT 5 persistent session (rumqttc);
+//! * [`takeover`]: share groups: the session lease, and draining the
+//!   session of a member that died;
+//! * [`seq_gaps`]: per-site counts of missing sequence numbers, for
+//!   `/metrics`;
 //! * [`writer`]: batches, retries, acks after commit;
 //! * [`sink`]: decoding, the site-state rule, schema migrations, SQL;
 //! * [`http`]: `/healthz` and `/metrics`;
@@ -25,8 +29,10 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod seq_gaps;
 pub mod sink;
 pub mod source;
+pub mod takeover;
 pub mod writer;
 
 use std::future::Future;
@@ -78,8 +84,12 @@ pub struct Bridge {
     stop_source: CancellationToken,
     /// Stop the HTTP server.
     stop_http: CancellationToken,
-    source: JoinHandle<()>,
+    source: JoinHandle<source::Ended>,
     writer: JoinHandle<()>,
+    /// The session lease and takeover task (share groups only).
+    takeover: Option<JoinHandle<()>>,
+    /// Refreshes the seq-gap metrics.
+    gaps: JoinHandle<()>,
     fatal: tokio::sync::watch::Receiver<Option<String>>,
     http: JoinHandle<anyhow::Result<()>>,
 }
@@ -98,26 +108,22 @@ impl Bridge {
             .local_addr()
             .context("reading the HTTP listener address")?;
 
-        let source = source::Source::new(&config, health.clone(), metrics.clone())?;
-        let loki = match &config.loki {
-            Some(l) => {
-                let sink = sink::loki::LokiSink::new(l, metrics.clone(), health.clone())
-                    .context("setting up the Loki client")?;
-                tracing::info!(loki = sink.display(), "Syslog batches go to Loki.");
+        let lease = CancellationToken::new();
+        let mut source = source::Source::new(&config, health.clone(), metrics.clone())?;
+        if config.takeover_after.is_some() {
+            source = source.connect_when(lease.clone());
+        }
+        match &config.loki {
+            Some(_) => {
                 metrics.loki_configured.set(1);
-                Some(sink)
             }
-            None => {
-                tracing::warn!(
-                    "No [loki] section: syslog batches (log messages) will be stored in \
-                     rejected_messages as no_log_sink, not delivered."
-                );
-                None
-            }
-        };
+            None => tracing::warn!(
+                "No [loki] section: syslog batches (log messages) will be stored in \
+                 rejected_messages as no_log_sink, not delivered."
+            ),
+        }
         metrics.loki_up.set(1);
         let client = source.client();
-        let generation = source.generation();
         // Two Receive-Maximum windows: see `source` on flow control.
         let (tx, rx) = mpsc::channel(2 * config.batch_max_messages);
 
@@ -134,22 +140,38 @@ impl Bridge {
         let stop_source = CancellationToken::new();
         let stop_http = CancellationToken::new();
 
-        let writer = writer::Writer {
-            sink: sink::postgres::PgSink::new(config.postgres.clone())
-                .with_max_skew(config.max_clock_skew),
-            loki,
+        let writer = writer_for(
+            &config,
+            &source,
             rx,
-            client: client.clone(),
-            generation,
-            max_messages: config.batch_max_messages,
-            max_wait: config.batch_max_wait,
-            health: health.clone(),
-            metrics: metrics.clone(),
-            fatal: fatal_tx,
-            pending_acks: std::collections::VecDeque::new(),
-        };
+            health.clone(),
+            metrics.clone(),
+            fatal_tx.clone(),
+        )?;
+        if let Some(l) = &writer.loki {
+            tracing::info!(loki = l.display(), "Syslog batches go to Loki.");
+        }
         let writer = tokio::spawn(writer.run(draining.clone()));
         let source = tokio::spawn(source.run(tx, draining.clone(), stop_source.clone()));
+        let takeover = match (&config.share_group, config.takeover_after) {
+            (Some(group), Some(after)) => {
+                let t = takeover::Takeover {
+                    config: config.clone(),
+                    group: group.clone(),
+                    after,
+                    held: lease,
+                    fatal: fatal_tx,
+                    metrics: metrics.clone(),
+                };
+                Some(tokio::spawn(t.run(stop_source.clone())))
+            }
+            _ => None,
+        };
+        let gaps = tokio::spawn(seq_gaps::run(
+            config.postgres.clone(),
+            metrics.clone(),
+            stop_source.clone(),
+        ));
         let state = Arc::new(http::HttpState {
             registry,
             metrics,
@@ -168,6 +190,8 @@ impl Bridge {
             stop_http,
             source,
             writer,
+            takeover,
+            gaps,
             fatal,
             http,
         })
@@ -224,6 +248,12 @@ impl Bridge {
         }
         self.stop_source.cancel();
         self.source.abort();
+        // Ends the lease last: its database connection holds the lock that
+        // keeps peers off this bridge's session until the DISCONNECT is out.
+        if let Some(t) = self.takeover.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
+        }
+        self.gaps.abort();
         self.stop_http.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.http).await;
         self.http.abort();
@@ -243,6 +273,43 @@ impl Bridge {
     pub fn kill(self) {
         self.writer.abort();
         self.source.abort();
+        if let Some(t) = &self.takeover {
+            t.abort();
+        }
+        self.gaps.abort();
         self.http.abort();
     }
+}
+
+/// The writer for `source`'s session: batches from `rx` into PostgreSQL
+/// (and Loki), acknowledged on `source`'s connection.
+pub(crate) fn writer_for(
+    config: &Config,
+    source: &source::Source,
+    rx: mpsc::Receiver<source::Received>,
+    health: Arc<health::Health>,
+    metrics: metrics::Metrics,
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+) -> anyhow::Result<writer::Writer> {
+    let loki = match &config.loki {
+        Some(l) => Some(
+            sink::loki::LokiSink::new(l, metrics.clone(), health.clone())
+                .context("setting up the Loki client")?,
+        ),
+        None => None,
+    };
+    Ok(writer::Writer {
+        sink: sink::postgres::PgSink::new(config.postgres.clone())
+            .with_max_skew(config.max_clock_skew),
+        loki,
+        rx,
+        client: source.client(),
+        generation: source.generation(),
+        max_messages: config.batch_max_messages,
+        max_wait: config.batch_max_wait,
+        health,
+        metrics,
+        fatal,
+        pending_acks: std::collections::VecDeque::new(),
+    })
 }

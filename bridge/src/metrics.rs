@@ -148,6 +148,20 @@ pub struct Metrics {
     /// Latest measured clock skew per site (agent time minus receive
     /// time; positive: the agent's clock is ahead).
     pub site_clock_skew_seconds: Family<SiteLabel, Gauge<f64, AtomicU64>>,
+    /// Sequence numbers missing per site, summed over its boots (the
+    /// `boot_gaps` view; refreshed by [`crate::seq_gaps`]). Only sites
+    /// that have had a gap get a series. A gap is either still in the
+    /// agent's outbox or a drop the agent counted in its heartbeat.
+    pub site_seq_missing: Family<SiteLabel, Gauge>,
+    /// The same over every site.
+    pub seq_missing: Gauge,
+    /// Share-group sessions of dead peers this bridge drained.
+    pub takeovers: Counter,
+    /// Messages those drains stored.
+    pub takeover_messages: Counter,
+    /// 1 while this bridge holds the lease on its own session (share
+    /// groups with takeover on).
+    pub session_lease_held: Gauge,
 }
 
 impl Metrics {
@@ -177,6 +191,11 @@ impl Metrics {
             loki_up: Gauge::default(),
             loki_configured: Gauge::default(),
             site_clock_skew_seconds: Family::default(),
+            site_seq_missing: Family::default(),
+            seq_missing: Gauge::default(),
+            takeovers: Counter::default(),
+            takeover_messages: Counter::default(),
+            session_lease_held: Gauge::default(),
         };
         for result in LOKI_RESULTS {
             let _ = m.loki_requests.get_or_create(&ResultLabel { result });
@@ -296,6 +315,31 @@ impl Metrics {
             "site_clock_skew_seconds",
             "Latest clock skew per site: agent timestamp minus bridge receive time",
             m.site_clock_skew_seconds.clone(),
+        );
+        r.register(
+            "site_seq_missing",
+            "Sequence numbers missing per site (boot_gaps): still queued at the agent, or counted drops",
+            m.site_seq_missing.clone(),
+        );
+        r.register(
+            "seq_missing",
+            "Sequence numbers missing over all sites (boot_gaps)",
+            m.seq_missing.clone(),
+        );
+        r.register(
+            "takeovers",
+            "Share-group sessions of dead peers drained by this bridge",
+            m.takeovers.clone(),
+        );
+        r.register(
+            "takeover_messages",
+            "Messages stored while draining dead peers' sessions",
+            m.takeover_messages.clone(),
+        );
+        r.register(
+            "session_lease_held",
+            "1 while this bridge holds the lease on its own MQTT session",
+            m.session_lease_held.clone(),
         );
         m
     }

@@ -67,6 +67,37 @@ pub struct Received {
     pub received_at: SystemTime,
 }
 
+/// What a [`Source`] does with its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The bridge's own session: subscribe on every connection, run until
+    /// stopped.
+    Member,
+    /// A dead share-group peer's session ([`crate::takeover`]): connect
+    /// once, unsubscribe so the broker stops giving it a share, take what
+    /// it had queued, and end once everything received is acknowledged and
+    /// nothing has arrived for `idle`.
+    Drain {
+        /// Quiet time after which the queue counts as empty.
+        idle: Duration,
+    },
+}
+
+/// How [`Source::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Stopped (shutdown, or the graceful DISCONNECT went out).
+    Stopped,
+    /// [`Mode::Drain`]: unsubscribed, and every message received was
+    /// stored and acknowledged.
+    Drained {
+        /// Messages received on the drained session.
+        messages: u64,
+    },
+    /// [`Mode::Drain`]: the connection failed or the session was gone.
+    Failed,
+}
+
 /// The MQTT side of the bridge.
 pub struct Source {
     client: AsyncClient,
@@ -75,11 +106,25 @@ pub struct Source {
     generation: Arc<AtomicU64>,
     health: Arc<Health>,
     metrics: Metrics,
+    mode: Mode,
+    /// Resolves once the bridge may use its session (see
+    /// [`crate::takeover::Lease`]); `None`: at once.
+    may_connect: Option<CancellationToken>,
 }
 
 impl Source {
     /// Builds the client (no I/O yet).
     pub fn new(config: &Config, health: Arc<Health>, metrics: Metrics) -> anyhow::Result<Source> {
+        Self::with_mode(config, health, metrics, Mode::Member)
+    }
+
+    /// [`Source::new`] for a given [`Mode`].
+    pub fn with_mode(
+        config: &Config,
+        health: Arc<Health>,
+        metrics: Metrics,
+        mode: Mode,
+    ) -> anyhow::Result<Source> {
         let url = config.mqtt.url().context("reading the broker URL")?;
         let mut opts = MqttOptions::new(config.client_id.clone(), url.host.clone(), url.port);
         opts.set_transport(
@@ -121,7 +166,16 @@ impl Source {
             generation: Arc::new(AtomicU64::new(0)),
             health,
             metrics,
+            mode,
+            may_connect: None,
         })
+    }
+
+    /// Waits for `token` to be cancelled before the first connection: the
+    /// bridge's lease on its session ([`crate::takeover`]).
+    pub fn connect_when(mut self, token: CancellationToken) -> Source {
+        self.may_connect = Some(token);
+        self
     }
 
     /// A handle for acks and for disconnecting.
@@ -145,15 +199,68 @@ impl Source {
         tx: mpsc::Sender<Received>,
         draining: CancellationToken,
         stop: CancellationToken,
-    ) {
+    ) -> Ended {
+        if let Some(token) = self.may_connect.take() {
+            if !token.is_cancelled() {
+                tracing::info!("Waiting for the session lease before connecting to the broker.");
+                self.health.set_mqtt_down("waiting for the session lease");
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ended::Stopped,
+                _ = token.cancelled() => {}
+            }
+        }
+        let member = self.mode == Mode::Member;
+        let mut drain = Drain::default();
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-        loop {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let ended = loop {
             let event = tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => break Ended::Stopped,
                 ev = self.eventloop.poll() => ev,
+                _ = tick.tick(), if !member => {
+                    if let Mode::Drain { idle } = self.mode {
+                        if drain.done(idle) && !drain.disconnecting {
+                            drain.disconnecting = true;
+                            let client = self.client.clone();
+                            tokio::spawn(async move {
+                                let _ = client.disconnect().await;
+                            });
+                        }
+                    }
+                    continue;
+                }
             };
             match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if !member => {
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    if !ack.session_present {
+                        // Nothing queued: the session had expired or was
+                        // drained already. Leave it to expire again.
+                        tracing::info!("No session left to take over.");
+                        drain.unsubscribed = true;
+                        drain.last_activity = Some(tokio::time::Instant::now());
+                    } else {
+                        tracing::info!("Took over the session; unsubscribing it from the group.");
+                        let client = self.client.clone();
+                        let filter = self.filter.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = client.unsubscribe(filter).await {
+                                tracing::warn!(err = %e, "Could not queue UNSUBSCRIBE.");
+                            }
+                        });
+                    }
+                }
+                Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                    drain.unsubscribed = true;
+                    drain.last_activity = Some(tokio::time::Instant::now());
+                }
+                Ok(Event::Outgoing(Outgoing::PubAck(_))) if !member => {
+                    drain.acked += 1;
+                    drain.last_activity = Some(tokio::time::Instant::now());
+                }
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                     backoff.reset();
@@ -195,6 +302,8 @@ impl Source {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    drain.received += 1;
+                    drain.last_activity = Some(tokio::time::Instant::now());
                     let topic = String::from_utf8_lossy(&publish.topic);
                     let kind = Metrics::kind_of(&topic);
                     self.metrics
@@ -209,7 +318,7 @@ impl Source {
                     if !tx.is_closed() {
                         let sent = tokio::select! {
                             biased;
-                            _ = stop.cancelled() => break,
+                            _ = stop.cancelled() => break Ended::Stopped,
                             r = tx.send(item) => r.is_ok(),
                         };
                         if !sent {
@@ -222,28 +331,40 @@ impl Source {
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     tracing::info!("Disconnected from the broker.");
-                    break;
+                    if drain.disconnecting {
+                        break Ended::Drained {
+                            messages: drain.received,
+                        };
+                    }
+                    break Ended::Stopped;
                 }
                 Ok(_) => {}
+                Err(e) if !member => {
+                    tracing::warn!(err = %e, "Lost the taken-over session's connection.");
+                    break Ended::Failed;
+                }
                 Err(e) => {
                     self.health.set_mqtt_down(format!("broker connection: {e}"));
                     self.metrics.mqtt_connected.set(0);
                     if draining.is_cancelled() {
-                        break;
+                        break Ended::Stopped;
                     }
                     let delay = backoff.next_delay();
                     tracing::warn!(err = %e, retry_in = ?delay, "Broker connection failed.");
                     tokio::select! {
                         biased;
-                        _ = stop.cancelled() => break,
-                        _ = draining.cancelled() => break,
+                        _ = stop.cancelled() => break Ended::Stopped,
+                        _ = draining.cancelled() => break Ended::Stopped,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }
+        };
+        if member {
+            self.health.set_mqtt_down("stopped");
+            self.metrics.mqtt_connected.set(0);
         }
-        self.health.set_mqtt_down("stopped");
-        self.metrics.mqtt_connected.set(0);
+        ended
     }
 
     /// Sends SUBSCRIBE from a separate task, so the poll loop never waits
@@ -264,5 +385,24 @@ impl Source {
                 tracing::warn!(err = %e, "Could not queue SUBSCRIBE.");
             }
         });
+    }
+}
+
+/// Progress of a [`Mode::Drain`] session.
+#[derive(Debug, Default)]
+struct Drain {
+    unsubscribed: bool,
+    received: u64,
+    acked: u64,
+    last_activity: Option<tokio::time::Instant>,
+    disconnecting: bool,
+}
+
+impl Drain {
+    /// Unsubscribed, every message acknowledged, and quiet for `idle`.
+    fn done(&self, idle: Duration) -> bool {
+        self.unsubscribed
+            && self.acked >= self.received
+            && self.last_activity.is_some_and(|t| t.elapsed() >= idle)
     }
 }

@@ -688,17 +688,17 @@ async fn migrations_are_idempotent_and_concurrency_safe() {
     applied.sort();
     assert_eq!(
         applied,
-        vec![1, 2, 3, 4, 5, 6],
+        vec![1, 2, 3, 4, 5, 6, 7],
         "exactly one of the two applies each version"
     );
     let again = sitewatch_bridge::migrate_only(&config)
         .await
         .expect("third");
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 6);
+    assert_eq!(again.current, 7);
     assert_eq!(
         env.sql("SELECT version, name FROM schema_migrations ORDER BY version"),
-        "1|init\n2|log_batches\n3|grafana_role\n4|clock_skew\n5|streams_smart_events\n6|writer_role"
+        "1|init\n2|log_batches\n3|grafana_role\n4|clock_skew\n5|streams_smart_events\n6|writer_role\n7|bridge_sessions"
     );
     // The schema works after all that.
     let bridge = start_bridge(config).await;
@@ -920,4 +920,80 @@ async fn unusable_database_is_fatal() {
     .expect("run returns by itself");
     let err = format!("{:#}", result.expect_err("must fail"));
     assert!(err.contains("no_such_db"), "{err}");
+}
+
+/// The session lease of a share-group member (`src/takeover.rs`): while
+/// another connection holds the lock on its session (a peer draining it),
+/// the bridge does not connect to the broker; once the lock is free it
+/// does. And a bridge whose lease connection dies and whose lock a peer
+/// takes meanwhile stops, rather than drive a session the peer drives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_lease_waits_for_a_drain_and_is_never_shared() {
+    use sitewatch_bridge::takeover::LOCK_CLASS;
+    let env = Env::start();
+    let shared = "[consumer]\nshare_group = \"lease\"\ntakeover_after_secs = 2\n";
+    // A first run registers the session in bridge_sessions.
+    let b = start_bridge(env.config("bridge-l1", shared)).await;
+    b.stop().await.expect("stop");
+    let id: i32 = env
+        .sql("SELECT id FROM bridge_sessions WHERE client_id = 'bridge-l1'")
+        .parse()
+        .expect("registered");
+
+    let (holder, conn) = tokio_postgres::connect(&env.db_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect holder");
+    tokio::spawn(conn);
+    holder
+        .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &id])
+        .await
+        .expect("take the lock");
+
+    let mut bridge = sitewatch_bridge::Bridge::start(env.config("bridge-l1", shared))
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, body) = blocking(|| http_get(bridge.http_addr(), "/healthz")).expect("healthz");
+    assert_eq!(code, 503, "connected without the lease: {body}");
+    assert!(body.contains("lease"), "{body}");
+    assert_eq!(
+        metric(bridge.http_addr(), "sitewatch_bridge_session_lease_held"),
+        Some(0.0)
+    );
+
+    holder
+        .execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &id])
+        .await
+        .expect("release");
+    eventually(WAIT, "healthy once the lease is free", || {
+        blocking(|| http_get(bridge.http_addr(), "/healthz")).is_some_and(|(c, _)| c == 200)
+    })
+    .await;
+    assert_eq!(
+        metric(bridge.http_addr(), "sitewatch_bridge_session_lease_held"),
+        Some(1.0)
+    );
+
+    // Cut the lease connection and take the lock before the bridge is
+    // back: it must stop.
+    let killed: i64 = holder
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+             WHERE locktype = 'advisory' AND classid = $1::int4::oid \
+               AND objid = $2::int4::oid AND objsubid = 2 AND granted",
+            &[&LOCK_CLASS, &id],
+        )
+        .await
+        .expect("terminate the lease backend")
+        .get(0);
+    assert_eq!(killed, 1, "the bridge held its lock on one connection");
+    holder
+        .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &id])
+        .await
+        .expect("take the lock");
+    let why = tokio::time::timeout(Duration::from_secs(15), bridge.failed())
+        .await
+        .expect("the bridge noticed within 15 s");
+    assert!(why.contains("another bridge took over"), "{why}");
+    let _ = bridge.stop().await;
 }

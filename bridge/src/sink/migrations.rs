@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "writer_role",
         sql: include_str!("../../migrations/0006_writer_role.sql"),
     },
+    Migration {
+        version: 7,
+        name: "bridge_sessions",
+        sql: include_str!("../../migrations/0007_bridge_sessions.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only
