@@ -220,7 +220,13 @@ impl Sources {
     fn start_smart(&mut self, cfg: Option<&smart::SmartConfig>) {
         if let Some(cfg) = cfg.cloned() {
             let state_dir = self.state_dir.clone();
-            let reader: smart::task::Reader = Arc::new(smart::io::read);
+            let standby = if cfg.standby_skip {
+                smart::io::Standby::Skip
+            } else {
+                smart::io::Standby::Wake
+            };
+            let reader: smart::task::Reader =
+                Arc::new(move |p: &std::path::Path, k| smart::io::read_with(p, k, standby));
             let discover: smart::task::Discover = Arc::new(smart::io::discover::paths);
             self.smart = Some(self.spawn_reporting(
                 move |tx, stop| {

@@ -12,7 +12,7 @@
 //! smartctl_fallback = true       # use smartctl --json when the native path cannot read
 //! temperature_warning_c = 50
 //! temperature_critical_c = 60
-//! standby_skip = true            # do not wake spun-down disks
+//! standby_skip = true            # do not wake spun-down disks (false: read them, spinning them up)
 //! read_timeout_secs = 10         # per disk
 //!
 //! [[smart.device]]               # per-device type for odd USB bridges

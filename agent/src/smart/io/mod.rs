@@ -60,6 +60,21 @@ const ENOSYS_HINT: &str = "the ioctl is not available here (an emulator such as 
 /// permission, a transport error) and says why; a device that answers but
 /// has no usable health interface is `Ok(Reading::Unsupported)`.
 pub fn read(path: &Path, kind: DeviceType) -> Result<Reading, String> {
+    read_with(path, kind, Standby::Skip)
+}
+
+/// What to do with an ATA disk that CHECK POWER MODE finds spun down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standby {
+    /// Report [`Reading::Standby`] and leave it asleep (`standby_skip =
+    /// true`, the default: a NVR disk woken every interval wears out).
+    Skip,
+    /// Read it anyway, which spins it up (`standby_skip = false`).
+    Wake,
+}
+
+/// [`read`] with an explicit [`Standby`] policy.
+pub fn read_with(path: &Path, kind: DeviceType, standby: Standby) -> Result<Reading, String> {
     let file = open(path)?;
     let fd = file.as_fd();
     let name = kernel_name(path);
@@ -71,7 +86,7 @@ pub fn read(path: &Path, kind: DeviceType) -> Result<Reading, String> {
     if nvme {
         return read_nvme(fd);
     }
-    read_scsi(fd, kind, &name)
+    read_scsi(fd, kind, &name, standby)
 }
 
 /// Opens like smartctl: read-only (SG_IO and the NVMe admin ioctl need no
@@ -143,7 +158,12 @@ enum AtaFail {
 }
 
 /// The SG_IO path: ATA pass-through, then SCSI log pages.
-fn read_scsi(fd: BorrowedFd<'_>, kind: DeviceType, name: &str) -> Result<Reading, String> {
+fn read_scsi(
+    fd: BorrowedFd<'_>,
+    kind: DeviceType,
+    name: &str,
+    standby: Standby,
+) -> Result<Reading, String> {
     let inquiry = send_in(
         fd,
         &sg::inquiry(INQUIRY_LEN),
@@ -171,7 +191,7 @@ fn read_scsi(fd: BorrowedFd<'_>, kind: DeviceType, name: &str) -> Result<Reading
     };
     let mut refusals = Vec::new();
     for &len in lengths {
-        match read_ata(fd, len) {
+        match read_ata(fd, len, standby) {
             Ok(r) => return Ok(r),
             Err(AtaFail::Refused(why)) => refusals.push(format!("ATA PASS-THROUGH({len}) {why}")),
             Err(AtaFail::Error(e)) => return Err(e),
@@ -298,7 +318,7 @@ fn ata_block(fd: BorrowedFd<'_>, len: u8, task: &AtaTask, what: &str) -> Result<
 }
 
 /// The ATA sequence with CDB length `len`.
-fn read_ata(fd: BorrowedFd<'_>, len: u8) -> Result<Reading, AtaFail> {
+fn read_ata(fd: BorrowedFd<'_>, len: u8, standby: Standby) -> Result<Reading, AtaFail> {
     // CHECK POWER MODE doubles as the probe for whether this CDB length is
     // passed through at all.
     let o = ata_cmd(
@@ -318,7 +338,8 @@ fn read_ata(fd: BorrowedFd<'_>, len: u8) -> Result<Reading, AtaFail> {
     }
     if o.ok() {
         if let Some(regs) = s.and_then(|s| s.ata) {
-            if regs.status & 0x01 == 0 && sense::is_standby(regs.count) {
+            if regs.status & 0x01 == 0 && sense::is_standby(regs.count) && standby == Standby::Skip
+            {
                 return Ok(Reading::Standby);
             }
         }
