@@ -10,6 +10,8 @@
 #     characters, a TOML injection attempt): the TOML parses (python3
 #     tomllib) to exactly the UCI values, nothing injected;
 #   - a bad number and a site id the agent rejects: not started, logged;
+#     leading zeros dropped; a too large number, a value that is not
+#     UTF-8, a syslog host listed twice: refused (found by fuzzing);
 #   - disk reporting off; the [syslog] and [outbox] tables; cameras
 #     ([rtsp]), [smart] and cleanup roots ([cleanup]).
 #
@@ -229,6 +231,66 @@ if [ "$REAL_AGENT" = 1 ]; then
 else
 	skip "sitewatch-agent check on hostile values (no agent binary given)"
 fi
+
+# 3b. Found by fuzzing (fuzz/fuzz_targets/uci_translate.rs): leading zeros
+#     are dropped (TOML has none); a number too large for TOML, a value
+#     that is not UTF-8 and a syslog host listed twice are refused (and
+#     logged, the secret not), not written as a file that is not TOML.
+cat >"$UCI_CONFIG_DIR/sitewatch" <<'EOF'
+config agent 'main'
+	option enabled '1'
+	option site_id 'lokasi1'
+config mqtt 'mqtt'
+	option url 'mqtt://127.0.0.1:1883'
+	option keep_alive_secs '030'
+config disk 'disk'
+	option interval_secs '00060'
+EOF
+run_init
+if [ "$(cat "$T/status")" = 0 ] && toml_check "$TOML" mqtt/keep_alive_secs=30 disk/interval_secs=60 >"$T/py" 2>&1; then
+	ok "leading zeros dropped: 030 is written 30"
+else
+	bad "leading zeros dropped: 030 is written 30" "$T/py" "$TOML" "$T/stdout"
+fi
+refused() {
+	run_init
+	if [ "$(cat "$T/status")" != 0 ] && ! grep -q procd_open_instance "$PROCD_LOG" \
+		&& grep -qF -- "$2" "$LOGGER_LOG" && ! grep -q secret "$LOGGER_LOG" && [ ! -e "$TOML" ]; then
+		ok "$1"
+	else
+		bad "$1" "$LOGGER_LOG" "$PROCD_LOG" "$T/stdout"
+	fi
+}
+base() {
+	echo "config agent 'main'"
+	echo "	option enabled '1'"
+	echo "	option site_id 'lokasi1'"
+	echo "config mqtt 'mqtt'"
+	echo "	option url 'mqtt://127.0.0.1:1883'"
+	echo "	option username 'lokasi1'"
+}
+{
+	base
+	echo "config outbox 'outbox'"
+	echo "	option disk_max_bytes '99999999999999999999'"
+} >"$UCI_CONFIG_DIR/sitewatch"
+refused "a number too large for TOML: refused, logged" "disk_max_bytes: '99999999999999999999' is too large"
+{
+	base
+	printf '\toption password %s\n' "$(uciq "$(printf 'caf\351-secret')")"
+} >"$UCI_CONFIG_DIR/sitewatch"
+refused "a password that is not UTF-8: refused, logged without it" "password: not UTF-8"
+{
+	base
+	echo "config syslog 'syslog'"
+	echo "	option enabled '1'"
+	for n in nvr-1 nvr-2; do
+		echo "config syslog_host"
+		echo "	option address '192.168.1.64'"
+		echo "	option name '$n'"
+	done
+} >"$UCI_CONFIG_DIR/sitewatch"
+refused "a syslog host listed twice: refused, logged" 'address "192.168.1.64" is listed twice'
 
 # 4. Not a number: refused before anything starts.
 cat >"$UCI_CONFIG_DIR/sitewatch" <<'EOF'
