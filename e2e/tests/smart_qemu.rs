@@ -165,6 +165,9 @@ fn native_smart_in_a_qemu_guest() {
     // NVMe: Identify Controller and the health log, judged ok.
     let ok = by_serial(&disks, "SWNVMEOK01");
     assert_eq!(ok["reading"], "nvme", "{ok:#}");
+    // QEMU reports no TNVMCAP: the size comes from the namespace's block
+    // device (the 1 GiB image).
+    assert_eq!(ok["capacity_bytes"], 1u64 << 30, "{ok:#}");
     assert_eq!(ok["model"], "QEMU NVMe Ctrl");
     assert_eq!(ok["critical_warning"], 0);
     assert_eq!(ok["verdict"], "ok", "{ok:#}");

@@ -84,7 +84,7 @@ pub fn read_with(path: &Path, kind: DeviceType, standby: Standby) -> Result<Read
         _ => false,
     };
     if nvme {
-        return read_nvme(fd);
+        return read_nvme(fd, &name);
     }
     read_scsi(fd, kind, &name, standby)
 }
@@ -128,7 +128,7 @@ fn is_permission(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
 }
 
-fn read_nvme(fd: BorrowedFd<'_>) -> Result<Reading, String> {
+fn read_nvme(fd: BorrowedFd<'_>, name: &str) -> Result<Reading, String> {
     let admin_err = |what: &str, e: nvme::AdminError| match &e {
         nvme::AdminError::Io(io) if is_permission(io) => format!("{what}: {io}: {ADMIN_HINT}"),
         nvme::AdminError::Io(io) if io.raw_os_error() == Some(libc::ENOTTY) => {
@@ -140,12 +140,29 @@ fn read_nvme(fd: BorrowedFd<'_>) -> Result<Reading, String> {
         _ => format!("{what}: {e}"),
     };
     let id = nvme::identify_controller(fd).map_err(|e| admin_err("NVMe Identify Controller", e))?;
-    let identity = super::nvme::parse_identify_controller(&id)
+    let mut identity = super::nvme::parse_identify_controller(&id)
         .map_err(|e| format!("NVMe Identify Controller: {e}"))?;
+    // TNVMCAP is optional (0 on many consumer drives and on QEMU); the
+    // namespace's block device size is what the NVR sees anyway.
+    if identity.capacity_bytes.is_none() {
+        identity.capacity_bytes = std::fs::read_to_string(format!("/sys/class/block/{name}/size"))
+            .ok()
+            .and_then(|t| capacity_from_sysfs_sectors(&t));
+    }
     let log = nvme::smart_log(fd).map_err(|e| admin_err("NVMe SMART / Health log", e))?;
     let health =
         super::nvme::parse_health_log(&log).map_err(|e| format!("NVMe SMART / Health log: {e}"))?;
     Ok(Reading::Nvme { identity, health })
+}
+
+/// Bytes from a `/sys/class/block/*/size` text (512-byte units whatever
+/// the logical block size); `None` for 0 or garbage.
+fn capacity_from_sysfs_sectors(text: &str) -> Option<u64> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(512))
+        .filter(|&b| b > 0)
 }
 
 /// Why an ATA pass-through attempt did not produce a reading.
@@ -422,6 +439,14 @@ fn read_ata(fd: BorrowedFd<'_>, len: u8, standby: Standby) -> Result<Reading, At
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sysfs_size_is_in_512_byte_units() {
+        assert_eq!(capacity_from_sysfs_sectors("2097152\n"), Some(1 << 30));
+        assert_eq!(capacity_from_sysfs_sectors("0\n"), None);
+        assert_eq!(capacity_from_sysfs_sectors("x"), None);
+        assert_eq!(capacity_from_sysfs_sectors(&u64::MAX.to_string()), None);
+    }
 
     #[test]
     fn missing_device_is_a_plain_error() {
