@@ -1378,6 +1378,13 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     });
 
     // The read-only login: a user that has only the migration's role.
+    sql(
+        "INSERT INTO bridge_sessions (client_id, share_group, last_seen, taken_over_at, \
+         taken_over_by, taken_over_messages) VALUES \
+         ('b-live', 'g', now(), NULL, NULL, 0), \
+         ('b-drained', 'g', now() - interval '10 minutes', now() - interval '9 minutes', 'b-live', 36), \
+         ('b-dead', 'g', now() - interval '5 minutes', NULL, NULL, 0)",
+    );
     sql("CREATE ROLE grafana_test LOGIN IN ROLE sitewatch_grafana");
     assert_eq!(
         sql("select rolcanlogin from pg_roles where rolname = 'sitewatch_grafana'"),
@@ -1431,6 +1438,18 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
             .unwrap_or_else(|| panic!("no query {dash}|{title}|{site}"))
     };
     let fleet = "sitewatch-fleet";
+
+    // Bridges: the grafana bridge has no share group; the rows inserted
+    // before the queries ran are one live, one dead and drained, one dead.
+    let bridges = r(fleet, "Bridges (share-group sessions)", "");
+    assert_eq!(
+        bridges.column("bridge"),
+        ["b-dead", "b-drained", "b-live"],
+        "gone first"
+    );
+    assert_eq!(bridges.column("state"), ["gone", "gone_drained", "up"]);
+    assert_eq!(bridges.get(1, "taken_over_by"), "b-live");
+    assert_eq!(bridges.get(1, "taken_over_messages"), "36");
 
     // Fleet overview.
     let now = r(fleet, "Sites now", "");
