@@ -1783,6 +1783,11 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
         ["site=site-disk,path=/srv/recordings,problem=not_mounted"]
     );
     assert!(fires("Bridge not ingesting").is_empty());
+    assert_eq!(
+        fires("Bridge gone, session not drained"),
+        ["bridge=b-dead"],
+        "silent 5 min and not drained; the drained and the live one do not fire"
+    );
     let stalled = r("alert", "Bridge not ingesting", "");
     assert!(
         stalled
