@@ -354,7 +354,8 @@ pub struct Config {
     /// Share group, when configured.
     pub share_group: Option<String>,
     /// Take over a share-group member's session after it has been gone
-    /// this long (`None`: no share group, or takeover off).
+    /// this long (`None`: no share group, or takeover off). A share-group
+    /// member holds its session lease either way.
     pub takeover_after: Option<Duration>,
     /// Database settings.
     pub postgres: PostgresSettings,

@@ -110,7 +110,7 @@ impl Bridge {
 
         let lease = CancellationToken::new();
         let mut source = source::Source::new(&config, health.clone(), metrics.clone())?;
-        if config.takeover_after.is_some() {
+        if config.share_group.is_some() {
             source = source.connect_when(lease.clone());
         }
         match &config.loki {
@@ -153,19 +153,19 @@ impl Bridge {
         }
         let writer = tokio::spawn(writer.run(draining.clone()));
         let source = tokio::spawn(source.run(tx, draining.clone(), stop_source.clone()));
-        let takeover = match (&config.share_group, config.takeover_after) {
-            (Some(group), Some(after)) => {
+        let takeover = match &config.share_group {
+            Some(group) => {
                 let t = takeover::Takeover {
                     config: config.clone(),
                     group: group.clone(),
-                    after,
+                    after: config.takeover_after,
                     held: lease,
                     fatal: fatal_tx,
                     metrics: metrics.clone(),
                 };
                 Some(tokio::spawn(t.run(stop_source.clone())))
             }
-            _ => None,
+            None => None,
         };
         let gaps = tokio::spawn(seq_gaps::run(
             config.postgres.clone(),

@@ -19,7 +19,9 @@
 //! * a bridge registers its client id in `bridge_sessions`, takes its own
 //!   lock (waiting if a peer is draining its session), and only then
 //!   connects to the broker ([`crate::source::Source::connect_when`]);
-//! * it refreshes `last_seen` every `takeover_after / 5`;
+//! * it refreshes `last_seen` every `takeover_after / 5`; every member of
+//!   a share group does this, also one with `takeover_after_secs = 0`
+//!   (which only stops it from draining others);
 //! * a member that sees a peer's `last_seen` unchanged for
 //!   `takeover_after` (counted on its own clock, and only while its own
 //!   database connection has been up that long, so a database restart
@@ -76,8 +78,11 @@ pub struct Takeover {
     pub config: Config,
     /// Share group.
     pub group: String,
-    /// How long a peer must be silent before its session is drained.
-    pub after: Duration,
+    /// How long a peer must be silent before its session is drained;
+    /// `None` (`takeover_after_secs = 0`): hold the lease and beat, but
+    /// never drain a peer. The lease is held either way, so that peers
+    /// with takeover on never mistake this bridge for a dead one.
+    pub after: Option<Duration>,
     /// Cancelled once this bridge holds its own lease.
     pub held: CancellationToken,
     /// Where losing the lease to a peer is reported (the bridge stops).
@@ -97,7 +102,11 @@ impl Takeover {
     /// Holds the lease, beats, and drains dead peers' sessions until
     /// `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
-        let beat = (self.after / 5).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        // Peers judge this bridge by their own takeover_after (the default
+        // when ours is off); the lock, not the beat, is what protects a
+        // live bridge, so a late beat only costs a failed try.
+        let beat = (self.after.unwrap_or(Duration::from_secs(20)) / 5)
+            .clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut backoff =
             sitewatch_mqtt::Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         let mut conn: Option<(Client, i32)> = None;
@@ -228,6 +237,9 @@ impl Takeover {
                 self.finish(client, r).await?;
             }
         }
+        let Some(after) = self.after else {
+            return Ok(());
+        };
 
         let rows = client
             .query(
@@ -249,8 +261,8 @@ impl Takeover {
             let silent = now.duration_since(entry.1);
             if drained
                 || running.is_some()
-                || silent < self.after
-                || now.duration_since(up_since) < self.after
+                || silent < after
+                || now.duration_since(up_since) < after
             {
                 continue;
             }

@@ -997,3 +997,51 @@ async fn session_lease_waits_for_a_drain_and_is_never_shared() {
     assert!(why.contains("another bridge took over"), "{why}");
     let _ = bridge.stop().await;
 }
+
+/// A share-group member with takeover off (`takeover_after_secs = 0`)
+/// still holds its lease and beats, so a peer with a short takeover time
+/// never drains its live session; both keep their share. (It ran once
+/// with takeover on, so its `bridge_sessions` row exists: without the
+/// lease the peer would find that row silent and its lock free.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_takeover_off_is_not_drained_while_alive() {
+    let env = Env::start();
+    let quiet = "[consumer]\nshare_group = \"mixed\"\ntakeover_after_secs = 0\n";
+    let eager = "[consumer]\nshare_group = \"mixed\"\ntakeover_after_secs = 1\n";
+    let first = start_bridge(env.config("bridge-m1", eager)).await;
+    first.stop().await.expect("stop");
+    let b1 = start_bridge(env.config("bridge-m1", quiet)).await;
+    let b2 = start_bridge(env.config("bridge-m2", eager)).await;
+    assert_eq!(
+        metric(b1.http_addr(), "sitewatch_bridge_session_lease_held"),
+        Some(1.0)
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let msgs: Vec<Msg> = (1..=100)
+        .map(|seq| heartbeat("site-m", "b1", seq))
+        .collect();
+    publish_all(&env.broker.url(), &msgs).await;
+    eventually(WAIT, "all 100 stored", || {
+        env.try_count("SELECT count(*) FROM heartbeats") == Some(100)
+    })
+    .await;
+    assert_eq!(
+        metric(b2.http_addr(), "sitewatch_bridge_takeovers_total"),
+        Some(0.0),
+        "drained a live member"
+    );
+    let got = |b: &sitewatch_bridge::Bridge| {
+        metric(
+            b.http_addr(),
+            "sitewatch_bridge_messages_received_total{kind=\"heartbeat\"}",
+        )
+        .expect("metric")
+    };
+    assert!(got(&b1) > 0.0 && got(&b2) > 0.0, "both kept their share");
+    assert_eq!(
+        env.sql("SELECT count(*) FROM bridge_sessions WHERE taken_over_at IS NOT NULL"),
+        "0"
+    );
+    b1.stop().await.expect("stop 1");
+    b2.stop().await.expect("stop 2");
+}
