@@ -1152,6 +1152,65 @@ fn s6_outbox_overflow_drops_exactly_the_counted_logs() {
     assert_eq!(t.rejected, 0);
 }
 
+/// PostgreSQL restarted under a share group: both bridges lose the
+/// connection that holds their session lease at once. Each must retake its
+/// own lease and carry on; neither may take the other over (both were
+/// only cut off from the database, not dead) or stop.
+#[test]
+fn s3_postgres_restart_under_a_share_group_keeps_both_leases() {
+    let site = "f3-share";
+    let mut rig = Rig::start(RigOpts {
+        bridges: 2,
+        share_group: Some("faults"),
+        takeover_after_secs: Some(5),
+        ..RigOpts::default()
+    });
+    let mut agent = rig.agent_config(site, ROOMY_OUTBOX);
+    rig.start_agent(&mut agent);
+    let stream = Stream::start(agent.tcp, site, 0, 100 * scale());
+    wait_flowing(&rig, site);
+    wait_until(WAIT, "both bridges take messages", || {
+        (0..2).all(|i| rig.bridge_metric(i, "messages_received_total") > 0)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.bridge_logs()));
+
+    rig.db.stop().expect("stop postgres");
+    std::thread::sleep(Duration::from_secs(8));
+    rig.db.restart().expect("restart postgres");
+    std::thread::sleep(Duration::from_secs(8));
+    let lines = stream.stop();
+    let fault_end = Instant::now();
+    let since = now_ms();
+    let recover = rig.wait_recovered(site, fault_end, since, lines, false, &agent);
+    rig.stop_agent(&mut agent);
+    let t = rig.tally(site, lines);
+    t.print("3_postgres_restart_share_group", recover);
+    t.assert_exact();
+    for i in 0..2 {
+        let log = rig.bridges[i]
+            .guard
+            .as_ref()
+            .map(|g| g.log_contents())
+            .unwrap_or_default();
+        assert!(
+            log.matches("Holding the session lease.").count() >= 2,
+            "bridge {i} never lost and retook its lease:\n{log}"
+        );
+        assert_eq!(
+            rig.bridge_metric(i, "session_lease_held"),
+            1,
+            "bridge {i} lost its lease\n{}",
+            rig.bridge_logs()
+        );
+        assert_eq!(
+            rig.bridge_metric(i, "takeovers_total"),
+            0,
+            "bridge {i} took over a live peer\n{}",
+            rig.bridge_logs()
+        );
+    }
+}
+
 /// Two bridges in one shared-subscription group split the load; one is
 /// SIGKILLed mid-stream. With `restart_killed` it comes back after 3 s
 /// (its persistent session still holds its share, and takeover, after
