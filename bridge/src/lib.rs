@@ -17,6 +17,7 @@
 //! * [`writer`]: batches, retries, acks after commit;
 //! * [`sink`]: decoding, the site-state rule, schema migrations, SQL;
 //! * [`http`]: `/healthz` and `/metrics`;
+//! * [`forget`]: the `forget` command (retire rows from the "now" tables);
 //! * [`metrics`], [`health`]: shared counters and flags.
 //!
 //! Delivery is at-least-once from the broker and idempotent in the
@@ -26,6 +27,7 @@
 //! tests and embedding.
 
 pub mod config;
+pub mod forget;
 pub mod health;
 pub mod http;
 pub mod metrics;

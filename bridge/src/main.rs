@@ -4,6 +4,7 @@
 //! sitewatch-bridge --config /etc/sitewatch/bridge.toml          # run
 //! sitewatch-bridge check --config /etc/sitewatch/bridge.toml    # validate only
 //! sitewatch-bridge migrate --config /etc/sitewatch/bridge.toml  # schema only
+//! sitewatch-bridge forget camera SITE CAMERA --config ...        # retire a row
 //! ```
 
 use std::path::PathBuf;
@@ -29,6 +30,39 @@ enum Command {
     Check,
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Retire a site, camera or disk from the dashboards' "now" tables
+    /// (history stays; it reappears if it reports again). Needs the schema
+    /// owner's database account.
+    Forget {
+        #[command(subcommand)]
+        what: ForgetWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum ForgetWhat {
+    /// A decommissioned site, with its cameras and disks.
+    Site {
+        /// Site id.
+        site: String,
+        /// Forget it even while it is online.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A camera removed from a site's config.
+    Camera {
+        /// Site id.
+        site: String,
+        /// Camera name.
+        camera: String,
+    },
+    /// A disk pulled from a site (device name, e.g. sda).
+    Disk {
+        /// Site id.
+        site: String,
+        /// Device name.
+        device: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +103,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
+            Some(Command::Forget { what }) => {
+                use sitewatch_bridge::forget::Forget;
+                let what = match what {
+                    ForgetWhat::Site { site, force } => Forget::Site { site, force },
+                    ForgetWhat::Camera { site, camera } => Forget::Camera { site, camera },
+                    ForgetWhat::Disk { site, device } => Forget::Disk { site, device },
+                };
+                let mut client = sitewatch_bridge::sink::postgres::connect(&config.postgres).await?;
+                let done = sitewatch_bridge::forget::forget(&mut client, &what).await?;
+                println!("{done}");
+                Ok(())
+            }
             Some(Command::Migrate) => {
                 let report = sitewatch_bridge::migrate_only(&config).await?;
                 tracing::info!(applied = ?report.applied, current = report.current, "Schema is up to date.");

@@ -1045,3 +1045,120 @@ async fn a_member_with_takeover_off_is_not_drained_while_alive() {
     b1.stop().await.expect("stop 1");
     b2.stop().await.expect("stop 2");
 }
+
+/// `sitewatch-bridge forget` retires rows from the "now" tables (so a
+/// pulled disk or removed camera stops alerting) and keeps history; it
+/// says so when there is nothing to forget, refuses an online site without
+/// --force, and names the fix when the account may not delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_retires_rows_and_keeps_history() {
+    let env = Env::start();
+    let loki = blocking(sitewatch_testkit::LokiReceiver::start).expect("loki receiver");
+    let bridge = start_bridge(env.config("bridge-forget", &loki_section(&loki.url()))).await;
+    let msgs: Vec<Msg> = golden::VALID
+        .iter()
+        .map(|v| Msg {
+            topic: v.topic.to_owned(),
+            payload: v.payload.to_vec(),
+            retain: v.retain,
+        })
+        .collect();
+    publish_all(&env.broker.url(), &msgs).await;
+    eventually(WAIT, "all valid vectors stored", || {
+        env.try_count("SELECT count(*) FROM boots WHERE received = 11") == Some(1)
+    })
+    .await;
+    bridge.stop().await.expect("stop");
+    let site = env.sql("SELECT site FROM sites");
+    let camera = env.sql("SELECT camera FROM cameras ORDER BY camera LIMIT 1");
+    let device = env.sql("SELECT device FROM disks ORDER BY device LIMIT 1");
+    let probes = env.count("SELECT count(*) FROM camera_probes");
+    let (cams, disks) = (
+        env.count("SELECT count(*) FROM cameras"),
+        env.count("SELECT count(*) FROM disks"),
+    );
+    assert!(cams >= 1 && disks >= 1, "vectors give cameras and disks");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write_cfg = |name: &str, db_url: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            config_text(&env.broker.url(), db_url, "bridge-forget", ""),
+        )
+        .expect("write config");
+        p
+    };
+    let owner = write_cfg("owner.toml", &env.db_url);
+    let run = |cfg: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitewatch-bridge"))
+            .arg("--config")
+            .arg(cfg)
+            .arg("forget")
+            .args(args)
+            .env_remove("SITEWATCH_POSTGRES_URL")
+            .env_remove("SITEWATCH_MQTT_URL")
+            .output()
+            .expect("run forget");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = run(&owner, &["camera", &site, &camera]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "forgot 0 site(s), 1 camera(s), 0 disk(s)");
+    assert_eq!(env.count("SELECT count(*) FROM cameras"), cams - 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM camera_probes"),
+        probes,
+        "history stays"
+    );
+
+    let (code, _, err) = run(&owner, &["camera", &site, "no-such-camera"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nothing to forget"), "{err}");
+
+    let (code, _, err) = run(&owner, &["disk", &site, &device]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(env.count("SELECT count(*) FROM disks"), disks - 1);
+
+    // The least-privilege writer may not delete: the message says who may.
+    env.sql("CREATE ROLE bridge_fw LOGIN IN ROLE sitewatch_writer");
+    let user = env
+        .db_url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('@').next())
+        .expect("user");
+    let writer = write_cfg(
+        "writer.toml",
+        &env.db_url.replacen(&format!("{user}@"), "bridge_fw@", 1),
+    );
+    let (code, _, err) = run(&writer, &["site", &site, "--force"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("schema owner"), "{err}");
+    assert_eq!(env.count("SELECT count(*) FROM sites"), 1);
+
+    // An online site needs --force.
+    env.sql(&format!(
+        "UPDATE sites SET state = 'online' WHERE site = '{site}'"
+    ));
+    let (code, _, err) = run(&owner, &["site", &site]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--force"), "{err}");
+    let (code, out, err) = run(&owner, &["site", &site, "--force"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("forgot 1 site(s)"), "{out}");
+    assert_eq!(
+        env.sql("SELECT (SELECT count(*) FROM sites) || ',' || (SELECT count(*) FROM cameras) || ',' || (SELECT count(*) FROM disks)"),
+        "0,0,0"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM heartbeats"),
+        1,
+        "history stays"
+    );
+}
