@@ -19,8 +19,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(c.username.len() <= MAX_CREDENTIAL_LEN);
             assert!(c.password.len() <= MAX_CREDENTIAL_LEN);
             // A password of a few characters may occur in the path by
-            // chance; a long one must not survive in the URL.
-            if c.password.len() >= 12 && !s.replacen(&c.password, "", 1).contains(&c.password) {
+            // chance; a long one must not survive in the URL, unless the
+            // input had it twice. URL parsing (WHATWG) drops every tab,
+            // CR and LF first, so count occurrences in that text (found by
+            // the fuzzer: "p55<tabs>5p5" in the path became the password).
+            let parsed: String = s
+                .chars()
+                .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+                .collect();
+            if c.password.len() >= 12 && !parsed.replacen(&c.password, "", 1).contains(&c.password)
+            {
                 assert!(!url.as_str().contains(&c.password), "{url}");
                 assert!(!shown.contains(&c.password), "{shown}");
             }
