@@ -635,6 +635,10 @@ impl Shell {
 export UCI_CONFIG_DIR="$SWF_DIR/config" LOGGER_LOG="$SWF_DIR/logger.log" PROCD_LOG="$SWF_DIR/procd.log"
 . "$SWF_STUBS/functions.sh"
 . "$SWF_STUBS/procd.sh"
+# A function, not just PATH: Debian's busybox-static runs its own applets
+# before anything in PATH (FEATURE_SH_STANDALONE), so the logger applet
+# would send the reasons to syslog instead of $LOGGER_LOG.
+logger() { "$SWF_STUBS/logger" "$@"; }
 . "$SWF_INIT"
 CONF_DIR="$SWF_DIR/var/etc/sitewatch"
 CONF="$CONF_DIR/agent.toml"

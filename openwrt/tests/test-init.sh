@@ -83,6 +83,11 @@ run_init() {
 		. "$HERE/stubs/functions.sh"
 		# shellcheck disable=SC1091
 		. "$HERE/stubs/procd.sh"
+		# A function, not just PATH: Debian's busybox-static runs its own
+		# applets before PATH (FEATURE_SH_STANDALONE), so its logger would
+		# bypass the stand-in.
+		# shellcheck disable=SC2317 # called by the init script (sw_log)
+		logger() { "$HERE/stubs/logger" "$@"; }
 		# shellcheck disable=SC1090
 		. "$INIT"
 		# shellcheck disable=SC2034 # read by the init script's functions
