@@ -11,6 +11,18 @@ use std::time::Duration;
 use sitewatch_wire::golden;
 use util::*;
 
+/// Every valid golden vector as a message to publish.
+fn golden_valid() -> Vec<Msg> {
+    golden::VALID
+        .iter()
+        .map(|v| Msg {
+            topic: v.topic.to_owned(),
+            payload: v.payload.to_vec(),
+            retain: v.retain,
+        })
+        .collect()
+}
+
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Every golden valid vector is stored (the log batch delivered to Loki),
@@ -22,14 +34,7 @@ async fn valid_vectors_are_stored() {
     let bridge = start_bridge(env.config("bridge-valid", &loki_section(&loki.url()))).await;
     let addr = bridge.http_addr();
 
-    let msgs: Vec<Msg> = golden::VALID
-        .iter()
-        .map(|v| Msg {
-            topic: v.topic.to_owned(),
-            payload: v.payload.to_vec(),
-            retain: v.retain,
-        })
-        .collect();
+    let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
 
     eventually(WAIT, "all valid vectors stored", || {
@@ -619,14 +624,7 @@ async fn least_privilege_writer_stores_but_cannot_alter() {
     );
     config.postgres.migrate = false;
     let bridge = start_bridge(config).await;
-    let msgs: Vec<Msg> = golden::VALID
-        .iter()
-        .map(|v| Msg {
-            topic: v.topic.to_owned(),
-            payload: v.payload.to_vec(),
-            retain: v.retain,
-        })
-        .collect();
+    let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
     eventually(WAIT, "all valid vectors stored by the writer", || {
         env.try_count("SELECT count(*) FROM boots WHERE received = 11") == Some(1)
@@ -1055,14 +1053,7 @@ async fn forget_retires_rows_and_keeps_history() {
     let env = Env::start();
     let loki = blocking(sitewatch_testkit::LokiReceiver::start).expect("loki receiver");
     let bridge = start_bridge(env.config("bridge-forget", &loki_section(&loki.url()))).await;
-    let msgs: Vec<Msg> = golden::VALID
-        .iter()
-        .map(|v| Msg {
-            topic: v.topic.to_owned(),
-            payload: v.payload.to_vec(),
-            retain: v.retain,
-        })
-        .collect();
+    let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
     eventually(WAIT, "all valid vectors stored", || {
         env.try_count("SELECT count(*) FROM boots WHERE received = 11") == Some(1)
