@@ -92,6 +92,15 @@ for t in "${targets[@]}"; do
         kind=$(grep -oE 'ERROR: libFuzzer: [a-z-]+|panicked at|==[0-9]+== ERROR: [A-Za-z]+|ALARM: working on the last Unit' "$log" | head -n1 || true)
         [[ $kind == ALARM* ]] && kind="timeout (one input ran longer than ${FUZZ_TIMEOUT_SECS:-10}s)"
         result="FAILED (exit $rc${kind:+, $kind}${art:+, $art})"
+        # CI keeps only its output: carry the finding itself, not just a
+        # path to a temp file (the panic message and the input as base64).
+        {
+            echo "fuzz.sh: $t FAILED; the end of its log:"
+            grep -v '^#[0-9]' "$log" | tail -n 25 | sed 's/^/fuzz.sh:   /'
+            if [[ -n $art && -f $art ]]; then
+                echo "fuzz.sh: $t input ($art) as base64: $(head -c 4096 "$art" | base64 -w0)"
+            fi
+        } >&2
     fi
     took=$(($(date +%s) - started))
     rows+=("$(printf '%-16s %8s %14s %10s %8s  %s' "$t" "${took}s" "${execs:-?}" "${rate:-?}" "$corpus" "$result")")

@@ -76,6 +76,17 @@ if [ "${SITEWATCH_SKIP_GATEWAY:-0}" != 1 ]; then
 fi
 set -e
 
+# CI keeps only the tail of this output: name every failure (and the first
+# lines of each failed cargo test's output) right above the summary.
+failures=$(grep -E '^test .* \.\.\. FAILED$|^[a-z/._-]+: [0-9]+ passed, [1-9][0-9]* failed|^ *([a-z0-9]+: )?FAIL  |FAILED \(exit |^fuzz\.sh: ([a-z_]+ FAILED|  |[a-z_]+ input )' "$LOG" || true)
+if [ -n "$failures" ]; then
+    printf '\nfailures:\n%s\n' "$failures"
+    awk '
+    /^---- .* stdout ----$/ { show = 1; n = 0; print; next }
+    show && (/^---- / || /^failures:$/ || /^test result:/) { show = 0 }
+    show && n < 25 { print "    " $0; n++ }' "$LOG"
+fi
+
 # One closing line for the whole run: cargo's per-binary "test result:"
 # lines plus the scripts' "N passed, N failed[, N skipped]" lines.
 awk '
