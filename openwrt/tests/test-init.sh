@@ -504,6 +504,29 @@ else
 	skip "watched files (no openssl to make a test CA)"
 fi
 
+# 9. The stand-in itself: a second config_load in the same shell forgets
+#    the first, even after a value with a newline and a byte that is not
+#    UTF-8 (it used to rebuild the names from `set | sed` output, which a
+#    UTF-8 sed misreads: the subshell died; the fuzz target relies on it).
+printf "config agent 'main'\n\toption site_id '\377a\nb'\n\tlist host 'h1'\n" >"$UCI_CONFIG_DIR/first"
+printf "config agent 'main'\n\tlist host 'h2'\n" >"$UCI_CONFIG_DIR/second"
+reload_out=$(
+	export LC_ALL=C.UTF-8
+	# shellcheck disable=SC1091
+	. "$HERE/stubs/functions.sh"
+	config_load first
+	config_load second
+	config_get site main site_id none
+	config_get n main host_LENGTH
+	config_get h main host_ITEM1
+	echo "$site $n $h"
+) 2>&1
+if [ "$reload_out" = "none 1 h2" ]; then
+	ok "stand-in config_load: a second load forgets the first"
+else
+	bad "stand-in config_load: a second load forgets the first (got: $reload_out)"
+fi
+
 echo
 echo "init: $PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

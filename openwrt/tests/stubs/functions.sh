@@ -12,9 +12,13 @@
 CONFIG_SECTIONS=
 CONFIG_NUM_SECTIONS=0
 CONFIG_SECTION=
+# Every variable name a load has set, so the next load can unset exactly
+# those (scanning `set` output misreads multi-line or non-UTF-8 values).
+CONFIG_VARS=
 
 _cfg_set() {
 	export "CONFIG_${1}_${2}=${3}"
+	CONFIG_VARS="$CONFIG_VARS CONFIG_${1}_${2}"
 }
 
 config() {
@@ -42,11 +46,10 @@ list() {
 config_load() {
 	local file="$UCI_CONFIG_DIR/$1"
 	# Forget a previous load (OpenWrt's reset_cb/config_load do the same).
-	for s in $CONFIG_SECTIONS; do
-		for v in $(set | sed -n "s/^\\(CONFIG_${s}_[A-Za-z0-9_]*\\)=.*/\\1/p"); do
-			unset "$v"
-		done
+	for v in $CONFIG_VARS; do
+		unset "$v"
 	done
+	CONFIG_VARS=
 	CONFIG_SECTIONS=
 	CONFIG_NUM_SECTIONS=0
 	[ -f "$file" ] || return 1
