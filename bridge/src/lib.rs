@@ -153,6 +153,7 @@ impl Bridge {
         if let Some(l) = &writer.loki {
             tracing::info!(loki = l.display(), "Syslog batches go to Loki.");
         }
+        let schema_ready = writer.schema_ready.clone();
         let writer = tokio::spawn(writer.run(draining.clone()));
         let source = tokio::spawn(source.run(tx, draining.clone(), stop_source.clone()));
         let takeover = match &config.share_group {
@@ -162,6 +163,7 @@ impl Bridge {
                     group: group.clone(),
                     after: config.takeover_after,
                     held: lease,
+                    schema_ready: schema_ready.clone(),
                     fatal: fatal_tx,
                     metrics: metrics.clone(),
                 };
@@ -172,6 +174,7 @@ impl Bridge {
         let gaps = tokio::spawn(seq_gaps::run(
             config.postgres.clone(),
             metrics.clone(),
+            schema_ready,
             stop_source.clone(),
         ));
         let state = Arc::new(http::HttpState {
@@ -313,5 +316,6 @@ pub(crate) fn writer_for(
         metrics,
         fatal,
         pending_acks: std::collections::VecDeque::new(),
+        schema_ready: CancellationToken::new(),
     })
 }

@@ -22,9 +22,20 @@ use crate::metrics::{Metrics, SiteLabel};
 pub const REFRESH: Duration = Duration::from_secs(15);
 
 /// Refreshes [`Metrics::site_seq_missing`] and [`Metrics::seq_missing`]
-/// until `stop` is cancelled. Database errors are logged at debug level
-/// and retried next round (the writer reports database health).
-pub async fn run(settings: PostgresSettings, metrics: Metrics, stop: CancellationToken) {
+/// until `stop` is cancelled, starting once `schema_ready` is (the
+/// writer's migrations create the view). Database errors are logged at
+/// debug level and retried next round (the writer reports database
+/// health).
+pub async fn run(
+    settings: PostgresSettings,
+    metrics: Metrics,
+    schema_ready: CancellationToken,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = schema_ready.cancelled() => {}
+    }
     let mut client = None;
     let mut shown: HashSet<String> = HashSet::new();
     loop {

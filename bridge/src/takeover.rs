@@ -89,6 +89,9 @@ pub struct Takeover {
     pub fatal: watch::Sender<Option<String>>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Cancelled by the writer once the schema is migrated
+    /// (`bridge_sessions` exists); the lease is taken after that.
+    pub schema_ready: CancellationToken,
 }
 
 /// A drain in progress.
@@ -114,6 +117,10 @@ impl Takeover {
         // Peer id -> (last_seen in µs, when we first saw that value).
         let mut seen: HashMap<i32, (i64, Instant)> = HashMap::new();
         let mut running: Option<Running> = None;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = self.schema_ready.cancelled() => {}
+        }
         loop {
             if conn.as_ref().is_some_and(|(c, _)| c.is_closed()) {
                 tracing::warn!("Lost the database connection that holds the session lease.");

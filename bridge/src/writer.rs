@@ -79,6 +79,10 @@ pub struct Writer {
     /// Committed messages whose ack is not yet handed to rumqttc, in
     /// receive order.
     pub(crate) pending_acks: VecDeque<Received>,
+    /// Cancelled once connected with the schema migrated, so that the
+    /// tasks reading the bridge's own tables (lease, seq gaps) start after
+    /// the first migration instead of logging errors until it has run.
+    pub(crate) schema_ready: CancellationToken,
 }
 
 /// What [`Writer::next_batch`] found.
@@ -116,6 +120,7 @@ impl Writer {
                     self.metrics.db_up.set(1);
                     self.health.set_writes_ok();
                     self.health.set_db_ready();
+                    self.schema_ready.cancel();
                     break;
                 }
                 Err(ConnectError::Fatal(e)) => {
