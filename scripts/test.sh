@@ -21,6 +21,8 @@ export PATH="$PATH:/usr/sbin:$(pg_bindir)"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+# The fuzz crate is outside the workspace (cargo fuzz wants it so).
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"

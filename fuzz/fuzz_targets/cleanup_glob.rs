@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
                 // the fuzzer's finding at 8.5 M executions was this oracle
                 // using contains("..")).
                 assert!(r.path.starts_with('/') && r.path != "/");
-                assert!(!r.path.split('/').any(|c| c == "." || c == ".."), "{}", r.path);
+                assert!(
+                    !r.path.split('/').any(|c| c == "." || c == ".."),
+                    "{}",
+                    r.path
+                );
                 assert!(r.low_watermark_pct < r.high_watermark_pct);
             }
         }

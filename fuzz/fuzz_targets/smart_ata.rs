@@ -47,7 +47,10 @@ fuzz_target!(|input: &[u8]| {
     }
     let sum = raw_data.iter().fold(0u8, |a, b| a.wrapping_add(*b));
     if sum != 0 {
-        assert!(ata::parse_smart_data(&raw_data).is_err(), "bad checksum accepted");
+        assert!(
+            ata::parse_smart_data(&raw_data).is_err(),
+            "bad checksum accepted"
+        );
     }
     let Ok(mut attrs) = ata::parse_smart_data(&data_s) else {
         return;
@@ -62,7 +65,8 @@ fuzz_target!(|input: &[u8]| {
         assert!(th.len() <= ata::ATTRIBUTE_SLOTS);
         ata::merge_thresholds(&mut attrs, &th);
     }
-    let health = [AtaHealth::Passed, AtaHealth::Failing, AtaHealth::Unknown][usize::from(sel >> 3) % 3];
+    let health =
+        [AtaHealth::Passed, AtaHealth::Failing, AtaHealth::Unknown][usize::from(sel >> 3) % 3];
     let reading = Reading::Ata {
         identity: identity.unwrap_or_else(|_| ata::AtaIdentity {
             model: "ST4000VX016-3CV104".into(),
@@ -81,8 +85,10 @@ fuzz_target!(|input: &[u8]| {
     for (k, c) in th_s.chunks_exact(8).take(6).enumerate() {
         let mut b = [0u8; 8];
         b.copy_from_slice(c);
-        prev.raw
-            .insert(sitewatch_agent::smart::state::TRACKED_ATTRIBUTES[k], u64::from_le_bytes(b));
+        prev.raw.insert(
+            sitewatch_agent::smart::state::TRACKED_ATTRIBUTES[k],
+            u64::from_le_bytes(b),
+        );
     }
     let limits = Limits {
         temperature_warning_c: data.first().copied().unwrap_or(50).max(1),
@@ -92,6 +98,9 @@ fuzz_target!(|input: &[u8]| {
         let v = judge(&reading, p, &limits);
         let worst = v.reasons.iter().map(|r| r.level).max().unwrap_or(Level::Ok);
         assert_eq!(v.level, worst);
-        assert!(v.reasons.iter().all(|r| !r.code.is_empty() && !r.detail.is_empty()));
+        assert!(v
+            .reasons
+            .iter()
+            .all(|r| !r.code.is_empty() && !r.detail.is_empty()));
     }
 });
