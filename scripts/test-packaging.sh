@@ -35,7 +35,10 @@ done
 DIST=$(cd "$DIST" 2>/dev/null && pwd || echo "$PWD/$DIST")
 
 # systemd: systemd-analyze, systemd-sysusers, systemd-tmpfiles.
-ensure_debian_packages shellcheck dash busybox systemd python3 make openssl
+# busybox-static, not busybox: Debian's two conflict (installing one
+# removes the other), and the QEMU SMART guest (scripts/qemu-smart) copies
+# /bin/busybox into its initramfs, so it must stay the static one.
+ensure_debian_packages shellcheck dash busybox-static systemd python3 make openssl
 if ! python3 -c 'import tomllib' 2>/dev/null; then
     die "python3 with tomllib (3.11+) is needed to validate generated TOML"
 fi
@@ -68,7 +71,8 @@ AGENT="$DIST/sitewatch-agent-x86_64-unknown-linux-musl"
 
 # ---------------------------------------------------------------- shellcheck
 log "shellcheck"
-SCRIPTS=(scripts/build-release.sh scripts/check-size.sh scripts/test-cross.sh scripts/test-packaging.sh)
+SCRIPTS=(scripts/build-release.sh scripts/check-size.sh scripts/test-cross.sh scripts/test-packaging.sh
+    scripts/test.sh scripts/fuzz.sh scripts/lib/common.sh)
 OPENWRT_SH=(openwrt/files/sitewatch.init openwrt/tests/test-init.sh openwrt/tests/stubs/functions.sh
     openwrt/tests/stubs/procd.sh openwrt/tests/stubs/logger)
 for f in "${SCRIPTS[@]}" "${OPENWRT_SH[@]}"; do

@@ -516,6 +516,7 @@ reload_out=$(
 	. "$HERE/stubs/functions.sh"
 	config_load first
 	config_load second
+	site='' n='' h='' # set by config_get
 	config_get site main site_id none
 	config_get n main host_LENGTH
 	config_get h main host_ITEM1

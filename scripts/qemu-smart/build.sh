@@ -137,6 +137,12 @@ for n in "${ORDER[@]}"; do
     esac
     echo "$n" >>"$ROOT/lib/modules/order"
 done
+# The initramfs has no libc: refuse a dynamic busybox here rather than
+# boot a guest whose init cannot start (a kernel panic, found when the
+# conflicting dynamic package had replaced busybox-static).
+if readelf -l /bin/busybox 2>/dev/null | grep -q 'Requesting program interpreter'; then
+    die "/bin/busybox is dynamically linked (Debian package busybox, not busybox-static): run apt-get install busybox-static"
+fi
 cp /bin/busybox "$ROOT/bin/busybox"
 cp "$OUT/sitewatch-agent" "$ROOT/sitewatch-agent"
 
