@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
 
 ensure_system_packages
-export PATH="$PATH:/usr/sbin:$(pg_bindir)"
+PG_BIN=$(pg_bindir)
+export PATH="$PATH:/usr/sbin:$PG_BIN"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for scripts/*.sh. Source it; do not run it.
 # Keeps the scripts working on a fresh Debian/Ubuntu machine with Rust installed.
 
@@ -21,7 +22,7 @@ as_root() {
 pg_bindir() {
     if [ -n "${SITEWATCH_PG_BINDIR:-}" ]; then echo "$SITEWATCH_PG_BINDIR"; return; fi
     local d
-    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    d=$(printf '%s\n' /usr/lib/postgresql/*/bin | grep -v '\*' | sort -V | tail -1 || true)
     [ -n "$d" ] && { echo "$d"; return; }
     command -v pg_config >/dev/null && pg_config --bindir
 }
