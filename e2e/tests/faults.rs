@@ -113,6 +113,8 @@ struct RigOpts {
     session_expiry_secs: Option<u32>,
     /// `[consumer] takeover_after_secs` of the bridges (default: theirs).
     takeover_after_secs: Option<u32>,
+    /// mosquitto's `autosave_interval` with persistence (default 60 s).
+    autosave_secs: Option<u32>,
 }
 
 impl Default for RigOpts {
@@ -123,6 +125,7 @@ impl Default for RigOpts {
             share_group: None,
             session_expiry_secs: None,
             takeover_after_secs: None,
+            autosave_secs: None,
         }
     }
 }
@@ -137,7 +140,10 @@ impl Rig {
             .persistence(opts.persistence)
             .extra_config("max_queued_messages 200000\nmax_inflight_messages 0\n");
         if opts.persistence {
-            b = b.extra_config("autosave_interval 60\n");
+            b = b.extra_config(&format!(
+                "autosave_interval {}\n",
+                opts.autosave_secs.unwrap_or(60)
+            ));
         }
         let broker = b.start().expect("mosquitto");
         let db = Postgres::start().expect("postgres");
@@ -880,6 +886,116 @@ fn s1_broker_restart_with_persistence_loses_and_doubles_nothing() {
 #[test]
 fn s1_broker_restart_without_persistence_loses_and_doubles_nothing() {
     broker_restart(false);
+}
+
+/// (1c) The broker crashes (SIGKILL) between two saves of its
+/// persistence file while the bridge is away. mosquitto writes its queues
+/// to disk only every `autosave_interval` and at a clean stop, so what it
+/// acknowledged to the agent after its last save is gone with it, and no
+/// component after the broker can bring it back (bridge/README.md, "What a
+/// broker crash can lose"). This measures that window and checks that the
+/// loss is never silent: exactly the messages of the window are missing,
+/// nothing else, nothing doubled, the agent counts no drop (it had its
+/// PUBACKs), and the gap shows in `boot_gaps` and in the bridge's
+/// `site_seq_missing` metric, where ops alert on it.
+#[test]
+fn s1_broker_crash_between_saves_loses_only_its_unsaved_queue_and_shows_it() {
+    let site = "f1-crash";
+    let mut rig = Rig::start(RigOpts {
+        persistence: true,
+        // No autosave during the test: the loss window is then exactly
+        // the time from the clean restart to the crash.
+        autosave_secs: Some(3600),
+        ..RigOpts::default()
+    });
+    let mut agent = rig.agent_config(site, ROOMY_OUTBOX);
+    rig.start_agent(&mut agent);
+    let per = 500 * scale();
+    let in_loki = |rig: &Rig, range: std::ops::Range<u64>| {
+        let l = rig.loki_lines(site);
+        range.clone().all(|n| l.contains_key(&n))
+    };
+
+    // 1. Lines 0..per while the bridge is up: stored.
+    send_burst(agent.tcp, site, 0, per, 50);
+    wait_until(WAIT, "first lines in Loki", || in_loki(&rig, 0..per))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.bridge_logs()));
+
+    // 2. The bridge goes away; a clean broker restart saves its session
+    //    (subscription, nothing queued) to the persistence file.
+    rig.kill_bridge(0);
+    let connects = agent.log().matches("Connected to broker").count();
+    rig.broker.stop().expect("stop broker");
+    rig.broker.restart().expect("restart broker");
+    wait_until(WAIT, "agent reconnected", || {
+        agent.log().matches("Connected to broker").count() > connects
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&agent.log(), 30)));
+
+    // 3. Lines per..2*per (and heartbeats, disk samples): the broker
+    //    acknowledges them and queues them for the bridge, in memory only.
+    send_burst(agent.tcp, site, per, per, 50);
+    std::thread::sleep(Duration::from_secs(4));
+
+    // 4. The crash, the restart from the file of step 2, the bridge back.
+    rig.broker.kill().expect("SIGKILL broker");
+    rig.broker.restart().expect("restart broker");
+    rig.start_bridge(0);
+    let back = Instant::now();
+
+    // 5. Lines 2*per..3*per after the crash: stored.
+    send_burst(agent.tcp, site, 2 * per, per, 50);
+    wait_until(WAIT, "lines after the crash in Loki", || {
+        in_loki(&rig, 2 * per..3 * per)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.bridge_logs()));
+    let recover = back.elapsed();
+    rig.stop_agent(&mut agent);
+    let t = rig.tally(site, 3 * per);
+    t.print("1c_broker_crash_between_saves", recover);
+
+    let ctx = format!("{:?}", t.boots);
+    assert_eq!(t.boots.len(), 1, "{ctx}");
+    let b = &t.boots[0];
+    assert_eq!(b.outbox_drops, 0, "the agent dropped messages: {ctx}");
+    assert_eq!(b.dropped, b.replaced, "uncounted agent drops: {ctx}");
+    assert!(
+        t.lost() > 0,
+        "the crash lost nothing: the test did not open the window. {ctx}"
+    );
+    assert_eq!(t.duplicated(), 0, "{ctx}");
+    assert_eq!(t.lines_duplicated(), 0, "lines doubled in Loki");
+    assert_eq!(t.rejected, 0);
+    // Exactly lines of the window are missing, and some are.
+    let missing = t.lines_missing();
+    assert!(
+        !missing.is_empty(),
+        "no line lost, yet {} messages lost",
+        t.lost()
+    );
+    assert!(
+        missing.iter().all(|n| (per..2 * per).contains(n)),
+        "lines missing outside the crash window {per}..{}: {:?}",
+        2 * per,
+        &missing[..missing.len().min(20)]
+    );
+    // Visible to ops: the gap in boot_gaps and on /metrics is the loss
+    // (plus retained state replaced in the outbox, which the agent counts).
+    let gap = rig.count(&format!(
+        "select coalesce(sum(missing), 0) from boot_gaps where site = '{site}'"
+    ));
+    assert_eq!(gap, t.lost() + b.dropped, "boot_gaps: {ctx}");
+    let metric = wait_until(
+        // Two of the bridge's 15 s refreshes (seq_gaps::REFRESH) and some.
+        Duration::from_secs(35),
+        "site_seq_missing shows the gap",
+        || rig.bridge_metric(0, "site_seq_missing") == gap as u64,
+    );
+    assert!(
+        metric.is_ok(),
+        "site_seq_missing = {}, boot_gaps = {gap}",
+        rig.bridge_metric(0, "site_seq_missing")
+    );
 }
 
 /// (2) The bridge is SIGKILLed while the agent drains a backlog, in the
