@@ -5,7 +5,10 @@
 //! while a fault is injected; afterwards PostgreSQL must hold every
 //! message `(site, boot, seq)` exactly once and Loki every numbered line
 //! exactly once, or (scenario 6 only) exactly the messages the agent
-//! counted as dropped must be missing.
+//! counted as dropped must be missing. Scenario 1c (a broker crash
+//! between saves) measures the one loss no component after the broker can
+//! prevent, and checks that it stays within its window and shows as an
+//! uncounted gap.
 //!
 //! Every scenario prints one line
 //! `FAULT <scenario>: sent=… stored=… duplicated=… lost=… dropped=… lines_sent=…
@@ -632,6 +635,12 @@ impl Stream {
         }
     }
 
+    /// The next line number: lines sent so far, when the stream started
+    /// at 0.
+    fn sent(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
     /// Stops sending; returns the next line number (= lines sent, when the
     /// stream started at 0 and nothing else sent).
     fn stop(mut self) -> u64 {
@@ -889,22 +898,27 @@ fn s1_broker_restart_without_persistence_loses_and_doubles_nothing() {
 }
 
 /// (1c) The broker crashes (SIGKILL) between two saves of its
-/// persistence file while the bridge is away. mosquitto writes its queues
-/// to disk only every `autosave_interval` and at a clean stop, so what it
-/// acknowledged to the agent after its last save is gone with it, and no
+/// persistence file. mosquitto writes its queues to disk only every
+/// `autosave_interval` and at a clean stop, so what it acknowledged to the
+/// agent and had not yet handed to a bridge is gone with it, and no
 /// component after the broker can bring it back (bridge/README.md, "What a
-/// broker crash can lose"). This measures that window and checks that the
-/// loss is never silent: exactly the messages of the window are missing,
-/// nothing else, nothing doubled, the agent counts no drop (it had its
-/// PUBACKs), and the gap shows in `boot_gaps` and in the bridge's
-/// `site_seq_missing` metric, where ops alert on it.
-#[test]
-fn s1_broker_crash_between_saves_loses_only_its_unsaved_queue_and_shows_it() {
-    let site = "f1-crash";
+/// broker crash can lose"). This measures that loss, with the bridge away
+/// (everything queued since the save) and connected (what was in the
+/// broker's hands at the instant of the crash), and checks that it is
+/// never silent: only messages of the window are missing, nothing is
+/// doubled, the agent counts no drop (it had its PUBACKs), and the gap
+/// shows in `boot_gaps` and in the bridge's `site_seq_missing` metric,
+/// where ops alert on it.
+fn broker_crash(bridge_away: bool) {
+    let (name, site) = if bridge_away {
+        ("1c_broker_crash_bridge_away", "f1-crash-away")
+    } else {
+        ("1c_broker_crash_bridge_connected", "f1-crash-conn")
+    };
     let mut rig = Rig::start(RigOpts {
         persistence: true,
-        // No autosave during the test: the loss window is then exactly
-        // the time from the clean restart to the crash.
+        // No autosave during the test: the last save is the clean restart
+        // of step 2.
         autosave_secs: Some(3600),
         ..RigOpts::default()
     });
@@ -921,9 +935,11 @@ fn s1_broker_crash_between_saves_loses_only_its_unsaved_queue_and_shows_it() {
     wait_until(WAIT, "first lines in Loki", || in_loki(&rig, 0..per))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.bridge_logs()));
 
-    // 2. The bridge goes away; a clean broker restart saves its session
-    //    (subscription, nothing queued) to the persistence file.
-    rig.kill_bridge(0);
+    // 2. (The bridge goes away.) A clean broker restart saves the bridge's
+    //    session (subscription, nothing queued) to the persistence file.
+    if bridge_away {
+        rig.kill_bridge(0);
+    }
     let connects = agent.log().matches("Connected to broker").count();
     rig.broker.stop().expect("stop broker");
     rig.broker.restart().expect("restart broker");
@@ -932,51 +948,65 @@ fn s1_broker_crash_between_saves_loses_only_its_unsaved_queue_and_shows_it() {
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&agent.log(), 30)));
 
-    // 3. Lines per..2*per (and heartbeats, disk samples): the broker
-    //    acknowledges them and queues them for the bridge, in memory only.
-    send_burst(agent.tcp, site, per, per, 50);
-    std::thread::sleep(Duration::from_secs(4));
+    // 3. More lines (and heartbeats, disk samples), acknowledged by the
+    //    broker; then the crash and a restart from the file of step 2.
+    //    Bridge away: a burst of `per` lines, queued in memory only for 4 s.
+    //    Connected: a steady stream, delivered as it comes, crash mid-way.
+    let rate = 100 * scale();
+    let (window, total, back) = if bridge_away {
+        send_burst(agent.tcp, site, per, per, 50);
+        std::thread::sleep(Duration::from_secs(4));
+        rig.broker.kill().expect("SIGKILL broker");
+        rig.broker.restart().expect("restart broker");
+        rig.start_bridge(0);
+        let back = Instant::now();
+        send_burst(agent.tcp, site, 2 * per, per, 50);
+        (per..2 * per, 3 * per, back)
+    } else {
+        let stream = Stream::start(agent.tcp, site, per, rate);
+        std::thread::sleep(Duration::from_secs(3));
+        let at_kill = stream.sent();
+        rig.broker.kill().expect("SIGKILL broker");
+        rig.broker.restart().expect("restart broker");
+        std::thread::sleep(Duration::from_secs(3));
+        let total = stream.stop();
+        let back = Instant::now();
+        // Lines made within 2 s either side of the crash.
+        let lo = at_kill.saturating_sub(2 * rate).max(per);
+        (lo..(at_kill + 2 * rate).min(total), total, back)
+    };
 
-    // 4. The crash, the restart from the file of step 2, the bridge back.
-    rig.broker.kill().expect("SIGKILL broker");
-    rig.broker.restart().expect("restart broker");
-    rig.start_bridge(0);
-    let back = Instant::now();
-
-    // 5. Lines 2*per..3*per after the crash: stored.
-    send_burst(agent.tcp, site, 2 * per, per, 50);
+    // 4. Everything after the window stored, then the final count.
     wait_until(WAIT, "lines after the crash in Loki", || {
-        in_loki(&rig, 2 * per..3 * per)
+        in_loki(&rig, window.end..total)
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.bridge_logs()));
     let recover = back.elapsed();
     rig.stop_agent(&mut agent);
-    let t = rig.tally(site, 3 * per);
-    t.print("1c_broker_crash_between_saves", recover);
+    let t = rig.tally(site, total);
+    t.print(name, recover);
 
     let ctx = format!("{:?}", t.boots);
     assert_eq!(t.boots.len(), 1, "{ctx}");
     let b = &t.boots[0];
     assert_eq!(b.outbox_drops, 0, "the agent dropped messages: {ctx}");
     assert_eq!(b.dropped, b.replaced, "uncounted agent drops: {ctx}");
-    assert!(
-        t.lost() > 0,
-        "the crash lost nothing: the test did not open the window. {ctx}"
-    );
     assert_eq!(t.duplicated(), 0, "{ctx}");
     assert_eq!(t.lines_duplicated(), 0, "lines doubled in Loki");
     assert_eq!(t.rejected, 0);
-    // Exactly lines of the window are missing, and some are.
     let missing = t.lines_missing();
+    if bridge_away {
+        // Fails if the crash lost nothing: the window was not opened.
+        assert!(t.lost() > 0, "the crash lost nothing: {ctx}");
+        assert!(
+            !missing.is_empty(),
+            "no line lost, yet {} messages",
+            t.lost()
+        );
+    }
     assert!(
-        !missing.is_empty(),
-        "no line lost, yet {} messages lost",
-        t.lost()
-    );
-    assert!(
-        missing.iter().all(|n| (per..2 * per).contains(n)),
-        "lines missing outside the crash window {per}..{}: {:?}",
-        2 * per,
+        missing.iter().all(|n| window.contains(n)),
+        "lines missing outside the crash window {window:?}: {:?}",
         &missing[..missing.len().min(20)]
     );
     // Visible to ops: the gap in boot_gaps and on /metrics is the loss
@@ -996,6 +1026,16 @@ fn s1_broker_crash_between_saves_loses_only_its_unsaved_queue_and_shows_it() {
         "site_seq_missing = {}, boot_gaps = {gap}",
         rig.bridge_metric(0, "site_seq_missing")
     );
+}
+
+#[test]
+fn s1_broker_crash_with_the_bridge_away_loses_its_unsaved_queue_visibly() {
+    broker_crash(true);
+}
+
+#[test]
+fn s1_broker_crash_with_the_bridge_connected_loses_at_most_the_instant_visibly() {
+    broker_crash(false);
 }
 
 /// (2) The bridge is SIGKILLed while the agent drains a backlog, in the
