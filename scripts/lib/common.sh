@@ -18,6 +18,27 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# apt-get that waits up to 5 min for another apt/dpkg (unattended-upgrades,
+# a parallel test run) instead of failing on its lock.
+apt_get() {
+    as_root apt-get -o DPkg::Lock::Timeout=300 "$@"
+}
+
+# Runs "$@" up to 3 times, 10 s apart, refreshing the package lists before
+# each retry: a mirror hiccup or lists that moved on between an update and
+# a download must not fail a test run.
+apt_retry() {
+    local n
+    for n in 1 2 3; do
+        "$@" && return 0
+        [ "$n" -eq 3 ] && break
+        log "'$*' failed (try $n of 3); refreshing the package lists and retrying in 10 s"
+        sleep 10
+        apt_get update -qq || true
+    done
+    return 1
+}
+
 # PostgreSQL server binaries are not on PATH on Debian.
 pg_bindir() {
     if [ -n "${SITEWATCH_PG_BINDIR:-}" ]; then echo "$SITEWATCH_PG_BINDIR"; return; fi
@@ -38,10 +59,11 @@ ensure_system_packages() {
     if [ ${#missing[@]} -gt 0 ]; then
         command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get; install them by hand"
         log "Installing system packages: ${missing[*]}"
-        as_root apt-get update -qq
+        apt_get update -qq || true
         # If apt starts the system services, they are left alone: our tests
         # and the demo never use them.
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt_retry apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+            || die "apt-get install ${missing[*]} failed"
     fi
     [ -x "$(pg_bindir)/initdb" ] || die "PostgreSQL server binaries not found (set SITEWATCH_PG_BINDIR)"
     ensure_debian_packages "${SITEWATCH_RTSP_PACKAGES[@]}"
@@ -51,7 +73,7 @@ ensure_system_packages() {
     if ! python3 -c 'import yaml' 2>/dev/null; then
         log "Installing PyYAML for python3"
         python3 -m pip install --quiet pyyaml 2>/dev/null \
-            || as_root apt-get install -y -qq python3-yaml >/dev/null \
+            || apt_retry apt_get install -y -qq python3-yaml >/dev/null \
             || die "python3 cannot import yaml: install python3-yaml or pip install pyyaml"
     fi
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || die "mosquitto not found"
@@ -78,8 +100,8 @@ ensure_debian_packages() {
     [ ${#missing[@]} -eq 0 ] && return 0
     command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get; install them by hand"
     log "Installing system packages: ${missing[*]}"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    apt_get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt_retry apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "apt-get install ${missing[*]} failed"
 }
 

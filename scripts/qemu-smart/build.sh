@@ -65,7 +65,7 @@ fetch_deb() { # NAME -> path of the .deb in the cache
     local name=$1 f
     f=$(ls "$CACHE/${name}"_*.deb 2>/dev/null | sort -V | tail -1 || true)
     if [ -z "$f" ]; then
-        (cd "$CACHE" && apt-get download "$name" >&2) || return 1
+        (cd "$CACHE" && apt_retry apt-get download "$name" >&2) || return 1
         f=$(ls "$CACHE/${name}"_*.deb 2>/dev/null | sort -V | tail -1)
     fi
     echo "$f"
@@ -75,7 +75,7 @@ if [ -z "$KPKG" ]; then
     KPKG=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' 2>/dev/null \
         | awk '{print $1}' | sort -V | tail -1 || true)
     if [ -z "$KPKG" ]; then
-        as_root apt-get update -qq || true
+        apt_get update -qq || true
         KPKG=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' 2>/dev/null \
             | awk '{print $1}' | sort -V | tail -1 || true)
     fi
