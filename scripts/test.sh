@@ -81,7 +81,9 @@ set -e
 
 # CI keeps only the tail of this output: name every failure (and the first
 # lines of each failed cargo test's output) right above the summary.
-failures=$(grep -E '^test .* \.\.\. FAILED$|^[a-z/._-]+: [0-9]+ passed, [1-9][0-9]* failed|^ *([a-z0-9]+: )?FAIL  |FAILED \(exit |^fuzz\.sh: ([a-z_]+ FAILED|  |[a-z_]+ input )' "$LOG" || true)
+# A build that fails (error[E...]: / error: could not compile) has no FAILED
+# test line, so its first error lines are listed too.
+failures=$(grep -E '^error(\[E[0-9]+\])?: |^test .* \.\.\. FAILED$|^[a-z/._-]+: [0-9]+ passed, [1-9][0-9]* failed|^ *([a-z0-9]+: )?FAIL  |FAILED \(exit |^fuzz\.sh: ([a-z_]+ FAILED|  |[a-z_]+ input )' "$LOG" || true)
 if [ -n "$failures" ]; then
     printf '\nfailures:\n%s\n' "$failures"
     awk '
