@@ -905,8 +905,9 @@ fn s1_broker_restart_without_persistence_loses_and_doubles_nothing() {
 /// broker crash can lose"). This measures that loss, with the bridge away
 /// (everything queued since the save) and connected (what was in the
 /// broker's hands at the instant of the crash), and checks that it is
-/// never silent: only messages of the window are missing, nothing is
-/// doubled, the agent counts no drop (it had its PUBACKs), and the gap
+/// never silent: only numbered syslog lines of the window are missing
+/// (heartbeat seqs are not placed in time; the count covers them), nothing
+/// is doubled, the agent counts no drop (it had its PUBACKs), and the gap
 /// shows in `boot_gaps` and in the bridge's `site_seq_missing` metric,
 /// where ops alert on it.
 fn broker_crash(bridge_away: bool) {
