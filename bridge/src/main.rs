@@ -6,6 +6,12 @@
 //! sitewatch-bridge migrate --config /etc/sitewatch/bridge.toml  # schema only
 //! sitewatch-bridge forget camera SITE CAMERA --config ...        # retire a row
 //! ```
+//!
+//! Exit status: 0 done (or stopped cleanly by SIGTERM/SIGINT); 1 failed
+//! (also `check` finding problems, like the agent's `check`); 2 bad
+//! arguments; 78 (`EX_CONFIG`) an invalid configuration for any command
+//! but `check`, so that systemd stops restarting it
+//! (`RestartPreventExitStatus=78` in systemd/sitewatch-bridge.service).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,9 +19,25 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sitewatch_bridge::Config;
 
-/// Central consumer: sitewatch MQTT topics into PostgreSQL.
+/// `EX_CONFIG` (sysexits.h): the configuration is invalid; restarting
+/// will not help (`RestartPreventExitStatus=78` in the systemd unit), as
+/// for the agent.
+const EX_CONFIG: u8 = 78;
+
+/// Exit statuses, for `--help`.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0   done; the service stopped cleanly on SIGTERM/SIGINT
+  1   failed (database refused, migration failed, shutdown timeout, ...);
+      `check`: the configuration has problems
+  2   bad command-line arguments
+  78  the configuration is invalid (EX_CONFIG; every command but `check`):
+      systemd does not restart it (RestartPreventExitStatus=78)";
+
+/// Central consumer: sitewatch MQTT topics into PostgreSQL, and the sites'
+/// syslog batches into Grafana Loki.
 #[derive(Parser)]
-#[command(name = "sitewatch-bridge", version)]
+#[command(name = "sitewatch-bridge", version, after_help = EXIT_STATUS_HELP)]
 struct Args {
     /// Configuration file (TOML).
     #[arg(long, short, global = true, value_name = "FILE")]
@@ -26,7 +48,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check the configuration and print every problem; opens no socket.
+    /// Check the configuration and print every problem (exit status 1 if
+    /// any); opens no socket.
     Check,
     /// Create or upgrade the database schema, then exit.
     Migrate,
@@ -81,7 +104,13 @@ fn main() -> ExitCode {
                 "sitewatch-bridge: {} problem(s) in the configuration",
                 problems.0.len()
             );
-            return ExitCode::FAILURE;
+            // `check` reports problems with 1, like the agent's `check`;
+            // anything else cannot run with this file.
+            return if matches!(args.command, Some(Command::Check)) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::from(EX_CONFIG)
+            };
         }
     };
     if let Some(Command::Check) = args.command {
