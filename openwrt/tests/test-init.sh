@@ -13,7 +13,11 @@
 #     leading zeros dropped; a too large number, a value that is not
 #     UTF-8, a syslog host listed twice: refused (found by fuzzing);
 #   - disk reporting off; the [syslog] and [outbox] tables; cameras
-#     ([rtsp]), [smart] and cleanup roots ([cleanup]).
+#     ([rtsp]), [smart] and cleanup roots ([cleanup]);
+#   - reload (start_service again, as rc.common does for `reload`,
+#     reload_config and LuCI) against the procd stand-in's model of which
+#     instances procd keeps, signals, restarts or stops: a rejected or
+#     untranslatable config keeps the agent running on the last good one.
 #
 # Usage: sh openwrt/tests/test-init.sh [AGENT_BINARY]
 #   AGENT_BINARY: a sitewatch-agent that runs here (e.g. the x86_64 musl
@@ -35,12 +39,20 @@ trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/etc/config" "$T/bin"
 export UCI_CONFIG_DIR="$T/etc/config"
 export PROCD_LOG="$T/procd.log"
+# The procd stand-in's model of running instances (stubs/procd.sh).
+export PROCD_STATE="$T/procd"
 export LOGGER_LOG="$T/logger.log"
 PATH="$HERE/stubs:$PATH"
 
 if [ -z "$AGENT" ]; then
+	# Accepts every config but one with a space in site_id (as the real
+	# agent refuses it), so that reloads can be tested without the agent.
 	cat >"$T/bin/sitewatch-agent" <<'EOF'
 #!/bin/sh
+if [ "$1" = check ] && grep -q '^site_id = ".* .*"' "$3"; then
+	echo "site_id: only lowercase letters, digits, - and _ (stand-in agent)" >&2
+	exit 1
+fi
 exit 0
 EOF
 	chmod +x "$T/bin/sitewatch-agent"
@@ -72,12 +84,14 @@ uciq() {
 	printf "'"
 }
 
-# Runs start_service (and service_triggers) of the init script in a
-# subshell against $UCI_CONFIG_DIR/sitewatch; the status is in $T/status.
-run_init() {
+# Runs the init script's start as rc.common does for `start` and `reload`
+# (rc_procd: procd_open_service, start_service, procd_close_service, which
+# adds service_triggers and applies the declared instances to the procd
+# stand-in's running ones), in a subshell, against
+# $UCI_CONFIG_DIR/sitewatch; start_service's status is in $T/status.
+rc_start() {
 	: >"$PROCD_LOG"
 	: >"$LOGGER_LOG"
-	rm -rf "${T:?}/var"
 	(
 		# shellcheck disable=SC1091
 		. "$HERE/stubs/functions.sh"
@@ -92,10 +106,17 @@ run_init() {
 		. "$INIT"
 		# shellcheck disable=SC2034 # read by the init script's functions
 		PROG="$AGENT" CONF_DIR="$T/var/etc/sitewatch" CONF="$T/var/etc/sitewatch/agent.toml"
+		procd_open_service sitewatch "$INIT"
 		start_service
 		echo $? >"$T/status"
-		service_triggers
+		procd_close_service
 	) >"$T/stdout" 2>&1
+}
+
+# A first start: nothing running, nothing generated yet.
+run_init() {
+	rm -rf "${T:?}/var" "$PROCD_STATE"
+	rc_start
 }
 
 procd_has() { grep -qxF -- "$1" "$PROCD_LOG"; }
@@ -526,6 +547,133 @@ if [ "$reload_out" = "none 1 h2" ]; then
 	ok "stand-in config_load: a second load forgets the first"
 else
 	bad "stand-in config_load: a second load forgets the first (got: $reload_out)"
+fi
+
+# 9b. The procd stand-in itself (stubs/procd.sh), as procd's service_update:
+#     an instance whose declaration changed and that has no reload_signal
+#     is restarted (a new process); one not declared again is stopped.
+stand_in_out=$(
+	rm -rf "$PROCD_STATE"
+	: >"$PROCD_LOG"
+	echo a >"$T/x.conf"
+	# shellcheck disable=SC1091
+	. "$HERE/stubs/procd.sh"
+	svc_declare() {
+		procd_open_service svc
+		for i in "$@"; do
+			procd_open_instance "$i"
+			procd_set_param command /bin/x --config "$T/x.conf"
+			procd_set_param file "$T/x.conf"
+			procd_close_instance
+		done
+		procd_close_service
+	}
+	svc_declare one two
+	p1=$(cat "$PROCD_STATE/svc/one/pid") p2=$(cat "$PROCD_STATE/svc/two/pid")
+	echo b >"$T/x.conf"
+	svc_declare one
+	printf '%s %s %s %s\n' "$([ "$(cat "$PROCD_STATE/svc/one/pid")" != "$p1" ] && echo restarted)" \
+		"$(cat "$PROCD_STATE/svc/one/loaded")" "$([ -d "$PROCD_STATE/svc/two" ] || echo stopped)" \
+		"$([ "$p1" != "$p2" ] && echo two-pids)"
+	grep -c '^procd: \(restart \[one\]\|stop \[two\]\)$' "$PROCD_LOG"
+) 2>&1
+if [ "$stand_in_out" = "restarted b stopped two-pids
+2" ]; then
+	ok "stand-in procd: a changed instance restarts, one not declared again stops"
+else
+	bad "stand-in procd: a changed instance restarts, one not declared again stops (got: $stand_in_out)"
+fi
+
+# 10. Reload: `/etc/init.d/sitewatch reload`, reload_config and LuCI run
+#     start_service again, and procd stops every instance it does not
+#     declare again. A config the agent rejects, or that cannot be
+#     translated, must neither stop the agent nor replace its config file:
+#     it keeps running with the last good one, and the log says why. A good
+#     change reaches the running agent as SIGHUP (same process).
+INST="$PROCD_STATE/sitewatch/instance1"
+# UCI config: heartbeat interval, site_id, keep-alive, enabled.
+reload_uci() {
+	cat >"$UCI_CONFIG_DIR/sitewatch" <<EOF
+config agent 'main'
+	option enabled '${4:-1}'
+	option site_id '$2'
+config mqtt 'mqtt'
+	option url 'mqtt://127.0.0.1:1883'
+	option keep_alive_secs '$3'
+config heartbeat 'heartbeat'
+	option interval_secs '$1'
+EOF
+}
+# The agent runs as process $1 (not restarted) with a config whose
+# heartbeat interval is $2, which is also the config file on disk.
+agent_runs() {
+	[ -f "$INST/pid" ] && [ "$(cat "$INST/pid")" = "$1" ] && [ -f "$INST/loaded" ] \
+		&& toml_check "$INST/loaded" "heartbeat/interval_secs=$2" >"$T/py" 2>&1 \
+		&& cmp -s "$INST/loaded" "$TOML"
+}
+no_leftovers() { ! ls "$T/var/etc/sitewatch/"*.new* "$T/var/etc/sitewatch/"*.tmp.* >/dev/null 2>&1; }
+
+reload_uci 30 lokasi1 30
+run_init
+pid=$(cat "$INST/pid" 2>/dev/null)
+if [ -n "$pid" ] && agent_runs "$pid" 30 && procd_has "procd: start [instance1]"; then
+	ok "reload: first start runs the agent with the generated config"
+else
+	bad "reload: first start runs the agent with the generated config" "$PROCD_LOG" "$LOGGER_LOG" "$T/py"
+fi
+rc_start
+if agent_runs "$pid" 30 && procd_has "procd: keep [instance1]"; then
+	ok "reload, nothing changed: the agent is left alone"
+else
+	bad "reload, nothing changed: the agent is left alone" "$PROCD_LOG" "$LOGGER_LOG"
+fi
+reload_uci 45 lokasi1 30
+rc_start
+if agent_runs "$pid" 45 && procd_has "procd: signal [instance1] [HUP]"; then
+	ok "reload with a good change: SIGHUP, the same process reads the new config"
+else
+	bad "reload with a good change: SIGHUP, the same process reads the new config" "$PROCD_LOG" "$LOGGER_LOG" "$T/py"
+fi
+cp "$TOML" "$T/good.toml"
+bad_reload() {
+	local what="$1" why="$2"
+	shift 2
+	reload_uci "$@"
+	rc_start
+	if agent_runs "$pid" 45 && cmp -s "$TOML" "$T/good.toml" && ! grep -q '^procd: stop' "$PROCD_LOG" \
+		&& [ "$(cat "$T/status")" != 0 ] && grep -qF -- "$why" "$LOGGER_LOG" \
+		&& grep -q "the agent stays on the last good config" "$LOGGER_LOG" && no_leftovers; then
+		ok "reload, $what: the agent keeps running with the last good config, logged"
+	else
+		bad "reload, $what: the agent keeps running with the last good config, logged" \
+			"$PROCD_LOG" "$LOGGER_LOG" "$T/py" "$T/stdout"
+		find "$T/var/etc/sitewatch" "$INST" 2>&1 | sed 's/^/      /'
+	fi
+}
+bad_reload "a config the agent rejects" "site_id" 60 "Lokasi 1" 30
+bad_reload "a value that cannot be translated" "keep_alive_secs" 60 lokasi1 "30s"
+reload_uci 60 lokasi1 30
+rc_start
+if agent_runs "$pid" 60 && procd_has "procd: signal [instance1] [HUP]" && no_leftovers; then
+	ok "reload after the fix: the same process reads the corrected config"
+else
+	bad "reload after the fix: the same process reads the corrected config" "$PROCD_LOG" "$LOGGER_LOG" "$T/py"
+fi
+reload_uci 60 lokasi1 30 0
+rc_start
+if [ ! -d "$INST" ] && procd_has "procd: stop [instance1]"; then
+	ok "reload with enabled=0: the agent is stopped"
+else
+	bad "reload with enabled=0: the agent is stopped" "$PROCD_LOG" "$LOGGER_LOG"
+fi
+# No last good config (the first start, /var/etc is in RAM): not started.
+reload_uci 60 "Lokasi 1" 30
+run_init
+if [ ! -d "$INST" ] && [ ! -e "$TOML" ] && [ "$(cat "$T/status")" != 0 ] \
+	&& grep -q "not started" "$LOGGER_LOG" && no_leftovers; then
+	ok "first start with a rejected config: not started, logged"
+else
+	bad "first start with a rejected config: not started, logged" "$PROCD_LOG" "$LOGGER_LOG"
 fi
 
 echo
