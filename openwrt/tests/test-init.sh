@@ -17,7 +17,9 @@
 #   - reload (start_service again, as rc.common does for `reload`,
 #     reload_config and LuCI) against the procd stand-in's model of which
 #     instances procd keeps, signals, restarts or stops: a rejected or
-#     untranslatable config keeps the agent running on the last good one.
+#     untranslatable config keeps the agent running on the last good one;
+#   - the package's docs: no stale "planned"/"soon", no "uci commit
+#     reloads".
 #
 # Usage: sh openwrt/tests/test-init.sh [AGENT_BINARY]
 #   AGENT_BINARY: a sitewatch-agent that runs here (e.g. the x86_64 musl
@@ -405,26 +407,26 @@ fi
 # The agent's own check on each table alone: skipped while the agent does
 # not know the table (an older agent build), a
 # failure once it does and rejects what we generate.
-planned_check() {
+table_check() {
 	local table="$1" check_rc=0
 	if [ "$REAL_AGENT" != 1 ]; then
 		skip "agent check of [$table] (no agent binary given)"
 		return
 	fi
-	"$AGENT" check --config "$T/planned.toml" >"$T/check" 2>&1 || check_rc=$?
+	"$AGENT" check --config "$T/table.toml" >"$T/check" 2>&1 || check_rc=$?
 	if grep -q "unknown setting \`$table\`" "$T/check"; then
 		skip "agent check of [$table] (this agent build does not have it)"
 	elif [ "$check_rc" = 0 ]; then
 		ok "agent accepts the generated [$table] table"
 	else
-		bad "agent accepts the generated [$table] table" "$T/check" "$T/planned.toml"
+		bad "agent accepts the generated [$table] table" "$T/check" "$T/table.toml"
 	fi
 }
-# Same TOML without the other planned table.
-awk '/^\[outbox\]/ { skip = 1 } /^\[/ && !/^\[outbox\]/ { skip = 0 } !skip' "$TOML" >"$T/planned.toml"
-planned_check syslog
-awk '/^\[syslog/ { skip = 1 } /^\[/ && !/^\[syslog/ { skip = 0 } !skip' "$TOML" >"$T/planned.toml"
-planned_check outbox
+# Same TOML without the other table.
+awk '/^\[outbox\]/ { skip = 1 } /^\[/ && !/^\[outbox\]/ { skip = 0 } !skip' "$TOML" >"$T/table.toml"
+table_check syslog
+awk '/^\[syslog/ { skip = 1 } /^\[/ && !/^\[syslog/ { skip = 0 } !skip' "$TOML" >"$T/table.toml"
+table_check outbox
 
 # 7b. Cameras, SMART and cleanup: [rtsp] with [[rtsp.camera]], [smart],
 #     [cleanup] with [[cleanup.root]], as the agent's code expects.
@@ -485,10 +487,10 @@ then
 else
 	bad "[rtsp] cameras, [smart] and [cleanup] roots" "$T/py" "$TOML" "$T/stdout" "$LOGGER_LOG"
 fi
-cp "$TOML" "$T/planned.toml"
+cp "$TOML" "$T/table.toml"
 # It holds an inline camera password: owner-only, like the generated file.
-chmod 600 "$T/planned.toml"
-planned_check rtsp
+chmod 600 "$T/table.toml"
+table_check rtsp
 sed -i "s/option min_fps '12.5'/option min_fps '12,5'/" "$UCI_CONFIG_DIR/sitewatch"
 run_init
 if [ "$(cat "$T/status")" != 0 ] && grep -q "min_fps: '12,5' is not a number" "$LOGGER_LOG"; then
@@ -674,6 +676,27 @@ if [ ! -d "$INST" ] && [ ! -e "$TOML" ] && [ "$(cat "$T/status")" != 0 ] \
 	ok "first start with a rejected config: not started, logged"
 else
 	bad "first start with a rejected config: not started, logged" "$PROCD_LOG" "$LOGGER_LOG"
+fi
+
+# 11. The package's files and the install guide promise nothing untrue:
+#     no "planned", "soon" or "not in this version" (cameras, SMART,
+#     cleanup, SIGHUP reload exist), and none of the phrasings that said a
+#     `uci commit` reloads the service (from a shell it reloads nothing).
+doc_words() {
+	local f
+	for f in "$@"; do
+		[ -f "$f" ] || { echo "$f: missing"; continue; }
+		grep -H -n -i -w -E 'planned|soon|not in this version' "$f"
+		grep -H -n -i -E 'reloads? (the service )?by itself|reloaded on .uci commit|config change reloads' "$f" \
+			| grep -v -i 'nothing by itself'
+	done
+}
+doc_words "$HERE/../README.md" "$HERE/../Makefile" "$HERE/../files/sitewatch.init" \
+	"$HERE/../files/sitewatch.config" "$HERE/../../docs/install-openwrt.md" >"$T/words"
+if [ ! -s "$T/words" ]; then
+	ok "OpenWrt docs: no planned/soon/not-in-this-version, no 'uci commit reloads'"
+else
+	bad "OpenWrt docs: no planned/soon/not-in-this-version, no 'uci commit reloads'" "$T/words"
 fi
 
 echo
