@@ -15,7 +15,7 @@
 //! and `SITEWATCH_MQTT_CA_FILE`.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -28,6 +28,29 @@ pub const ENV_SITE_ID: &str = "SITEWATCH_SITE_ID";
 
 /// Where `sitewatch-agent` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sitewatch/agent.toml";
+
+/// The TOML that OpenWrt's init script generates from UCI
+/// (`openwrt/files/sitewatch.init`); the fallback when
+/// [`DEFAULT_CONFIG_PATH`] does not exist, so `check`, `probe` and
+/// `cleanup` work on a router without `--config`.
+pub const OPENWRT_CONFIG_PATH: &str = "/var/etc/sitewatch/agent.toml";
+
+/// The config path used when `--config` is not given: [`DEFAULT_CONFIG_PATH`]
+/// if it exists, else [`OPENWRT_CONFIG_PATH`] if that exists, else
+/// [`DEFAULT_CONFIG_PATH`] (whose absence [`Config::load`] then explains).
+pub fn default_path() -> PathBuf {
+    default_path_with(|p| p.exists())
+}
+
+/// [`default_path`] with the existence test given (for tests).
+pub fn default_path_with(exists: impl Fn(&Path) -> bool) -> PathBuf {
+    [DEFAULT_CONFIG_PATH, OPENWRT_CONFIG_PATH]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| exists(p))
+        .unwrap_or(Path::new(DEFAULT_CONFIG_PATH))
+        .to_path_buf()
+}
 
 /// Longest accepted sampling interval (one day), for both sources.
 const MAX_INTERVAL_SECS: u32 = 86_400;
@@ -241,10 +264,21 @@ impl Config {
         let origin = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, &origin, env),
-            Err(e) => Err(Problems {
-                list: vec![format!("cannot read the config file {origin}: {e}")],
-                origin,
-            }),
+            Err(e) => {
+                let mut problem = format!("cannot read the config file {origin}: {e}");
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new(DEFAULT_CONFIG_PATH)
+                {
+                    problem.push_str(&format!(
+                        " (nor is there OpenWrt's generated {OPENWRT_CONFIG_PATH}); \
+                         name the file with --config FILE"
+                    ));
+                }
+                Err(Problems {
+                    list: vec![problem],
+                    origin,
+                })
+            }
         }
     }
 
@@ -625,6 +659,22 @@ url = "mqtt://127.0.0.1:1883"
 
     #[test]
     fn minimal_config_gets_defaults() {
+    #[test]
+    fn default_path_falls_back_to_the_openwrt_generated_file() {
+        let only = |present: &'static str| move |p: &Path| p == Path::new(present);
+        assert_eq!(
+            default_path_with(only(DEFAULT_CONFIG_PATH)),
+            Path::new(DEFAULT_CONFIG_PATH)
+        );
+        assert_eq!(
+            default_path_with(only(OPENWRT_CONFIG_PATH)),
+            Path::new(OPENWRT_CONFIG_PATH)
+        );
+        // Both present: the hand-written file wins.
+        assert_eq!(default_path_with(|_| true), Path::new(DEFAULT_CONFIG_PATH));
+        assert_eq!(default_path_with(|_| false), Path::new(DEFAULT_CONFIG_PATH));
+    }
+
         let c = parse(MINIMAL).expect("valid");
         assert_eq!(c.site_id, "lokasi1");
         assert_eq!(c.client_id(), "sitewatch-agent-lokasi1");

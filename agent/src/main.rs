@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sitewatch_agent::config::{Config, DEFAULT_CONFIG_PATH};
+use sitewatch_agent::config::{self, Config};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Hard limit for a graceful shutdown after the first SIGTERM/SIGINT;
@@ -24,12 +24,27 @@ const EX_CONFIG: u8 = 78;
 /// doubled) plus DNS lookups.
 const MAX_BLOCKING_THREADS: usize = 24;
 
-/// Site agent: reports a CCTV site's status, heartbeat and disks to MQTT.
+/// `--version`: the crate version, the commit and the target triple
+/// (`build.rs`), so a field report names the exact build.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SITEWATCH_BUILD_COMMIT"),
+    ", ",
+    env!("SITEWATCH_BUILD_TARGET"),
+    ")"
+);
+
+/// Site agent: reports a CCTV site's status, heartbeat, disks (usage and
+/// SMART), cameras (RTSP probes) and device syslog to MQTT, and cleans up
+/// old recordings when a disk fills.
 #[derive(Debug, Parser)]
-#[command(name = "sitewatch-agent", version)]
+#[command(name = "sitewatch-agent", version = LONG_VERSION)]
 struct Cli {
-    /// Config file (TOML).
-    #[arg(long, short = 'c', global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    /// Config file (TOML). Default: /etc/sitewatch/agent.toml, or on
+    /// OpenWrt the file the init script generates from UCI,
+    /// /var/etc/sitewatch/agent.toml, when the first does not exist.
+    #[arg(long, short = 'c', global = true, value_name = "FILE", default_value_os_t = config::default_path())]
     config: PathBuf,
 
     /// Start even if a password or key file (or a config with inline
@@ -71,7 +86,7 @@ enum Command {
     /// Read SMART from DEVICE (or every disk) natively and print model,
     /// serial, verdict with reasons, temperature, power-on hours and key
     /// attributes. Exit status 1 if any disk is warning, critical or
-    /// unreadable. Needs root (CAP_SYS_RAWIO for SATA/USB, CAP_SYS_ADMIN
+    /// unreadable, or no disk was found (with or without --json). Needs root (CAP_SYS_RAWIO for SATA/USB, CAP_SYS_ADMIN
     /// for NVMe).
     Smart {
         /// Device node, e.g. /dev/sda or /dev/nvme0n1 (default: every disk

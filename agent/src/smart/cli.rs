@@ -75,13 +75,41 @@ impl Entry {
 /// Runs the subcommand: reads `device` (or every disk found), prints to
 /// stdout, returns the exit status.
 pub fn run(device: Option<&Path>, kind: Option<DeviceType>, json: bool) -> u8 {
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    run_in(
+        Path::new("/sys/block"),
+        device,
+        kind,
+        json,
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+    )
+}
+
+/// [`run`] with the disks listed from `sys_block` and the output written
+/// to `out` / `err`. The exit status does not depend on `json`: only the
+/// shape of the output does.
+pub fn run_in(
+    sys_block: &Path,
+    device: Option<&Path>,
+    kind: Option<DeviceType>,
+    json: bool,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+) -> u8 {
+    // A closed stdout (`| head`) is not a disk problem: write errors are
+    // ignored, the status still says what was read.
     let (entries, single) = match device {
         Some(p) => (vec![Entry::read(p, kind.unwrap_or_default())], true),
-        None => match io::discover::disks() {
+        None => match io::discover::disks_in(sys_block) {
             Ok(found) if found.is_empty() => {
-                eprintln!("No disks found in /sys/block (loop, RAM, device-mapper, md, virtio and SD cards are skipped).");
+                let _ = writeln!(
+                    err,
+                    "No disks found in {} (loop, RAM, device-mapper, md, virtio and SD cards are skipped).",
+                    sys_block.display()
+                );
                 if json {
-                    println!("[]");
+                    let _ = writeln!(out, "[]");
                 }
                 return 1;
             }
@@ -93,20 +121,23 @@ pub fn run(device: Option<&Path>, kind: Option<DeviceType>, json: bool) -> u8 {
                 false,
             ),
             Err(e) => {
-                eprintln!("Cannot list disks in /sys/block: {e}");
+                let _ = writeln!(err, "Cannot list disks in {}: {e}", sys_block.display());
+                if json {
+                    let _ = writeln!(out, "[]");
+                }
                 return 1;
             }
         },
     };
-    if json {
+    let _ = if json {
         if single {
-            println!("{}", entry_json(&entries[0]));
+            writeln!(out, "{}", entry_json(&entries[0]))
         } else {
-            println!("{}", entries_json(&entries));
+            writeln!(out, "{}", entries_json(&entries))
         }
     } else {
-        print!("{}", table(&entries));
-    }
+        write!(out, "{}", table(&entries))
+    };
     u8::from(entries.iter().any(Entry::is_bad))
 }
 
@@ -445,6 +476,38 @@ pub fn entries_json(entries: &[Entry]) -> String {
 mod tests {
     use super::*;
     use crate::smart::{ata, nvme as nv};
+
+    /// Runs `run_in` in both output modes; returns (status, stdout) each.
+    fn both_modes(sys_block: &Path, device: Option<&Path>) -> [(u8, String); 2] {
+        [false, true].map(|json| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = run_in(sys_block, device, None, json, &mut out, &mut err);
+            (code, String::from_utf8_lossy(&out).into_owned())
+        })
+    }
+
+    #[test]
+    fn exit_status_is_the_same_with_and_without_json() {
+        let empty = tempfile::tempdir().unwrap();
+        let [(text, _), (json, out)] = both_modes(empty.path(), None);
+        assert_eq!(
+            (text, json),
+            (1, 1),
+            "no disk found is a failure in both modes"
+        );
+        assert_eq!(out.trim(), "[]");
+
+        let missing = empty.path().join("no-such-dir");
+        let [(text, _), (json, out)] = both_modes(&missing, None);
+        assert_eq!((text, json), (1, 1), "an unreadable /sys/block too");
+        assert_eq!(out.trim(), "[]", "--json output stays JSON");
+
+        let dev = empty.path().join("sdz");
+        let [(text, table), (json, out)] = both_modes(empty.path(), Some(&dev));
+        assert_eq!((text, json), (1, 1), "an unreadable device");
+        assert!(table.contains("UNREADABLE"), "{table}");
+        assert!(out.contains(r#""verdict":"unreadable""#), "{out}");
+    }
 
     fn ata_entry() -> Entry {
         let id = ata::tests::identify("QEMU HARDDISK", "SWAHCI0001", 2_097_152);

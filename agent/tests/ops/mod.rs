@@ -487,3 +487,62 @@ fn secrets_readable_by_everyone_are_refused_unless_allowed() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// On OpenWrt the init script generates `/var/etc/sitewatch/agent.toml`
+/// from UCI and `/etc/sitewatch/agent.toml` does not exist: `check` (and
+/// every other command) without `--config` uses the generated file. In a
+/// private mount namespace with a tmpfs on `/var` (and on
+/// `/etc/sitewatch`, should this machine have one), so the host is not
+/// touched.
+#[test]
+fn commands_without_config_fall_back_to_the_openwrt_generated_file() {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let unshare = Path::new("/usr/bin/unshare").exists();
+    if !root || !unshare {
+        eprintln!("skipped: needs root and unshare(1)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = TestConfig::new("openwrt-site", "mqtt://127.0.0.1:1").write(dir.path());
+    let hide_etc = if Path::new("/etc/sitewatch").is_dir() {
+        "mount -t tmpfs -o size=1m tmpfs /etc/sitewatch;"
+    } else {
+        ""
+    };
+    let run = |generated: bool| {
+        let copy = if generated {
+            format!(
+                "mkdir -p /var/etc/sitewatch; cp '{}' /var/etc/sitewatch/agent.toml;",
+                cfg.display()
+            )
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "set -e; {hide_etc} mount -t tmpfs -o size=1m tmpfs /var; {copy} exec '{bin}' check",
+            bin = agent_bin(),
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+        // Environment settings would win over the file (and the check).
+        for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("SITEWATCH_")) {
+            cmd.env_remove(var);
+        }
+        outcome(&cmd.env_remove("RUST_LOG").output().expect("unshare"))
+    };
+    let (code, text) = run(true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("OK: /var/etc/sitewatch/agent.toml:"),
+        "checked the generated file: {text}"
+    );
+    let (code, text) = run(false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("/etc/sitewatch/agent.toml")
+            && text.contains("/var/etc/sitewatch/agent.toml")
+            && text.contains("--config"),
+        "a missing config names both places and the flag: {text}"
+    );
+}
