@@ -10,33 +10,13 @@
 //! certificate reaches PostgreSQL as site A, while the same certificate
 //! configured as site B gets nothing stored.
 
+mod sample_broker;
+
+use sample_broker::{issue, start_broker, Broker, WAIT};
 use sitewatch_testkit::{free_port, wait_until, ChildGuard, Postgres};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-fn issue(pki: &Path, args: &[&str]) {
-    let out = Command::new(repo().join("scripts/issue-cert.sh"))
-        .arg("--dir")
-        .arg(pki)
-        .args(args)
-        .output()
-        .expect("run scripts/issue-cert.sh");
-    assert!(
-        out.status.success(),
-        "issue-cert.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Paths of one client's certificate, key and CA.
 struct Client {
@@ -64,61 +44,6 @@ impl Client {
             "--key".into(),
             self.key.display().to_string(),
         ]
-    }
-}
-
-/// mosquitto with deploy/mosquitto/sitewatch.{conf,acl}, paths and port
-/// rewritten for a temp dir.
-struct Broker {
-    _child: ChildGuard,
-    port: u16,
-    log: PathBuf,
-}
-
-fn start_broker(dir: &Path, pki: &Path) -> Broker {
-    let port = free_port();
-    let conf = std::fs::read_to_string(repo().join("deploy/mosquitto/sitewatch.conf"))
-        .expect("read sample conf");
-    let acl = dir.join("sitewatch.acl");
-    std::fs::copy(repo().join("deploy/mosquitto/sitewatch.acl"), &acl).expect("copy acl");
-    let server = pki.join("server/localhost");
-    let mut conf = conf
-        .replace("/etc/mosquitto/sitewatch.acl", &acl.display().to_string())
-        .replace(
-            "/etc/mosquitto/certs/server.pem",
-            &server.join("server.pem").display().to_string(),
-        )
-        .replace(
-            "/etc/mosquitto/certs/server.key",
-            &server.join("server.key").display().to_string(),
-        )
-        .replace(
-            "/etc/mosquitto/certs/ca.pem",
-            &pki.join("ca.pem").display().to_string(),
-        )
-        .replace("listener 8883", &format!("listener {port} 127.0.0.1"));
-    assert!(conf.contains(&format!("listener {port} 127.0.0.1")));
-    let log = dir.join("mosquitto.log");
-    conf.push_str(&format!(
-        "\npersistence_location {}/\nlog_dest file {}\nlog_type all\n",
-        dir.display(),
-        log.display()
-    ));
-    // As root mosquitto would switch to its own user and lose access to
-    // the root-owned temp dir.
-    conf.push_str("user root\n");
-    let path = dir.join("mosquitto.conf");
-    std::fs::write(&path, conf).expect("write conf");
-    let bin = sitewatch_testkit::mosquitto_binary().expect("mosquitto");
-    let child = ChildGuard::spawn(Command::new(bin).arg("-c").arg(&path)).expect("mosquitto");
-    wait_until(WAIT, "sample broker listens", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("running"))
-    })
-    .expect("broker up");
-    Broker {
-        _child: child,
-        port,
-        log,
     }
 }
 
