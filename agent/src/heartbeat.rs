@@ -18,6 +18,68 @@ use crate::clock::ClockWatch;
 use crate::publish::{now_ms, Counters, Publisher};
 use crate::{host, AGENT_VERSION};
 
+/// What the heartbeat carries from one beat to the next: the clock
+/// check's memory and whether a metric failure was logged.
+pub struct Beat {
+    interval_secs: u32,
+    started: Instant,
+    clock: ClockWatch,
+    origin: Instant,
+    warned: bool,
+}
+
+impl Beat {
+    /// For heartbeats every `interval`; `started` is when the agent
+    /// process started, for `agent_uptime_secs`.
+    pub fn new(interval: Duration, started: Instant) -> Beat {
+        Beat {
+            interval_secs: u32::try_from(interval.as_secs()).unwrap_or(u32::MAX),
+            started,
+            clock: ClockWatch::default(),
+            origin: Instant::now(),
+            warned: false,
+        }
+    }
+
+    /// Samples the host and publishes one heartbeat (one round of [`run`]).
+    pub fn once(&mut self, publisher: &Publisher) {
+        let (s, err) = host::sample();
+        match err {
+            Some(e) if !self.warned => {
+                tracing::warn!(err = %e, "Cannot read a host metric; it is reported as 0");
+                self.warned = true;
+            }
+            _ => {}
+        }
+        let state = self.clock.observe(now_ms(), self.origin.elapsed());
+        if state != crate::clock::ClockState::Ok {
+            tracing::warn!(
+                clock = state.as_str(),
+                "The wall clock looks wrong; heartbeats say so"
+            );
+        }
+        if state == crate::clock::ClockState::Jumped {
+            Counters::inc(&publisher.counters().clock_jumps);
+        }
+        let counters = publisher.snapshot();
+        let agent_uptime_secs = self.started.elapsed().as_secs();
+        let interval_secs = self.interval_secs;
+        // Queue full or encode errors are counted and logged by the publisher.
+        let _ = publisher.publish(Kind::Heartbeat, |h| {
+            let mut hb = HeartbeatOut::new(h, AGENT_VERSION, interval_secs);
+            hb.uptime_secs = s.uptime_secs;
+            hb.agent_uptime_secs = agent_uptime_secs;
+            hb.load = s.load;
+            hb.mem_total_bytes = s.mem_total_bytes;
+            hb.mem_available_bytes = s.mem_available_bytes;
+            hb.agent_rss_bytes = s.agent_rss_bytes;
+            hb.clock = state.as_str();
+            hb.counters = counters;
+            hb
+        });
+    }
+}
+
 /// Runs the heartbeat source until `stop` is cancelled. Waits for `start`
 /// (first broker connection) before the first heartbeat. `started` is when
 /// the agent process started, for `agent_uptime_secs`.
@@ -33,51 +95,16 @@ pub async fn run(
         () = stop.cancelled() => return,
         () = start => {}
     }
-    let interval_secs = u32::try_from(interval.as_secs()).unwrap_or(u32::MAX);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut warned = false;
-    let mut clock = ClockWatch::default();
-    let origin = Instant::now();
+    let mut beat = Beat::new(interval, started);
     loop {
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let (s, err) = host::sample();
-        match err {
-            Some(e) if !warned => {
-                tracing::warn!(err = %e, "Cannot read a host metric; it is reported as 0");
-                warned = true;
-            }
-            _ => {}
-        }
-        let state = clock.observe(now_ms(), origin.elapsed());
-        if state != crate::clock::ClockState::Ok {
-            tracing::warn!(
-                clock = state.as_str(),
-                "The wall clock looks wrong; heartbeats say so"
-            );
-        }
-        if state == crate::clock::ClockState::Jumped {
-            Counters::inc(&publisher.counters().clock_jumps);
-        }
-        let counters = publisher.snapshot();
-        let agent_uptime_secs = started.elapsed().as_secs();
-        // Queue full or encode errors are counted and logged by the publisher.
-        let _ = publisher.publish(Kind::Heartbeat, |h| {
-            let mut hb = HeartbeatOut::new(h, AGENT_VERSION, interval_secs);
-            hb.uptime_secs = s.uptime_secs;
-            hb.agent_uptime_secs = agent_uptime_secs;
-            hb.load = s.load;
-            hb.mem_total_bytes = s.mem_total_bytes;
-            hb.mem_available_bytes = s.mem_available_bytes;
-            hb.agent_rss_bytes = s.agent_rss_bytes;
-            hb.clock = state.as_str();
-            hb.counters = counters;
-            hb
-        });
+        beat.once(&publisher);
     }
 }
 

@@ -220,14 +220,7 @@ impl Sources {
     fn start_smart(&mut self, cfg: Option<&smart::SmartConfig>) {
         if let Some(cfg) = cfg.cloned() {
             let state_dir = self.state_dir.clone();
-            let standby = if cfg.standby_skip {
-                smart::io::Standby::Skip
-            } else {
-                smart::io::Standby::Wake
-            };
-            let reader: smart::task::Reader =
-                Arc::new(move |p: &std::path::Path, k| smart::io::read_with(p, k, standby));
-            let discover: smart::task::Discover = Arc::new(smart::io::discover::paths);
+            let (reader, discover) = smart::task::native(&cfg);
             self.smart = Some(self.spawn_reporting(
                 move |tx, stop| {
                     smart::task::run_with(cfg, state_dir, reader, Some(discover), tx, stop)

@@ -142,6 +142,30 @@ fn publish(publisher: &Publisher, slots: &[Slot], results: &[ProbeResult]) {
     let _ = publisher.publish(Kind::Disk, |h| DiskOut::new(h, &mounts));
 }
 
+fn slots(cfg: &DiskConfig) -> Vec<Slot> {
+    cfg.mounts
+        .iter()
+        .map(|p| Slot {
+            path: p.clone(),
+            running: None,
+            last_error: None,
+        })
+        .collect()
+}
+
+/// Samples every configured mount once and publishes one `disk` message,
+/// as one round of [`run`] does (`sitewatch-agent once`). Nothing is
+/// published without mounts.
+pub async fn once(publisher: &Publisher, cfg: &DiskConfig) {
+    if cfg.mounts.is_empty() {
+        return;
+    }
+    let mut slots = slots(cfg);
+    let results = sample_round(&mut slots, cfg.statvfs_timeout).await;
+    account(&mut slots, &results, publisher.counters());
+    publish(publisher, &slots, &results);
+}
+
 /// Runs the disk source until `stop` is cancelled. Waits for `start`
 /// (first broker connection) before the first sample.
 pub async fn run(
@@ -159,15 +183,7 @@ pub async fn run(
         () = stop.cancelled() => return,
         () = start => {}
     }
-    let mut slots: Vec<Slot> = cfg
-        .mounts
-        .iter()
-        .map(|p| Slot {
-            path: p.clone(),
-            running: None,
-            last_error: None,
-        })
-        .collect();
+    let mut slots = slots(&cfg);
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

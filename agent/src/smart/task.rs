@@ -98,6 +98,30 @@ pub async fn run_with(
     }
 }
 
+/// The daemon's reader (native ioctls, honouring `standby_skip`) and
+/// its `/sys/block` discovery.
+pub fn native(cfg: &SmartConfig) -> (Reader, Discover) {
+    let standby = if cfg.standby_skip {
+        super::io::Standby::Skip
+    } else {
+        super::io::Standby::Wake
+    };
+    let reader: Reader = Arc::new(move |p: &Path, k| super::io::read_with(p, k, standby));
+    (reader, Arc::new(super::io::discover::paths))
+}
+
+/// One round over every disk, as the task's first round, but without the
+/// saved state: nothing is loaded or written (`sitewatch-agent once`).
+pub async fn once(
+    cfg: SmartConfig,
+    reader: Reader,
+    discover: Option<Discover>,
+    tx: Sender<Output>,
+) {
+    let mut poller = Poller::new(cfg, None, reader, discover).await;
+    poller.round(&tx, &CancellationToken::new()).await;
+}
+
 /// The task's memory between rounds.
 struct Poller {
     cfg: SmartConfig,
