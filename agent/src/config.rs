@@ -115,7 +115,7 @@ struct LogRaw {
 }
 
 /// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "site_id",
     "mqtt",
     "heartbeat",
@@ -126,6 +126,7 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "rtsp",
     "cleanup",
     "smart",
+    "status",
 ];
 
 // One struct per section: each is parsed from the whole document on its own
@@ -170,6 +171,10 @@ struct RtspOnly {
 #[derive(Deserialize)]
 struct SmartOnly {
     smart: Option<crate::smart::config::SmartRaw>,
+}
+#[derive(Deserialize)]
+struct StatusOnly {
+    status: Option<crate::status::StatusRaw>,
 }
 
 /// Validated heartbeat settings.
@@ -221,6 +226,9 @@ pub struct Config {
     /// SMART disk health; `None` (off) without a `[smart]` table or with
     /// `enabled = false`.
     pub smart: Option<crate::smart::SmartConfig>,
+    /// `[status]`: where `sitewatch-agent status` finds this agent's
+    /// state (always on; defaults when the table is absent).
+    pub status: crate::status::StatusConfig,
 }
 
 /// Every problem found in a config, in plain words.
@@ -302,7 +310,7 @@ impl Config {
         for key in table.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [rtsp], [cleanup], [smart])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [rtsp], [cleanup], [smart], [status])"
                 ));
             }
         }
@@ -319,6 +327,8 @@ impl Config {
         let rtsp = section::<RtspOnly>(text, "[rtsp] ", &mut problems).map(|s| s.rtsp);
         let cleanup = section::<CleanupOnly>(text, "[cleanup] ", &mut problems).map(|s| s.cleanup);
         let smart = section::<SmartOnly>(text, "[smart] ", &mut problems).map(|s| s.smart);
+        let status = section::<StatusOnly>(text, "[status] ", &mut problems)
+            .and_then(|s| crate::status::validate(s.status.unwrap_or_default(), &mut problems));
         let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
             let o = s.outbox.unwrap_or_default();
             let before = problems.len();
@@ -434,6 +444,8 @@ impl Config {
                 rtsp,
                 cleanup,
                 smart,
+                // Every problem above (a bad [status] too) fails the guard.
+                status: status.unwrap_or_default(),
             }),
             _ => {
                 if problems.is_empty() {

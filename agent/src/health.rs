@@ -56,6 +56,7 @@ fn clamp_u32(v: Option<u64>) -> Option<u32> {
 
 /// Publishes one probe as the camera's retained `stream` state.
 pub fn publish_probe(p: &Publisher, r: &rtsp::ProbeReport, failures: u32) {
+    p.board().camera(r, failures);
     let warnings: Vec<&str> = r
         .warnings
         .iter()
@@ -172,6 +173,7 @@ fn human_bytes(b: u64) -> String {
 /// under its low watermark without errors, `warning` otherwise (errors, or
 /// still full: nothing more may be deleted under the rules).
 pub fn publish_cleanup(p: &Publisher, r: &crate::cleanup::CleanupReport) {
+    p.board().cleanup(r);
     let errors = r.errors.total;
     let severity = if errors == 0 && r.target_reached {
         "info"
@@ -233,6 +235,7 @@ pub async fn forward_cleanup(p: Publisher, mut rx: mpsc::Receiver<crate::cleanup
 
 /// Publishes one disk reading as the disk's retained `smart` state.
 pub fn publish_smart(p: &Publisher, r: &crate::smart::DiskReport) {
+    p.board().smart(r);
     use crate::smart::{ata::AttrState, Reading, Source};
     use sitewatch_wire::payload::{
         AttributeOut, NvmeOut, ReasonOut, SmartOut, MAX_ATTRIBUTES, MAX_REASONS, MAX_REASON_LEN,

@@ -77,6 +77,7 @@ impl Beat {
             hb.counters = counters;
             hb
         });
+        publisher.board().heartbeat();
     }
 }
 

@@ -26,6 +26,8 @@
 //! - [`reload`]: what a SIGHUP changes (diff of old and new config).
 //! - [`smart`]: SMART disk health: parsers, verdict rules, state and the
 //!   polling task.
+//! - [`status`]: the status file a running agent rewrites (connection,
+//!   outbox, each source's last result) and `sitewatch-agent status`.
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and the
 //! runtime, and calls [`run_with`] with a shutdown future wired to SIGTERM
@@ -52,6 +54,7 @@ pub mod publish;
 pub mod reload;
 pub mod rtsp;
 pub mod smart;
+pub mod status;
 pub mod syslog;
 
 use std::future::Future;
@@ -306,6 +309,15 @@ pub async fn run_with(
     });
     let publisher =
         publish::Publisher::new(&config.site_id, boot, heartbeat_secs, Arc::clone(&shared))?;
+    publisher.board().configure(&config);
+    let stop_status = CancellationToken::new();
+    let status_task = tokio::spawn(status::write_loop(
+        publisher.clone(),
+        config.status.path(),
+        config.status.interval,
+        publish::now_ms(),
+        stop_status.clone(),
+    ));
     let stop_tasks = CancellationToken::new();
     let pump = tokio::spawn(link::pump(Arc::clone(&shared), stop_tasks.clone()));
     let sync = tokio::spawn(link::sync(Arc::clone(&shared), stop_tasks.clone()));
@@ -386,6 +398,7 @@ pub async fn run_with(
                     set_log_level.as_deref(),
                 )
                 .await;
+                publisher.board().configure(&current);
                 notify::reloaded(&words);
             }
         }
@@ -402,6 +415,7 @@ pub async fn run_with(
     let _ = sync.await;
     if uplink_ended {
         finish_outbox(&shared, memory_only).await;
+        stop_status_file(status_task, stop_status).await;
         anyhow::bail!("the MQTT uplink task ended unexpectedly");
     }
     stop_uplink.cancel();
@@ -415,6 +429,7 @@ pub async fn run_with(
         }
     };
     finish_outbox(&shared, memory_only).await;
+    stop_status_file(status_task, stop_status).await;
     res?;
     let c = publisher.snapshot();
     tracing::info!(
@@ -491,6 +506,18 @@ async fn finish_outbox(shared: &Arc<link::Shared>, memory_only: bool) {
         Ok(Ok(())) => tracing::info!(records = depth, "Outbox flushed to disk"),
         Ok(Err(e)) => tracing::warn!("Cannot flush the outbox: {e:#}"),
         Err(e) => tracing::warn!(err = %e, "Outbox flush task failed"),
+    }
+}
+
+/// Lets the status writer mark the agent stopped and write a last time
+/// (bounded: a hung status directory never holds up the exit).
+async fn stop_status_file(task: JoinHandle<()>, stop: CancellationToken) {
+    stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("The status file was not written at exit");
     }
 }
 

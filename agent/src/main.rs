@@ -99,6 +99,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what the running agent is doing: connection and since when,
+    /// broker, last PUBACK, outbox depth and drops, each source's last
+    /// result. Read from the status file the agent rewrites ([status]
+    /// file; default $RUNTIME_DIRECTORY/status.json under systemd, else
+    /// /var/run/sitewatch/status.json). Exit status 0 when the agent is
+    /// connected and its status is up to date, 1 otherwise (not running,
+    /// stale, disconnected, no file).
+    Status {
+        /// One JSON object: verdict, message and the agent's status.
+        #[arg(long)]
+        json: bool,
+        /// Read this status file instead of the config's.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,6 +132,12 @@ fn main() -> ExitCode {
             device.as_deref(),
             kind,
             json,
+        )),
+        Command::Status { json, file } => ExitCode::from(sitewatch_agent::status::main(
+            &cli.config,
+            file.as_deref(),
+            json,
+            &mut std::io::stdout(),
         )),
     }
 }

@@ -180,6 +180,16 @@ pub struct TargetOwned {
 }
 
 impl TargetOwned {
+    /// The broker URL (`mqtts://host:port`; it never holds credentials).
+    pub fn url(&self) -> String {
+        sitewatch_mqtt::BrokerUrl {
+            tls: self.tls,
+            host: self.host.clone(),
+            port: self.port,
+        }
+        .to_string()
+    }
+
     /// Borrowed view for [`diagnose`].
     pub fn view(&self) -> Target<'_> {
         Target {
@@ -265,6 +275,7 @@ impl Uplink {
         session_tx: watch::Sender<u32>,
     ) -> Uplink {
         let capacity = link::channel_capacity(eventloop.mqtt_options.inflight());
+        publisher.board().broker(target.url());
         Uplink {
             shared: Arc::clone(publisher.shared()),
             capacity,
@@ -356,6 +367,7 @@ impl Uplink {
         let broker = format!("{}:{}", self.target.host, self.target.port);
         tracing::info!(session, broker = %broker, "Connected to broker");
         notify::status(&format!("Connected to {broker} (session {session})"));
+        self.publisher.board().connected(session);
         self.session_tx.send_replace(session);
     }
 
@@ -403,6 +415,7 @@ impl Uplink {
         match ev {
             Event::Incoming(Packet::ConnAck(ack)) => self.on_connack(ack.session_present),
             Event::Incoming(Packet::PubAck(ack)) => {
+                self.publisher.board().puback();
                 let t = self.shared.lock().tracker.on_puback(ack.pkid);
                 match t {
                     Some(Tracked::Outbox(id)) => {
@@ -442,6 +455,7 @@ impl Uplink {
             let words = diagnose::lost_connection(e);
             tracing::warn!(session = self.session, err = %e, "Connection to broker lost: {words}");
             notify::status(&format!("Connection to broker lost: {words}; reconnecting"));
+            self.publisher.board().lost(&words);
             self.last_error = Some(words);
         } else {
             let words = diagnose::connection_error(e, &self.target.view()).to_string();
@@ -449,6 +463,7 @@ impl Uplink {
             if self.last_error.as_deref() != Some(words.as_str()) {
                 tracing::warn!(err = %e, "Cannot connect to broker: {words}; retrying with backoff");
                 notify::status(&format!("Cannot connect to broker: {words}; retrying"));
+                self.publisher.board().attempt_failed(&words);
             } else {
                 tracing::debug!(err = %e, "Connect attempt failed again");
             }
@@ -539,6 +554,7 @@ impl Uplink {
     /// Switches to new broker settings; see the module docs.
     async fn apply(&mut self, r: Reconfigure) {
         self.target = r.target;
+        self.publisher.board().broker(self.target.url());
         self.last_error = None;
         if !self.connected {
             tracing::info!("New MQTT settings apply from the next connect attempt");
@@ -550,6 +566,9 @@ impl Uplink {
             "MQTT settings changed; reconnecting to apply them"
         );
         notify::status("Reconnecting to apply new MQTT settings");
+        self.publisher
+            .board()
+            .lost("reconnecting to apply new MQTT settings");
         // No new hand-overs; let in-flight messages be acknowledged
         // (bounded).
         self.shared.lock().connected = false;

@@ -209,6 +209,8 @@ struct Inner {
     /// encoded and queued, so queue order is seq order.
     seq: Mutex<u64>,
     counters: Counters,
+    /// What the status file shows ([`crate::status`]).
+    board: crate::status::Board,
     shared: Arc<Shared>,
     status_topic: String,
     heartbeat_topic: String,
@@ -238,6 +240,7 @@ impl Publisher {
                 heartbeat_secs,
                 seq: Mutex::new(0),
                 counters: Counters::default(),
+                board: crate::status::Board::default(),
                 status_topic: topic(Kind::Status)?,
                 heartbeat_topic: topic(Kind::Heartbeat)?,
                 disk_topic: topic(Kind::Disk)?,
@@ -261,6 +264,12 @@ impl Publisher {
     /// Shared counters.
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// The connection state and the sources' last results, for the
+    /// status file.
+    pub fn board(&self) -> &crate::status::Board {
+        &self.inner.board
     }
 
     /// The outbox and its wake-ups, shared with the uplink.

@@ -8,7 +8,7 @@
 //! | `[log] level` | new filter at once (unless `RUST_LOG` is set) |
 //! | `[heartbeat]`, `[disk]`, `[rtsp]`, `[cleanup]`, `[smart]` | that source restarts with the new settings |
 //! | `[syslog]` | new policy for the next line; only listeners whose address changed are closed/bound; sockets from systemd are never closed |
-//! | `[outbox]` | kept until a restart (logged) |
+//! | `[outbox]`, `[status]` | kept until a restart (logged) |
 //! | `[mqtt]` or the *contents* of its password, CA, certificate or key files | reconnect (new session and birth; same boot, sequence continues) |
 //!
 //! Every outcome is logged and returned as one line for systemd's
@@ -67,6 +67,11 @@ pub(crate) async fn apply(
         // The outbox (and its disk directory) lives for the whole process.
         tracing::warn!("[outbox] settings changed; they apply after a restart");
         new.outbox = current.outbox.clone();
+    }
+    if new.status != current.status {
+        // The status writer keeps its file for the whole process.
+        tracing::warn!("[status] settings changed; they apply after a restart");
+        new.status = current.status.clone();
     }
     // Broker files first: nothing is changed if they cannot be read.
     let print = match mqtt::fingerprint(&new) {

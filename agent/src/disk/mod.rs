@@ -140,6 +140,18 @@ fn publish(publisher: &Publisher, slots: &[Slot], results: &[ProbeResult]) {
         .collect();
     // Queue full or encode errors are counted and logged by the publisher.
     let _ = publisher.publish(Kind::Disk, |h| DiskOut::new(h, &mounts));
+    publisher.board().disk(
+        mounts
+            .iter()
+            .map(|m| crate::status::MountStatus {
+                path: m.path.to_owned(),
+                used_pct: m.used_pct,
+                avail_bytes: m.avail_bytes,
+                total_bytes: m.total_bytes,
+                error: m.error.map(str::to_owned),
+            })
+            .collect(),
+    );
 }
 
 fn slots(cfg: &DiskConfig) -> Vec<Slot> {
