@@ -27,7 +27,8 @@
 //! - [`smart`]: SMART disk health: parsers, verdict rules, state and the
 //!   polling task.
 //! - [`status`]: the status file a running agent rewrites (connection,
-//!   outbox, each source's last result) and `sitewatch-agent status`.
+//!   outbox, each source's last result) and `sitewatch-agent status`;
+//!   [`once`]: every source one round, printed (`sitewatch-agent once`).
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and the
 //! runtime, and calls [`run_with`] with a shutdown future wired to SIGTERM
@@ -48,6 +49,7 @@ pub mod host;
 pub mod link;
 pub mod mqtt;
 pub mod notify;
+pub mod once;
 pub mod outbox;
 pub mod perms;
 pub mod publish;

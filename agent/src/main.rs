@@ -114,6 +114,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Run every configured source one round and print the messages it
+    /// would publish (`TOPIC PAYLOAD`, one per line). Never connects to
+    /// the broker, never touches the outbox, never deletes (cleanup is a
+    /// dry run); camera probes do connect to the cameras.
+    Once {
+        /// Also listen for syslog for SECS seconds (syslog has no round;
+        /// skipped by default). Not while the agent holds the ports.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        syslog_secs: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -139,7 +149,29 @@ fn main() -> ExitCode {
             json,
             &mut std::io::stdout(),
         )),
+        Command::Once { syslog_secs } => once(&cli.config, syslog_secs),
     }
+}
+
+/// `once`: one round of every source, printed; warnings only on stderr.
+fn once(path: &Path, syslog_secs: u64) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            print!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let quiet = Config {
+        log_level: Some("warn".into()),
+        ..cfg.clone()
+    };
+    let _ = init_logging(&quiet);
+    ExitCode::from(sitewatch_agent::once::main(
+        &cfg,
+        syslog_secs,
+        &mut std::io::stdout(),
+    ))
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

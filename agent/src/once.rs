@@ -1,0 +1,247 @@
+//! `sitewatch-agent once`: every configured source runs one round and the
+//! messages it would publish are printed, one per line as `TOPIC PAYLOAD`
+//! (in the spirit of `telegraf --test`).
+//!
+//! It goes through the daemon's own code: each source's one-round function
+//! ([`heartbeat::Beat::once`], [`disk::once`], [`rtsp::cli::probe_all`],
+//! [`smart::task::once`], [`cleanup::pass`]) publishes through a real
+//! [`Publisher`] and the `health` forwarders, so the payloads are exactly
+//! what the broker would get. That publisher sits on a private memory
+//! outbox and an MQTT client that is never polled: nothing connects to the
+//! broker, the configured outbox (and its directory) is not opened, and
+//! the SMART state file is neither read nor written. Cleanup is always a
+//! dry run. Syslog is a receiver, not a round: it is skipped unless
+//! `--syslog-secs N` asks to listen for N seconds (on the configured
+//! ports, so not while the daemon holds them).
+//!
+//! Camera probes do connect to the cameras, as `sitewatch-agent probe`
+//! does.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::outbox::{Next, Outbox, OutboxConfig, PkidTracker};
+use crate::publish::Publisher;
+use crate::{cleanup, disk, health, heartbeat, link, publish, rtsp, smart, syslog};
+
+/// Memory for the private outbox: far more than one round makes.
+const CAPTURE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One message the agent would publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// MQTT topic.
+    pub topic: String,
+    /// Retained on the broker.
+    pub retain: bool,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+}
+
+/// A publisher over a private memory outbox whose MQTT client is never
+/// polled (it never connects). Keep the event loop alive with it.
+fn capture_publisher(cfg: &Config) -> anyhow::Result<(Publisher, rumqttc::EventLoop)> {
+    let (client, eventloop) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new(cfg.client_id(), "localhost", 1883),
+        8,
+    );
+    let ob = OutboxConfig {
+        memory_max_bytes: CAPTURE_BYTES,
+        dir: None,
+        drain_bytes_per_sec: 0,
+        ..OutboxConfig::default()
+    };
+    let (outbox, _) = Outbox::open(&ob)?;
+    let shared = link::Shared::new(link::Link {
+        outbox,
+        tracker: PkidTracker::new(),
+        connected: false,
+        client,
+    });
+    let hb = u32::try_from(cfg.heartbeat.interval.as_secs()).unwrap_or(u32::MAX);
+    let p = Publisher::new(&cfg.site_id, publish::new_boot_id(), hb, shared)?;
+    Ok((p, eventloop))
+}
+
+/// Takes every message out of `p`'s outbox, in sequence order.
+fn drain(p: &Publisher) -> Vec<Captured> {
+    let mut out = Vec::new();
+    let mut l = p.shared().lock();
+    loop {
+        let now = std::time::Instant::now();
+        let (id, c, seq) = match l.outbox.next_to_send(now) {
+            Next::Send(id, rec) => (
+                id,
+                Captured {
+                    topic: rec.topic().to_owned(),
+                    retain: rec.retain(),
+                    payload: rec.payload().to_vec(),
+                },
+                rec.seq(),
+            ),
+            // No rate limit and each record is acknowledged at once, so
+            // anything else means the outbox is empty.
+            _ => break,
+        };
+        l.outbox.mark_sent(id, now);
+        l.outbox.ack(id);
+        out.push((seq, c));
+    }
+    out.sort_by_key(|(seq, _)| *seq);
+    out.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Runs every configured source one round and returns what they would
+/// publish. `note` gets one plain-words line per source that published
+/// nothing or was skipped, and why. `syslog_for` > 0 listens for syslog
+/// that long.
+pub async fn run(
+    cfg: &Config,
+    syslog_for: Duration,
+    note: &mut dyn FnMut(String),
+) -> anyhow::Result<Vec<Captured>> {
+    let (p, _eventloop) = capture_publisher(cfg)?;
+
+    heartbeat::Beat::new(cfg.heartbeat.interval, Instant::now()).once(&p);
+
+    if cfg.disk.mounts.is_empty() {
+        note("disk: no mounts configured; nothing to report".into());
+    } else {
+        disk::once(&p, &cfg.disk).await;
+    }
+
+    match &cfg.rtsp {
+        Some(r) if !r.cameras.is_empty() => {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let fwd = tokio::spawn(health::forward_rtsp(p.clone(), rx));
+            for report in rtsp::cli::probe_all(r.clone()).await {
+                let report = Box::new(report);
+                // As the scheduler's first probe of each camera.
+                let changed =
+                    rtsp::schedule::change(None, report.class).map(|kind| rtsp::Output::Changed {
+                        camera: report.camera.clone(),
+                        from: None,
+                        to: report.class,
+                        kind,
+                        report: report.clone(),
+                    });
+                for o in std::iter::once(rtsp::Output::Probed(report)).chain(changed) {
+                    let _ = tx.send(o).await;
+                }
+            }
+            drop(tx);
+            let _ = fwd.await;
+        }
+        _ => note("rtsp: no cameras configured".into()),
+    }
+
+    match &cfg.smart {
+        Some(s) => {
+            let (reader, discover) = smart::task::native(s);
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let fwd = tokio::spawn(health::forward_smart(p.clone(), rx));
+            smart::task::once(s.clone(), reader, Some(discover), tx).await;
+            let _ = fwd.await;
+        }
+        None => note("smart: off (no [smart] table)".into()),
+    }
+
+    match &cfg.cleanup {
+        Some(c) => {
+            let c = c.clone();
+            // Always a dry run, whatever the config says.
+            let outcomes = tokio::task::spawn_blocking(move || cleanup::pass(&c, true, &|| false))
+                .await
+                .unwrap_or_default();
+            for o in outcomes {
+                match &o.result {
+                    Ok(Some(r)) => health::publish_cleanup(&p, r),
+                    Ok(None) => note(format!(
+                        "cleanup: {} is below its high watermark; the daemon would publish nothing",
+                        o.root
+                    )),
+                    Err(e) => note(format!("cleanup: {}: {e}", o.root)),
+                }
+            }
+        }
+        None => note("cleanup: off (no [cleanup] table)".into()),
+    }
+
+    match &cfg.syslog {
+        Some(sys) if !syslog_for.is_zero() => {
+            let inherited = Arc::new(Mutex::new(syslog::Inherited::default()));
+            let s = syslog::Syslog::start(p.clone(), sys.clone(), inherited);
+            note(format!(
+                "syslog: listening for {} s on {}",
+                syslog_for.as_secs(),
+                s.listening().join(", ")
+            ));
+            tokio::time::sleep(syslog_for).await;
+            // Publishes what is pending.
+            s.stop().await;
+        }
+        Some(_) => note(
+            "syslog: a receiver has no round; skipped (--syslog-secs N listens for N seconds)"
+                .into(),
+        ),
+        None => note("syslog: off (no [syslog] table)".into()),
+    }
+
+    Ok(drain(&p))
+}
+
+/// `sitewatch-agent once`: runs [`run`] and prints each message as
+/// `TOPIC PAYLOAD` on `out`, notes on stderr. Exit status 0 when the round
+/// ran (a failing camera or disk is a result, not an error), 1 when it
+/// could not run.
+pub fn main(cfg: &Config, syslog_secs: u64, out: &mut dyn Write) -> u8 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(24)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut notes = Vec::new();
+    let res = rt.block_on(run(cfg, Duration::from_secs(syslog_secs), &mut |n| {
+        notes.push(n)
+    }));
+    // A disk probe may still hang on a dead NFS server: do not wait.
+    rt.shutdown_background();
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let msgs = match res {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 1;
+        }
+    };
+    let mut text = Vec::new();
+    for m in &msgs {
+        text.extend_from_slice(m.topic.as_bytes());
+        text.push(b' ');
+        text.extend_from_slice(&m.payload);
+        text.push(b'\n');
+    }
+    if let Err(e) = out.write_all(&text).and_then(|()| out.flush()) {
+        eprintln!("error: cannot write the messages: {e}");
+        return 1;
+    }
+    eprintln!(
+        "{} message(s) printed; nothing was sent to the broker, the outbox was not touched \
+         and nothing was deleted.",
+        msgs.len()
+    );
+    0
+}
