@@ -83,7 +83,11 @@ done
 log "systemd units"
 U="$WORK/units"
 mkdir -p "$U"
-cp systemd/*.service systemd/*.socket systemd/*.timer "$U/"
+shopt -s nullglob
+UNITS=(systemd/*.service systemd/*.socket systemd/*.timer systemd/*.path)
+DROPINS=(systemd/dropins/*.conf)
+shopt -u nullglob
+cp "${UNITS[@]}" "$U/"
 # verify wants ExecStart= binaries to exist; point them at one that does.
 sed -i -e "s#/usr/bin/sitewatch-agent#${AGENT:-/bin/true}#" -e "s#/usr/bin/sitewatch-bridge#/bin/true#" "$U"/*
 for unit in "$U"/*; do
@@ -96,7 +100,7 @@ for unit in "$U"/*; do
         fail "systemd-analyze verify $name" "$WORK/verify"
     fi
 done
-for d in systemd/dropins/*.conf; do
+for d in "${DROPINS[@]}"; do
     name="sitewatch-agent-dropin-$(basename "$d" .conf).service"
     cat "$U/sitewatch-agent.service" "$d" >"$U/$name"
     if (cd "$U" && systemd-analyze verify --man=no "$name") >"$WORK/verify" 2>&1 && [ ! -s "$WORK/verify" ]; then
@@ -112,7 +116,7 @@ score_of() {
     (cd "$U" && systemd-analyze security --offline=yes --no-pager "$1" 2>/dev/null) \
         | sed -nE 's/.*Overall exposure level for [^:]*: ([0-9.]+) ([A-Z]+).*/\1 \2/p' || true
 }
-for name in sitewatch-agent.service sitewatch-bridge.service sitewatch-agent-smart.service \
+for name in sitewatch-agent.service sitewatch-bridge.service \
     sitewatch-agent-dropin-syslog-port-514.service sitewatch-agent-dropin-smart.service; do
     s=$(score_of "$name")
     SCORES+=("$(printf '%-44s %s' "$name" "${s:-?}")")
@@ -122,7 +126,7 @@ if (cd "$U" && systemd-analyze security --offline=yes --threshold=19 --no-pager 
 else
     fail "systemd-analyze security sitewatch-agent.service is 2.0 or more" "$WORK/sec"
 fi
-for name in sitewatch-bridge.service sitewatch-agent-smart.service; do
+for name in sitewatch-bridge.service sitewatch-agent-dropin-smart.service; do
     if (cd "$U" && systemd-analyze security --offline=yes --threshold=29 --no-pager "$name") >"$WORK/sec" 2>&1; then
         pass "systemd-analyze security $name: $(score_of "$name") (< 3.0)"
     else
@@ -139,21 +143,20 @@ touch "$R/etc/sitewatch/agent.toml" "$R/etc/sitewatch/mqtt-password"
 cp systemd/sysusers.d/sitewatch.conf "$R/usr/lib/sysusers.d/"
 cp systemd/tmpfiles.d/sitewatch.conf "$R/usr/lib/tmpfiles.d/"
 if systemd-sysusers --root="$R" >"$WORK/sysusers" 2>&1 \
-    && grep -q '^sitewatch-agent:' "$R/etc/passwd" && grep -q '^sitewatch-smart:' "$R/etc/passwd" \
-    && grep -q '^sitewatch-bridge:' "$R/etc/passwd"; then
-    pass "systemd-sysusers creates sitewatch-agent, sitewatch-smart, sitewatch-bridge"
+    && grep -q '^sitewatch-agent:' "$R/etc/passwd" && grep -q '^sitewatch-bridge:' "$R/etc/passwd" \
+    && [ "$(grep -c '^sitewatch' "$R/etc/passwd")" = 2 ]; then
+    pass "systemd-sysusers creates sitewatch-agent and sitewatch-bridge, no other"
 else
     fail "systemd-sysusers" "$WORK/sysusers"
 fi
 uid_of() { awk -F: -v u="$1" '$1 == u { print $3 }' "$R/etc/passwd"; }
 gid_of() { awk -F: -v g="$1" '$1 == g { print $3 }' "$R/etc/group"; }
 if systemd-tmpfiles --root="$R" --create sitewatch.conf >"$WORK/tmpfiles" 2>&1 \
-    && [ "$(stat -c '%a %u %g' "$R/run/sitewatch")" = "2750 $(uid_of sitewatch-smart) $(gid_of sitewatch-agent)" ] \
     && [ "$(stat -c '%a %u %g' "$R/etc/sitewatch/agent.toml")" = "640 0 $(gid_of sitewatch-agent)" ] \
     && [ "$(stat -c '%a %u %g' "$R/etc/sitewatch/mqtt-password")" = "640 0 $(gid_of sitewatch-agent)" ]; then
-    pass "systemd-tmpfiles: /run/sitewatch 2750 smart:agent, secrets 0640 root:agent"
+    pass "systemd-tmpfiles: secrets 0640 root:sitewatch-agent"
 else
-    { cat "$WORK/tmpfiles"; stat -c '%n %a %u %g' "$R/run/sitewatch" "$R"/etc/sitewatch/*; } >"$WORK/tmpfiles.out" 2>&1 || true
+    { cat "$WORK/tmpfiles"; stat -c '%n %a %u %g' "$R"/etc/sitewatch/*; } >"$WORK/tmpfiles.out" 2>&1 || true
     fail "systemd-tmpfiles modes and owners" "$WORK/tmpfiles.out"
 fi
 
