@@ -382,7 +382,15 @@ impl Publisher {
                 return false;
             }
         };
-        let out = self.inner.shared.lock().outbox.push(rec);
+        let out = {
+            let mut link = self.inner.shared.lock();
+            // Live or backlog: only the backlog waits for the drain limit.
+            if link.connected {
+                link.outbox.push_live(rec)
+            } else {
+                link.outbox.push(rec)
+            }
+        };
         let dropped = out.dropped.0.iter().map(|&n| u64::from(n)).sum::<u64>();
         if dropped > 0 {
             tracing::debug!(kind = %kind, dropped, "Outbox full; oldest of the lowest class dropped");

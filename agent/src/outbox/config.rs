@@ -12,7 +12,7 @@
 //! segment_bytes = 1048576        # 1 MiB segment files
 //! fsync_interval_ms = 5000       # at most one flush per 5 s while writing; 0 = every push
 //! max_in_flight = 16             # messages sent and not yet acknowledged
-//! drain_bytes_per_sec = 131072   # backlog drain rate (128 KiB/s ≈ 1 Mbit/s); 0 = unlimited
+//! drain_bytes_per_sec = 131072   # backlog drain rate on top of live traffic (128 KiB/s ≈ 1 Mbit/s); 0 = unlimited
 //! ```
 
 use std::path::PathBuf;
@@ -121,9 +121,11 @@ pub struct OutboxConfig {
     /// client's in-flight limit (16).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u16,
-    /// Average rate at which queued logs, time series and events are sent
-    /// (token bucket of one second, at least one largest message). Retained
-    /// state is never held back. 0 = no limit.
+    /// Average rate at which the backlog of logs, time series and events
+    /// queued while disconnected is sent, on top of the live traffic
+    /// (token bucket of one second, at least one largest message). Records
+    /// made while connected and retained state are never held back. 0 = no
+    /// limit.
     #[serde(default = "default_drain_bytes_per_sec")]
     pub drain_bytes_per_sec: u64,
 }

@@ -34,9 +34,14 @@
 //!   limited (a handful, the freshest view of the site), then Event,
 //!   Series, Log, each in push order, through a byte token bucket
 //!   (`drain_bytes_per_sec`, burst one second or one largest message).
-//!   Time series and events are produced at a tiny fraction of the drain
-//!   rate (about 2 per minute), so logs still drain; fresh state never
-//!   waits behind a backlog.
+//!   The limit is for the backlog an outage leaves, so a recovering site
+//!   does not saturate its uplink: records pushed while connected
+//!   ([`Outbox::push_live`]) credit their size to the bucket, so live
+//!   traffic goes as fast as the broker acknowledges it and the backlog
+//!   drains at `drain_bytes_per_sec` on top of it (live credit is capped
+//!   at the queue's own bound). Time series and events are produced at a
+//!   tiny fraction of the drain rate (about 2 per minute), so logs still
+//!   drain; fresh state never waits behind a backlog.
 //! * **Delivery**: a record leaves only on [`Outbox::ack`] (or a drop).
 //!   [`Outbox::requeue`] / [`Outbox::requeue_unacked`] put records in
 //!   flight back in front, in push order (within a class the queue is kept
@@ -424,7 +429,15 @@ impl Outbox {
             q: Class::BY_PRIORITY.map(ClassQueue::new),
             mem_total: 0,
             in_flight: 0,
-            bucket: TokenBucket::new(cfg.drain_bytes_per_sec, frame::MAX_FRAME_LEN as u64),
+            bucket: TokenBucket::new(
+                cfg.drain_bytes_per_sec,
+                frame::MAX_FRAME_LEN as u64,
+                if cfg.dir.is_some() {
+                    cfg.disk_max_bytes
+                } else {
+                    cfg.memory_max_bytes
+                },
+            ),
             stats: Stats::default(),
             disk: None,
             scratch: Vec::new(),
@@ -702,8 +715,22 @@ impl Outbox {
 
     // ------------------------------------------------------------ push
 
-    /// Queues `rec`; never blocks. See the module docs for what is dropped
-    /// when full.
+    /// Queues a record produced while the uplink is connected: like
+    /// [`Outbox::push`], and its size is credited to the drain limit, so
+    /// live traffic is paced by the broker's acknowledgements
+    /// (`max_in_flight`), not by `drain_bytes_per_sec` (see "Drain" in
+    /// the module docs).
+    pub fn push_live(&mut self, rec: Record) -> PushOutcome {
+        let cost = policy::rate_limited(rec.class()).then(|| rec.wire_len());
+        let out = self.push(rec);
+        if let (Some(cost), Some(_)) = (cost, out.id) {
+            self.bucket.credit(cost);
+        }
+        out
+    }
+
+    /// Queues `rec` as backlog (produced while the uplink is down); never
+    /// blocks. See the module docs for what is dropped when full.
     pub fn push(&mut self, rec: Record) -> PushOutcome {
         let class = rec.class();
         let ci = class.index();

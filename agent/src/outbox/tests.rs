@@ -338,6 +338,65 @@ fn rate_limit_holds_backlog_but_not_state() {
     assert!(sent_bytes >= burst, "{sent_bytes}");
 }
 
+/// Live records (pushed while connected) never wait for the drain limit,
+/// however fast they come; a backlog queued before them drains at the
+/// limit on top of the live traffic, so it still shrinks.
+#[test]
+fn rate_limit_paces_the_backlog_on_top_of_live_traffic() {
+    let cfg = OutboxConfig {
+        drain_bytes_per_sec: 4096,
+        ..mem_cfg(2 * MIB)
+    };
+    let (mut ob, _) = open(&cfg);
+    // A backlog of 400 KB, then the burst is spent on it.
+    for i in 0..200 {
+        ob.push(rec(Class::Log, i, 2000));
+    }
+    let t0 = Instant::now();
+    let mut now = t0;
+    let send_ready = |ob: &mut Outbox, now: Instant| -> (u64, Option<Instant>) {
+        let mut bytes = 0;
+        loop {
+            match ob.next_to_send(now) {
+                Next::Send(id, r) => {
+                    bytes += r.wire_len();
+                    ob.mark_sent(id, now);
+                    ob.ack(id);
+                }
+                Next::RateLimited(at) => return (bytes, Some(at)),
+                Next::Empty => return (bytes, None),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let (burst_bytes, _) = send_ready(&mut ob, now);
+    assert!(
+        burst_bytes + 2100 >= frame::MAX_FRAME_LEN as u64,
+        "{burst_bytes}"
+    );
+    // 10 s of live traffic at 100 KB/s (25x the limit), 10 records every
+    // 100 ms: every live byte goes out in the same tick, plus the
+    // backlog's share of the limit.
+    let mut live = 200;
+    let mut live_bytes = 0;
+    let mut sent = 0;
+    for _ in 0..100 {
+        for _ in 0..5 {
+            let r = rec(Class::Log, live, 2000);
+            live_bytes += r.wire_len();
+            ob.push_live(r);
+            live += 1;
+        }
+        sent += send_ready(&mut ob, now).0;
+        now += Duration::from_millis(100);
+    }
+    assert!(
+        sent >= live_bytes + 9 * 4096 && sent <= live_bytes + 11 * 4096 + 2100,
+        "sent {sent}, live {live_bytes}"
+    );
+    assert_eq!(ob.stats().dropped.0.iter().sum::<u64>(), 0);
+}
+
 #[test]
 fn invalid_config_is_refused_with_its_problems() {
     let err = Outbox::open(&OutboxConfig {

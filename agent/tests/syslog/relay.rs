@@ -449,3 +449,112 @@ fn pending_batch_is_flushed_before_offline_status() {
     let last_seq = obs.seen.iter().map(|m| m.identity().2).max();
     assert_eq!(Some(bye.identity().2), last_seq);
 }
+
+/// The default config relays a steady stream far above the outbox's
+/// backlog drain limit (128 KiB/s) with no outage at all, losing nothing:
+/// the limit paces the backlog after an outage, not live traffic. Eight
+/// senders on their own loopback addresses (each under the default
+/// per-sender limit of 1000 lines/s) send 700 lines/s of about 200 bytes
+/// each over TCP for 4 s: about 1.1 MB/s, 8x the drain limit.
+#[test]
+fn default_config_relays_a_steady_stream_above_the_drain_limit() {
+    const SENDERS: usize = 8;
+    const PER_SENDER_PER_SEC: usize = 700;
+    const SECS: usize = 4;
+    let broker = Mosquitto::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut obs = Observer::start(&broker);
+    // The [syslog] table as start_agent writes it, with the default
+    // batch wait; no [outbox] table: the defaults are under test.
+    let tcp = sitewatch_testkit::free_port();
+    let text = format!(
+        "{}[syslog]\nudp = []\ntcp = [\"127.0.0.1:{tcp}\"]\n",
+        TestConfig::new("steady-site", &broker.url()).text(),
+    );
+    assert!(!text.contains("[outbox]") && !text.contains("rate_limit"));
+    let path = dir.path().join("steady-site.toml");
+    std::fs::write(&path, text).expect("write config");
+    let mut agent = spawn_agent(&path);
+    agent
+        .wait_for_log("Listening for syslog on TCP", T)
+        .expect("TCP listener");
+
+    let pad = "p".repeat(150);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let pad = pad.clone();
+            std::thread::spawn(move || {
+                let sock = tcp_from(&format!("127.0.0.{}", s + 2), tcp);
+                let mut sock = std::io::BufWriter::new(sock);
+                let start = Instant::now();
+                let per_tick = PER_SENDER_PER_SEC / 10;
+                for tick in 0..SECS * 10 {
+                    for i in 0..per_tick {
+                        let n = tick * per_tick + i;
+                        writeln!(
+                            sock,
+                            "<13>Nov 27 10:00:00 nvr{s} app: steady s{s} n{n:05} {pad}"
+                        )
+                        .expect("write");
+                    }
+                    sock.flush().expect("flush");
+                    let next = start + Duration::from_millis(100 * (tick as u64 + 1));
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().expect("sender");
+    }
+    let total = (SENDERS * PER_SENDER_PER_SEC * SECS) as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let count = |obs: &Observer| {
+        records(obs)
+            .iter()
+            .filter(|r| r.msg.starts_with("steady s"))
+            .count() as u64
+    };
+    while count(&obs) < total && Instant::now() < deadline {
+        obs.drain_for(Duration::from_millis(500));
+    }
+    let hb = obs.wait_for(T, "heartbeat counting every line", |m| match &m.msg {
+        Message::Heartbeat(h) => h.counters.get("syslog_received").copied().unwrap_or(0) >= total,
+        _ => false,
+    });
+    let Message::Heartbeat(h) = &hb.msg else {
+        unreachable!()
+    };
+    let counter = |name: &str| h.counters.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        (counter("syslog_dropped"), counter("outbox_dropped_log")),
+        (0, 0),
+        "dropped with no outage; counters: {:?}",
+        h.counters
+    );
+    assert_eq!(counter("syslog_rate_limited"), 0, "{:?}", h.counters);
+    let recs = records(&obs);
+    let mut seen = std::collections::HashSet::new();
+    for r in recs.iter().filter(|r| r.msg.starts_with("steady s")) {
+        assert!(seen.insert(r.msg.clone()), "duplicate: {}", r.msg);
+    }
+    assert_eq!(seen.len() as u64, total, "lines relayed of {total}");
+    drop(agent);
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from`
+/// (so each sender is its own source for the per-sender limits).
+fn tcp_from(from: &str, port: u16) -> TcpStream {
+    let from: std::net::IpAddr = from.parse().expect("address");
+    // std cannot bind before connect: go through a raw socket (rustix).
+    let fd = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .expect("socket");
+    rustix::net::bind(&fd, &std::net::SocketAddr::new(from, 0)).expect("bind source address");
+    rustix::net::connect(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .expect("connect");
+    TcpStream::from(fd)
+}
