@@ -220,7 +220,7 @@ CONF
         syslog=unsupported
         write_config plain >"$out/agent.toml"
     else
-        fail "$short: [syslog] (planned config) rejected by check" "$out/check-syslog"
+        fail "$short: [syslog] config rejected by check" "$out/check-syslog"
         write_config plain >"$out/agent.toml"
     fi
 
@@ -255,7 +255,7 @@ CONF
         fail "$short: agent process gone after start-up" "$out/agent.log"
     fi
 
-    # 5. syslog relay (planned feature)
+    # 5. syslog relay
     case "$syslog" in
         yes)
             local token

@@ -276,8 +276,6 @@ pub enum Verdict {
     Failed,
     /// Works, but worth a look.
     Warning,
-    /// Not part of this agent version.
-    NotInVersion,
 }
 
 /// One row of the commissioning table.
@@ -477,7 +475,6 @@ pub fn print_table(out: &mut impl Write, rows: &[Row]) {
         Verdict::Ok => "ok",
         Verdict::Failed => "FAILED",
         Verdict::Warning => "warning",
-        Verdict::NotInVersion => "-",
     };
     let w0 = rows.iter().map(|r| r.check.len()).max().unwrap_or(5).max(5);
     let _ = writeln!(out, "{:<w0$} | {:<7} | result | what to do", "check", "");
@@ -896,7 +893,7 @@ mod online_tests {
             &mut out,
             &[
                 row("disk /", Verdict::Ok, "ext4", ""),
-                row("SMART", Verdict::NotInVersion, "not in this version", ""),
+                row("SMART", Verdict::Warning, "/dev/sda: 8 reallocated", "watch it"),
             ],
         );
         let t = String::from_utf8(out).expect("utf8");

@@ -266,11 +266,17 @@ fn alert_words(alert: AlertDescription, t: &Target<'_>) -> String {
              mqtt.client_key_file"
                 .to_owned()
         }
+        // A revoked certificate is not fixed by checking the CA or the
+        // clock: the gateway needs a new one (scripts/issue-cert.sh).
+        AlertDescription::CertificateRevoked => format!(
+            "the broker says {ours} was revoked (TLS alert CertificateRevoked): this gateway \
+             needs a newly issued certificate (scripts/issue-cert.sh site SITE_ID); a revoked \
+             one never works again"
+        ),
         AlertDescription::UnknownCA
         | AlertDescription::BadCertificate
         | AlertDescription::CertificateUnknown
         | AlertDescription::UnsupportedCertificate
-        | AlertDescription::CertificateRevoked
         | AlertDescription::CertificateExpired
         | AlertDescription::AccessDenied
         | AlertDescription::DecryptError => format!(
@@ -372,6 +378,23 @@ mod tests {
         assert!(
             d.words
                 .contains("rejected our client certificate (/etc/sitewatch/site.pem)"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn revoked_client_certificate_says_a_new_one_is_needed() {
+        let io = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateRevoked),
+        );
+        let e = ConnectionError::Tls(rumqttc::TlsError::Io(io));
+        let d = connection_error(&e, &target());
+        assert_eq!(d.step, Step::Tls);
+        assert!(
+            d.words.contains("/etc/sitewatch/site.pem) was revoked")
+                && d.words.contains("newly issued certificate")
+                && !d.words.contains("unexpired"),
             "{d}"
         );
     }

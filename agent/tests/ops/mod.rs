@@ -346,7 +346,7 @@ fn socket_activation_with_systemd_socket_activate() {
 
 /// The commissioning table: TLS broker with credentials OK, certificate
 /// dates shown, an unmounted disk and a busy syslog port FAILED with what
-/// to do, cameras/SMART/clean-up "not in this version"; exit status 1.
+/// to do; exit status 1.
 #[test]
 fn check_online_prints_one_table() {
     let dir = tempfile::tempdir().expect("tempdir");
