@@ -624,20 +624,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .mode(0o755)
             .create(dir)?;
     }
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
+    // Per process: two agents pointed at one file never mix their writes.
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
-    let mut f = std::fs::OpenOptions::new()
+    let res = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o644)
-        .open(&tmp)?;
-    // The umask may have narrowed the mode on creation.
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    f.write_all(bytes)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+        .open(&tmp)
+        .and_then(|mut f| {
+            // The umask may have narrowed the mode on creation.
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            f.write_all(bytes)
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        // A full tmpfs must not keep a half-written file.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }
 
 /// Rewrites the status file of `publisher`'s board at `path` every
@@ -1338,6 +1346,11 @@ mod tests {
         write_atomic(&p, b"one").expect("writes");
         write_atomic(&p, b"two").expect("writes");
         assert_eq!(std::fs::read(&p).expect("reads"), b"two");
-        assert!(!dir.path().join("sub/status.json.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["status.json"], "no temporary file left");
     }
 }
