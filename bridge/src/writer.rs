@@ -49,9 +49,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::metrics::{Metrics, ReasonLabel, SiteLabel, TableLabel, REASON_NO_LOG_SINK};
-use crate::sink::batch::{agent_time, clamp_i64, site_skews, InMessage};
-use crate::sink::loki::{self, LogId, LogJob, LokiSink};
-use crate::sink::postgres::{BatchOutcome, ConnectError, PgSink, Prepared};
+use crate::sink::batch::{self, agent_time, clamp_i64, site_skews, InMessage, LogId, Prepared};
+use crate::sink::loki::{LogJob, LokiSink};
+use crate::sink::postgres::{BatchOutcome, ConnectError, PgSink};
 use crate::source::Received;
 
 /// The writer task's state.
@@ -322,7 +322,7 @@ impl Writer {
 
     /// Pushes the batch's `log` messages that are not delivered yet to
     /// Loki (or rejects them all when Loki is not configured) and notes
-    /// the outcome in the batch; see [`loki::apply`]. Returns when every
+    /// the outcome in the batch; see [`batch::apply`]. Returns when every
     /// line was accepted or refused.
     async fn deliver_logs(&mut self, prepared: &mut Prepared<'_>) {
         let ids: Vec<LogId> = prepared
@@ -339,7 +339,7 @@ impl Writer {
             return;
         }
         if self.loki.is_none() {
-            loki::reject_logs(prepared, REASON_NO_LOG_SINK, NO_LOG_SINK_DETAIL);
+            batch::reject_logs(prepared, REASON_NO_LOG_SINK, NO_LOG_SINK_DETAIL);
             return;
         }
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -361,7 +361,7 @@ impl Writer {
                 }
             }
         };
-        let positions = loki::plan(&prepared.decoded, &delivered);
+        let positions = batch::plan(&prepared.decoded, &delivered);
         let Some(sink) = &self.loki else {
             return;
         };
@@ -384,7 +384,7 @@ impl Writer {
             sink.deliver(&jobs).await
         };
         drop(jobs);
-        loki::apply(prepared, &positions, &outcomes);
+        batch::apply(prepared, &positions, &outcomes);
     }
 
     fn record(&self, o: &BatchOutcome) {

@@ -819,8 +819,8 @@ async fn sustained_load_does_not_deadlock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a check"]
 async fn throughput_report() {
-    use sitewatch_bridge::sink::batch::InMessage;
-    use sitewatch_bridge::sink::postgres::{PgSink, Prepared};
+    use sitewatch_bridge::sink::batch::{InMessage, Prepared};
+    use sitewatch_bridge::sink::postgres::PgSink;
     use std::time::{Instant, SystemTime};
 
     let env = Env::start();

@@ -1,8 +1,14 @@
-//! Decoding a batch of raw MQTT messages into rows to store.
+//! The decoded batch both sinks work on, and the pure planning of its
+//! `log` messages.
 //!
-//! Pure; no I/O. [`prepare`] turns every input message into either a
-//! [`Decoded`] message or a [`Rejection`], keeping receive order. The
-//! PostgreSQL sink then turns these into column arrays.
+//! Pure; no I/O, and no sink: the sinks import this module, never the
+//! other way round. [`Prepared`] holds a batch decoded once (and reused
+//! by every retry): [`prepare`] turns every input message into either a
+//! [`Decoded`] message or a [`Rejection`], keeping receive order. Before
+//! the PostgreSQL write, the writer decides which `log` messages to push
+//! to Loki ([`plan`]) and records what Loki did with them in the batch
+//! ([`apply`], or [`reject_logs`] when no Loki is configured); the
+//! PostgreSQL sink then turns the batch into rows.
 //!
 //! Value conversions (documented here because they are part of the
 //! schema's contract):
@@ -16,10 +22,12 @@
 //!   valid payload they make PostgreSQL refuse the row, and the message is
 //!   rejected as `db_error`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sitewatch_wire::{decode, Message};
+
+use crate::metrics::REASON_LOKI_REJECTED;
 
 /// Most payload bytes kept in `rejected_messages.payload`.
 pub const REJECTED_PAYLOAD_CAP: usize = 64 * 1024;
@@ -58,8 +66,8 @@ pub struct Decoded {
     /// See [`InMessage::retained`].
     pub retained: bool,
     /// For a `log` message: what Loki took (set by the writer after the
-    /// push, before the database write; see [`super::loki::apply`]).
-    pub log: Option<super::loki::LogDelivery>,
+    /// push, before the database write; see [`apply`]).
+    pub log: Option<LogDelivery>,
 }
 
 /// A message to store in `rejected_messages`.
@@ -98,6 +106,29 @@ impl Rejection {
     }
 }
 
+/// A decoded batch, ready to write (and to retry without decoding again).
+#[derive(Debug)]
+pub struct Prepared<'a> {
+    /// The raw messages, in receive order.
+    pub msgs: &'a [InMessage<'a>],
+    /// Messages that decoded, in receive order.
+    pub decoded: Vec<Decoded>,
+    /// Messages that did not, in receive order.
+    pub rejected: Vec<Rejection>,
+}
+
+impl<'a> Prepared<'a> {
+    /// Decodes every message of the batch.
+    pub fn new(msgs: &'a [InMessage<'a>]) -> Prepared<'a> {
+        let (decoded, rejected) = prepare(msgs);
+        Prepared {
+            msgs,
+            decoded,
+            rejected,
+        }
+    }
+}
+
 /// Decodes every message; valid ones and rejections keep receive order.
 pub fn prepare(msgs: &[InMessage<'_>]) -> (Vec<Decoded>, Vec<Rejection>) {
     let mut decoded = Vec::with_capacity(msgs.len());
@@ -115,6 +146,181 @@ pub fn prepare(msgs: &[InMessage<'_>]) -> (Vec<Decoded>, Vec<Rejection>) {
         }
     }
     (decoded, rejected)
+}
+
+/// A line Loki refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedLine {
+    /// Position of the record in its message.
+    pub record: usize,
+    /// HTTP status of the refusal.
+    pub status: u16,
+    /// Loki's answer (capped).
+    pub text: String,
+}
+
+/// What Loki did with the lines of one `log` message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOutcome {
+    /// Lines Loki accepted.
+    pub accepted: u32,
+    /// Lines Loki refused.
+    pub refused: Vec<RefusedLine>,
+}
+
+/// What `log_batches` records about a delivered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogDelivery {
+    /// Lines Loki accepted.
+    pub pushed: i32,
+    /// Lines Loki refused.
+    pub refused: i32,
+}
+
+/// Identity of a message, as keyed in `log_batches`.
+pub type LogId = (String, String, i64);
+
+/// Positions (in `decoded`) of the `log` messages to push: the first copy
+/// of each identity that is not in `delivered`.
+pub fn plan(decoded: &[Decoded], delivered: &HashSet<LogId>) -> Vec<usize> {
+    let mut seen: HashSet<(&str, &str, u64)> = HashSet::new();
+    decoded
+        .iter()
+        .enumerate()
+        .filter_map(|(pos, d)| match &d.msg {
+            Message::Log(l) => {
+                let id = (l.site.as_str(), l.boot.as_str(), l.seq);
+                let key = (l.site.clone(), l.boot.clone(), clamp_i64(l.seq));
+                (seen.insert(id) && !delivered.contains(&key)).then_some(pos)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every `log` message of the batch becomes a rejection with `reason`
+/// (used when no Loki is configured).
+pub fn reject_logs(batch: &mut Prepared<'_>, reason: &'static str, detail: &str) {
+    let mut kept = Vec::with_capacity(batch.decoded.len());
+    for d in std::mem::take(&mut batch.decoded) {
+        if matches!(d.msg, Message::Log(_)) {
+            if let Some(raw) = batch.msgs.get(d.index) {
+                batch
+                    .rejected
+                    .push(Rejection::new(d.index, raw, reason, detail));
+            }
+        } else {
+            kept.push(d);
+        }
+    }
+    batch.decoded = kept;
+    batch.rejected.sort_by_key(|r| r.index);
+}
+
+/// Applies push outcomes (`pushed[i]` belongs to `decoded[positions[i]]`)
+/// to the batch:
+/// * every line accepted: the message gets a [`LogDelivery`] (a
+///   `log_batches` row);
+/// * some lines refused: the same, plus a `loki_rejected` rejection
+///   naming the refused records;
+/// * every line refused: the message becomes a `loki_rejected`
+///   rejection only (like a `db_error`, it does not count as received in
+///   `boots`), and so do its copies in the batch;
+/// * `log` messages that were not pushed (already delivered, or a second
+///   copy) get a delivery too: their `log_batches` insert conflicts, and
+///   they count as duplicates.
+pub fn apply(batch: &mut Prepared<'_>, positions: &[usize], pushed: &[JobOutcome]) {
+    let mut refused_ids: HashMap<(String, String, u64), String> = HashMap::new();
+    let mut drop_positions: HashSet<usize> = HashSet::new();
+    for (&pos, o) in positions.iter().zip(pushed) {
+        let Some(d) = batch.decoded.get_mut(pos) else {
+            continue;
+        };
+        let Message::Log(log) = &d.msg else {
+            continue;
+        };
+        let total = log.records.len();
+        let delivery = LogDelivery {
+            pushed: i32::try_from(o.accepted).unwrap_or(i32::MAX),
+            refused: i32::try_from(o.refused.len()).unwrap_or(i32::MAX),
+        };
+        if o.refused.is_empty() {
+            d.log = Some(delivery);
+            continue;
+        }
+        let detail = refusal_detail(o, total);
+        let id = (log.site.clone(), log.boot.clone(), log.seq);
+        if let Some(raw) = batch.msgs.get(d.index) {
+            batch
+                .rejected
+                .push(Rejection::new(d.index, raw, REASON_LOKI_REJECTED, &detail));
+        }
+        if o.accepted == 0 {
+            drop_positions.insert(pos);
+            refused_ids.insert(id, detail);
+        } else {
+            d.log = Some(delivery);
+        }
+    }
+    // Copies of wholly refused messages, and log messages not pushed.
+    let pushed_set: HashSet<usize> = positions.iter().copied().collect();
+    for (pos, d) in batch.decoded.iter_mut().enumerate() {
+        if pushed_set.contains(&pos) {
+            continue;
+        }
+        let Message::Log(log) = &d.msg else {
+            continue;
+        };
+        let id = (log.site.clone(), log.boot.clone(), log.seq);
+        if let Some(detail) = refused_ids.get(&id) {
+            drop_positions.insert(pos);
+            if let Some(raw) = batch.msgs.get(d.index) {
+                batch
+                    .rejected
+                    .push(Rejection::new(d.index, raw, REASON_LOKI_REJECTED, detail));
+            }
+        } else if d.log.is_none() {
+            let n = i32::try_from(log.records.len()).unwrap_or(i32::MAX);
+            d.log = Some(LogDelivery {
+                pushed: n,
+                refused: 0,
+            });
+        }
+    }
+    if !drop_positions.is_empty() {
+        let decoded = std::mem::take(&mut batch.decoded);
+        batch.decoded = decoded
+            .into_iter()
+            .enumerate()
+            .filter(|(pos, _)| !drop_positions.contains(pos))
+            .map(|(_, d)| d)
+            .collect();
+    }
+    batch.rejected.sort_by_key(|r| r.index);
+}
+
+/// `Loki refused 1 of 2 lines (record 1): 400 <Loki's text>`.
+fn refusal_detail(o: &JobOutcome, total: usize) -> String {
+    let records: Vec<String> = o
+        .refused
+        .iter()
+        .take(32)
+        .map(|r| r.record.to_string())
+        .collect();
+    let more = if o.refused.len() > 32 { ", ..." } else { "" };
+    let mut texts: Vec<String> = Vec::new();
+    for r in &o.refused {
+        let t = format!("{} {}", r.status, r.text);
+        if !texts.contains(&t) && texts.len() < 4 {
+            texts.push(t);
+        }
+    }
+    format!(
+        "Loki refused {} of {total} lines (record {}{more}): {}",
+        o.refused.len(),
+        records.join(", "),
+        texts.join("; ")
+    )
 }
 
 /// A site's clock skew as measured in one batch.
@@ -312,5 +518,98 @@ mod tests {
         let (ok, _) = prepare(&both);
         let skew = site_skews(&ok);
         assert_eq!(skew.get("lokasi1").map(|s| s.skew_ms), Some(-1_000));
+    }
+
+    fn log_batch() -> (Vec<u8>, &'static str) {
+        let v = golden::VALID
+            .iter()
+            .find(|v| v.file == "log.json")
+            .expect("log vector");
+        (v.payload.to_vec(), v.topic)
+    }
+
+    #[test]
+    fn plan_and_apply() {
+        let (payload, topic) = log_batch();
+        let hb = golden::VALID
+            .iter()
+            .find(|v| v.file == "heartbeat.json")
+            .expect("heartbeat");
+        let at = SystemTime::UNIX_EPOCH;
+        let m = |topic, payload| InMessage {
+            topic,
+            payload,
+            received_at: at,
+            retained: false,
+        };
+        // The log batch twice (a redelivery within the batch), a heartbeat.
+        let msgs = [
+            m(topic, &payload),
+            m(hb.topic, hb.payload),
+            m(topic, &payload),
+        ];
+        let prepared = Prepared::new(&msgs);
+        assert_eq!(plan(&prepared.decoded, &HashSet::new()), [0]);
+        let delivered: HashSet<LogId> =
+            [("lokasi1".to_owned(), "9f2c4e1a7b3d5608".to_owned(), 5i64)].into();
+        assert!(plan(&prepared.decoded, &delivered).is_empty());
+
+        // Partly refused: both copies stay, one rejection row.
+        let mut b = Prepared::new(&msgs);
+        let refused = JobOutcome {
+            accepted: 1,
+            refused: vec![RefusedLine {
+                record: 1,
+                status: 400,
+                text: "too long".into(),
+            }],
+        };
+        apply(&mut b, &[0], std::slice::from_ref(&refused));
+        assert_eq!(b.decoded.len(), 3);
+        assert_eq!(
+            b.decoded[0].log,
+            Some(LogDelivery {
+                pushed: 1,
+                refused: 1
+            })
+        );
+        assert!(b.decoded[2].log.is_some());
+        assert_eq!(b.rejected.len(), 1);
+        assert_eq!(b.rejected[0].reason, "loki_rejected");
+        assert_eq!(
+            b.rejected[0].detail,
+            "Loki refused 1 of 2 lines (record 1): 400 too long"
+        );
+
+        // Wholly refused: both copies become rejections.
+        let mut b = Prepared::new(&msgs);
+        let all = JobOutcome {
+            accepted: 0,
+            refused: vec![
+                RefusedLine {
+                    record: 0,
+                    status: 400,
+                    text: "x".into(),
+                },
+                RefusedLine {
+                    record: 1,
+                    status: 400,
+                    text: "x".into(),
+                },
+            ],
+        };
+        apply(&mut b, &[0], &[all]);
+        assert_eq!(b.decoded.len(), 1, "only the heartbeat is left");
+        assert_eq!(
+            b.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [0, 2]
+        );
+
+        // No sink: every log message rejected.
+        let mut b = Prepared::new(&msgs);
+        reject_logs(&mut b, "no_log_sink", "none");
+        assert_eq!(b.decoded.len(), 1);
+        assert_eq!(b.rejected.len(), 2);
+        assert!(b.rejected.iter().all(|r| r.reason == "no_log_sink"));
     }
 }

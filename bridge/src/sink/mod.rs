@@ -1,6 +1,8 @@
 //! Where messages go: PostgreSQL, and Loki for syslog batches.
 //!
-//! * [`batch`]: pure decoding of raw messages into rows and rejections;
+//! * [`batch`]: the decoded batch ([`batch::Prepared`]) and the pure
+//!   planning of its `log` messages; imports no sink (the sinks import
+//!   it);
 //! * [`loki`]: pushing `log` messages to Grafana Loki (before the
 //!   database transaction that records them);
 //! * [`state`]: the pure site-state rule for status messages;

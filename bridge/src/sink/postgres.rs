@@ -14,7 +14,7 @@
 //! `rejected_messages` as `db_error` instead; the batch then succeeds.
 //!
 //! `log` messages are pushed to Loki by the writer before the batch
-//! comes here ([`super::loki`]); this module records each delivered one
+//! comes here ([`super::loki`], planned in [`super::batch`]); this module records each delivered one
 //! in `log_batches` (and `boots`), and answers which were delivered
 //! already ([`PgSink::delivered_logs`]).
 //!
@@ -30,38 +30,14 @@ use sitewatch_wire::Message;
 use tokio_postgres::{Client, GenericClient, Statement};
 
 use super::batch::{
-    agent_time, beyond, clamp_i32, clamp_i64, prepare, site_skews, unix_ms, Decoded, InMessage,
-    Rejection, SiteSkew,
+    agent_time, beyond, clamp_i32, clamp_i64, site_skews, unix_ms, Decoded, LogDelivery, LogId,
+    Prepared, Rejection, SiteSkew,
 };
 use super::classify::{classify, is_transient, ErrorClass};
-use super::loki::{LogDelivery, LogId};
 use super::migrations::{migrate, verify, MigrationReport};
 use super::state::{should_apply, StateKey};
 use crate::config::PostgresSettings;
 use crate::metrics::REASON_DB_ERROR;
-
-/// A decoded batch, ready to write (and to retry without decoding again).
-#[derive(Debug)]
-pub struct Prepared<'a> {
-    /// The raw messages, in receive order.
-    pub msgs: &'a [InMessage<'a>],
-    /// Messages that decoded, in receive order.
-    pub decoded: Vec<Decoded>,
-    /// Messages that did not, in receive order.
-    pub rejected: Vec<Rejection>,
-}
-
-impl<'a> Prepared<'a> {
-    /// Decodes every message of the batch.
-    pub fn new(msgs: &'a [InMessage<'a>]) -> Prepared<'a> {
-        let (decoded, rejected) = prepare(msgs);
-        Prepared {
-            msgs,
-            decoded,
-            rejected,
-        }
-    }
-}
 
 /// Rows inserted per table by one batch (conflicting duplicates excluded).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
