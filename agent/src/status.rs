@@ -25,7 +25,6 @@
 //! The reader side is [`main`] (`sitewatch-agent status [--json]`): exit
 //! status 0 only when the agent is connected and its file is up to date.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -36,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::publish::{now_ms, Publisher};
+use crate::smart::smartctl::Json;
 
 /// The status file when neither `[status] file` nor `$RUNTIME_DIRECTORY`
 /// is set.
@@ -147,7 +147,7 @@ pub fn validate(raw: StatusRaw, problems: &mut Vec<String>) -> Option<StatusConf
 // ------------------------------------------------------------ document
 
 /// The status document, as written to the file (JSON).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Status {
     /// Layout version ([`FORMAT`]).
     pub format: u32,
@@ -190,7 +190,7 @@ pub struct Status {
 }
 
 /// The broker connection.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Connection {
     /// `connecting` (never connected yet), `connected`, `disconnected`
     /// (lost, retrying) or `stopped`.
@@ -212,7 +212,7 @@ pub struct Connection {
 }
 
 /// Outbox figures.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OutboxStatus {
     /// `memory` or `disk`.
     pub mode: String,
@@ -235,7 +235,7 @@ pub struct OutboxStatus {
 }
 
 /// Which sources the config turns on.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Sources {
     /// Mount points reported (`[disk] mounts`).
     pub disk: usize,
@@ -250,7 +250,7 @@ pub struct Sources {
 }
 
 /// One disk report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DiskStatus {
     /// When, Unix ms.
     pub at_ms: u64,
@@ -259,7 +259,7 @@ pub struct DiskStatus {
 }
 
 /// One mount point.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MountStatus {
     /// Mount point as configured.
     pub path: String,
@@ -274,7 +274,7 @@ pub struct MountStatus {
 }
 
 /// Syslog counters since the agent started.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SyslogStatus {
     /// Lines received from allowed senders.
     pub received: u64,
@@ -295,7 +295,7 @@ pub struct SyslogStatus {
 }
 
 /// One camera's last probe.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CameraStatus {
     /// Camera name.
     pub camera: String,
@@ -310,7 +310,7 @@ pub struct CameraStatus {
 }
 
 /// One disk's last SMART reading.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SmartStatus {
     /// Kernel name, `sda`.
     pub device: String,
@@ -327,7 +327,7 @@ pub struct SmartStatus {
 }
 
 /// One root's last cleanup pass.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CleanupStatus {
     /// The root as configured.
     pub root: String,
@@ -365,9 +365,9 @@ struct BoardState {
     sources: Sources,
     heartbeat_ms: Option<u64>,
     disk: Option<DiskStatus>,
-    cameras: BTreeMap<String, CameraStatus>,
-    smart: BTreeMap<String, SmartStatus>,
-    cleanup: BTreeMap<String, CleanupStatus>,
+    cameras: Vec<CameraStatus>,
+    smart: Vec<SmartStatus>,
+    cleanup: Vec<CleanupStatus>,
     /// Camera names and cleanup roots in the config, to forget removed
     /// ones on reload.
     camera_names: Vec<String>,
@@ -409,8 +409,8 @@ impl Board {
             .flat_map(|c| c.roots.iter().map(|r| r.path.clone()))
             .collect();
         let st = &mut *s;
-        st.cameras.retain(|k, _| st.camera_names.contains(k));
-        st.cleanup.retain(|k, _| st.cleanup_roots.contains(k));
+        st.cameras.retain(|c| st.camera_names.contains(&c.camera));
+        st.cleanup.retain(|c| st.cleanup_roots.contains(&c.root));
         if st.sources.disk == 0 {
             st.disk = None;
         }
@@ -477,7 +477,7 @@ impl Board {
             failures,
             at_ms: now_ms(),
         };
-        self.lock().cameras.insert(r.camera.clone(), c);
+        upsert(&mut self.lock().cameras, c, |x| &x.camera);
     }
 
     /// A disk's SMART was read.
@@ -496,7 +496,7 @@ impl Board {
             temperature_c: r.reading.temperature_c(),
             at_ms: now_ms(),
         };
-        self.lock().smart.insert(r.device.clone(), s);
+        upsert(&mut self.lock().smart, s, |x| &x.device);
     }
 
     /// A cleanup pass reported on a root.
@@ -512,7 +512,16 @@ impl Board {
             target_reached: r.target_reached,
             at_ms: now_ms(),
         };
-        self.lock().cleanup.insert(r.root.clone(), c);
+        upsert(&mut self.lock().cleanup, c, |x| &x.root);
+    }
+}
+
+/// Replaces the entry with `item`'s key, or appends it (a handful of
+/// cameras, disks or roots: a list is smaller than a map).
+fn upsert<T>(list: &mut Vec<T>, item: T, key: fn(&T) -> &String) {
+    match list.iter_mut().find(|x| key(x) == key(&item)) {
+        Some(x) => *x = item,
+        None => list.push(item),
     }
 }
 
@@ -570,9 +579,9 @@ pub fn snapshot(publisher: &Publisher, started_ms: u64) -> Status {
             denied: c.syslog_denied,
             dropped: c.syslog_dropped,
         }),
-        cameras: s.cameras.values().cloned().collect(),
-        smart: s.smart.values().cloned().collect(),
-        cleanup: s.cleanup.values().cloned().collect(),
+        cameras: s.cameras.clone(),
+        smart: s.smart.clone(),
+        cleanup: s.cleanup.clone(),
     }
 }
 
@@ -600,14 +609,180 @@ pub fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
 
 /// Parses a status document.
 pub fn parse(text: &[u8]) -> Result<Status, String> {
-    if text.len() > MAX_DOC_LEN {
-        return Err(format!("larger than {MAX_DOC_LEN} bytes"));
+    // The smartctl fallback's bounded JSON reader: the agent has no
+    // serde_json, and serde's derived deserializers for this document
+    // would cost the aarch64 binary far more than reusing it.
+    let v = crate::smart::smartctl::parse_json(text).map_err(|e| {
+        tracing::debug!(err = %e, "Status file is not JSON");
+        "not valid JSON".to_owned()
+    })?;
+    Status::from_json(&v)
+}
+
+static NULL: Json = Json::Null;
+
+/// Member `key` ([`Json::Null`] if absent).
+fn get<'a>(v: &'a Json, key: &str) -> &'a Json {
+    v.get(key).unwrap_or(&NULL)
+}
+
+/// A string member, owned (empty if absent).
+fn string(v: &Json, key: &str) -> String {
+    get(v, key).as_str().unwrap_or_default().to_owned()
+}
+
+/// An optional string member.
+fn opt_string(v: &Json, key: &str) -> Option<String> {
+    get(v, key).as_str().map(str::to_owned)
+}
+
+/// An integer member (0 if absent).
+fn num(v: &Json, key: &str) -> u64 {
+    get(v, key).as_u64().unwrap_or(0)
+}
+
+/// A number member as a float.
+fn float(v: &Json, key: &str) -> Option<f64> {
+    match get(v, key) {
+        Json::Num(n) => n.parse().ok(),
+        _ => None,
     }
-    // Unescaped strings are never longer than the document.
-    let mut scratch = vec![0u8; text.len().max(16)];
-    serde_json_core::from_slice_escaped::<Status>(text, &mut scratch)
-        .map(|(s, _)| s)
-        .map_err(|e| e.to_string())
+}
+
+/// A boolean member (false if absent).
+fn flag(v: &Json, key: &str) -> bool {
+    get(v, key).as_bool().unwrap_or(false)
+}
+
+impl Status {
+    /// Reads a parsed document; missing members read as empty or zero, a
+    /// different [`FORMAT`] is refused.
+    pub fn from_json(v: &Json) -> Result<Status, String> {
+        let format = get(v, "format").as_u64();
+        if format != Some(u64::from(FORMAT)) {
+            return Err(match format {
+                Some(f) => format!("format {f}; this agent reads format {FORMAT}"),
+                None => "no format member".into(),
+            });
+        }
+        let u32_of = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let usize_of = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let pct = |v: &Json, key: &str| float(v, key).unwrap_or(0.0) as f32;
+        let c = get(v, "connection");
+        let o = get(v, "outbox");
+        let src = get(v, "sources");
+        Ok(Status {
+            format: FORMAT,
+            written_ms: num(v, "written_ms"),
+            refresh_secs: num(v, "refresh_secs"),
+            stale_after_secs: num(v, "stale_after_secs"),
+            pid: u32_of(num(v, "pid")),
+            version: string(v, "version"),
+            site: string(v, "site"),
+            boot: string(v, "boot"),
+            started_ms: num(v, "started_ms"),
+            config: string(v, "config"),
+            connection: Connection {
+                state: string(c, "state"),
+                since_ms: num(c, "since_ms"),
+                broker: string(c, "broker"),
+                session: u32_of(num(c, "session")),
+                last_puback_ms: get(c, "last_puback_ms").as_u64(),
+                last_error: opt_string(c, "last_error"),
+                reconnects: num(c, "reconnects"),
+                connect_errors: num(c, "connect_errors"),
+            },
+            outbox: OutboxStatus {
+                mode: string(o, "mode"),
+                messages: num(o, "messages"),
+                bytes: num(o, "bytes"),
+                in_flight: num(o, "in_flight"),
+                dropped: num(o, "dropped"),
+                dropped_log: num(o, "dropped_log"),
+                dropped_series: num(o, "dropped_series"),
+                dropped_state: num(o, "dropped_state"),
+                dropped_event: num(o, "dropped_event"),
+            },
+            sources: Sources {
+                disk: usize_of(num(src, "disk")),
+                syslog: flag(src, "syslog"),
+                cameras: usize_of(num(src, "cameras")),
+                smart: flag(src, "smart"),
+                cleanup: usize_of(num(src, "cleanup")),
+            },
+            heartbeat_ms: get(v, "heartbeat_ms").as_u64(),
+            disk: match get(v, "disk") {
+                Json::Null => None,
+                d => Some(DiskStatus {
+                    at_ms: num(d, "at_ms"),
+                    mounts: get(d, "mounts")
+                        .items()
+                        .iter()
+                        .map(|m| MountStatus {
+                            path: string(m, "path"),
+                            used_pct: pct(m, "used_pct"),
+                            avail_bytes: num(m, "avail_bytes"),
+                            total_bytes: num(m, "total_bytes"),
+                            error: opt_string(m, "error"),
+                        })
+                        .collect(),
+                }),
+            },
+            syslog: match get(v, "syslog") {
+                Json::Null => None,
+                y => Some(SyslogStatus {
+                    received: num(y, "received"),
+                    rfc5424: num(y, "rfc5424"),
+                    rfc3164: num(y, "rfc3164"),
+                    vendor: num(y, "vendor"),
+                    raw: num(y, "raw"),
+                    rate_limited: num(y, "rate_limited"),
+                    denied: num(y, "denied"),
+                    dropped: num(y, "dropped"),
+                }),
+            },
+            cameras: get(v, "cameras")
+                .items()
+                .iter()
+                .map(|x| CameraStatus {
+                    camera: string(x, "camera"),
+                    class: string(x, "class"),
+                    detail: string(x, "detail"),
+                    failures: u32_of(num(x, "failures")),
+                    at_ms: num(x, "at_ms"),
+                })
+                .collect(),
+            smart: get(v, "smart")
+                .items()
+                .iter()
+                .map(|x| SmartStatus {
+                    device: string(x, "device"),
+                    verdict: string(x, "verdict"),
+                    state: string(x, "state"),
+                    detail: opt_string(x, "detail"),
+                    temperature_c: get(x, "temperature_c")
+                        .as_i64()
+                        .map(|t| t.clamp(-999, 999) as i16),
+                    at_ms: num(x, "at_ms"),
+                })
+                .collect(),
+            cleanup: get(v, "cleanup")
+                .items()
+                .iter()
+                .map(|x| CleanupStatus {
+                    root: string(x, "root"),
+                    dry_run: flag(x, "dry_run"),
+                    deleted_files: num(x, "deleted_files"),
+                    deleted_bytes: num(x, "deleted_bytes"),
+                    errors: num(x, "errors"),
+                    used_pct_before: pct(x, "used_pct_before"),
+                    used_pct_after: pct(x, "used_pct_after"),
+                    target_reached: flag(x, "target_reached"),
+                    at_ms: num(x, "at_ms"),
+                })
+                .collect(),
+        })
+    }
 }
 
 // ------------------------------------------------------------ writer
@@ -1066,10 +1241,6 @@ pub fn render(s: &Status, now: u64) -> String {
 /// Only `[status]` is read, so `status` works for a user who may not read
 /// the rest (password files) and with a config the agent would refuse.
 pub fn file_for_config(config_path: &Path) -> (PathBuf, Option<String>) {
-    #[derive(Deserialize)]
-    struct StatusOnly {
-        status: Option<StatusRaw>,
-    }
     let default = StatusConfig::default();
     let text = match std::fs::read_to_string(config_path) {
         Ok(t) => t,
@@ -1081,14 +1252,19 @@ pub fn file_for_config(config_path: &Path) -> (PathBuf, Option<String>) {
             return (default.path(), Some(note));
         }
     };
-    match toml::from_str::<StatusOnly>(&text) {
-        Ok(StatusOnly {
-            status: Some(StatusRaw { file: Some(f), .. }),
-        }) => (f, None),
-        Ok(_) => (default.path(), None),
+    // A plain table, as Config::parse reads it first.
+    match toml::from_str::<toml::Table>(&text) {
+        Ok(t) => match t
+            .get("status")
+            .and_then(|s| s.get("file"))
+            .and_then(|f| f.as_str())
+        {
+            Some(f) => (PathBuf::from(f), None),
+            None => (default.path(), None),
+        },
         Err(e) => {
             let note = format!(
-                "cannot read [status] in {} ({}); looking at the default status file",
+                "cannot read {} ({}); looking at the default status file",
                 config_path.display(),
                 e.message().trim_end()
             );
@@ -1251,6 +1427,16 @@ mod tests {
         let d = doc("connected");
         let bytes = to_json(&d).expect("encodes");
         assert_eq!(parse(&bytes).expect("parses"), d);
+    }
+
+    #[test]
+    fn reader_is_lenient_but_checks_the_format() {
+        // Unknown members are ignored, missing ones read as empty.
+        let d = parse(br#"{"format":1,"pid":7,"new_member":[1,{"x":null}]}"#).expect("reads");
+        assert_eq!((d.pid, d.site.as_str(), d.disk), (7, "", None));
+        let e = parse(br#"{"format":2}"#).expect_err("newer format");
+        assert!(e.contains("format 2"), "{e}");
+        assert_eq!(parse(b"{\"format\":1").expect_err("cut"), "not valid JSON");
     }
 
     #[test]
