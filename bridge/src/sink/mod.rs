@@ -6,16 +6,15 @@
 //! * [`loki`]: pushing `log` messages to Grafana Loki (before the
 //!   database transaction that records them);
 //! * [`state`]: the pure site-state rule for status messages;
-//! * [`health`]: rows for camera streams, disk health and events;
 //! * [`classify`]: which database errors are retried;
 //! * [`migrations`]: the embedded, versioned schema;
-//! * [`postgres`]: the I/O — one transaction per batch.
+//! * [`postgres`]: the I/O — one transaction per batch, one file per
+//!   table family.
 //!
 //! Nothing here knows about MQTT; the writer hands in [`batch::InMessage`]s.
 
 pub mod batch;
 pub mod classify;
-pub mod health;
 pub mod loki;
 pub mod migrations;
 pub mod postgres;

@@ -1,0 +1,125 @@
+//! `sites`, first half of a batch: create the rows of new sites, lock the
+//! batch's sites, move `last_seen`, record the measured clock skew, and
+//! read each site's current state for the status rule.
+//!
+//! Runs first in every batch: the `UPDATE` holds the sites' row locks
+//! until commit, so concurrent bridges serialize per site.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use tokio_postgres::{Client, GenericClient, Statement};
+
+use super::Clock;
+use crate::sink::batch::{agent_time, unix_ms, Decoded, SiteSkew};
+use crate::sink::state::StateKey;
+
+/// Creates rows for sites never seen before.
+const SQL_ENSURE_SITES: &str = "\
+INSERT INTO sites (site, first_seen, last_seen)
+SELECT u.site, u.seen, u.seen FROM UNNEST($1::text[], $2::timestamptz[]) AS u(site, seen)
+ON CONFLICT (site) DO NOTHING";
+
+/// Locks the batch's sites, moves `last_seen`, returns the current state.
+const SQL_TOUCH_SITES: &str = "\
+UPDATE sites AS s SET last_seen = GREATEST(s.last_seen, u.live)
+FROM UNNEST($1::text[], $2::timestamptz[]) AS u(site, live)
+WHERE s.site = u.site
+RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts";
+
+/// Latest measured clock skew per site (a measurement older than the
+/// stored one, from a batch retried late, does not overwrite it).
+const SQL_CLOCK_SKEW: &str = "\
+UPDATE sites AS s SET clock_skew_ms = u.skew_ms, clock_skew_at = u.at
+FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) AS u(site, skew_ms, at)
+WHERE s.site = u.site AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.at)";
+
+/// This family's prepared statements.
+pub(super) struct Stmts {
+    ensure: Statement,
+    touch: Statement,
+    clock_skew: Statement,
+}
+
+impl Stmts {
+    /// Prepares them on a new connection.
+    pub(super) async fn prepare(c: &Client) -> Result<Stmts, tokio_postgres::Error> {
+        Ok(Stmts {
+            ensure: c.prepare(SQL_ENSURE_SITES).await?,
+            touch: c.prepare(SQL_TOUCH_SITES).await?,
+            clock_skew: c.prepare(SQL_CLOCK_SKEW).await?,
+        })
+    }
+}
+
+/// Per-site liveness seen in a batch.
+#[derive(Default)]
+struct Seen {
+    /// Latest receive time of a live (not retained) message.
+    live: Option<SystemTime>,
+    /// Latest agent time of a retained message, capped at its receipt.
+    retained: Option<SystemTime>,
+}
+
+/// Each site's current state (`None`: no status applied yet), keyed by
+/// site, for [`super::status::apply_states`].
+pub(super) type Current = HashMap<String, Option<StateKey>>;
+
+/// Creates, locks and touches the batch's sites and stores their clock
+/// skew; returns their current state.
+pub(super) async fn touch_sites<C: GenericClient + Sync>(
+    tx: &C,
+    st: &Stmts,
+    clock: &Clock,
+    decoded: &[&Decoded],
+) -> Result<Current, tokio_postgres::Error> {
+    let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
+    for d in decoded {
+        let (site, _, _) = d.msg.identity();
+        let e = seen.entry(site).or_default();
+        if d.retained {
+            let t = agent_time(d.msg.ts()).min(d.received_at);
+            e.retained = e.retained.max(Some(t));
+        } else {
+            e.live = e.live.max(Some(d.received_at));
+        }
+    }
+    let mut current: Current = HashMap::new();
+    if !seen.is_empty() {
+        let sites: Vec<&str> = seen.keys().copied().collect();
+        let first: Vec<SystemTime> = seen
+            .values()
+            .map(|s| s.live.or(s.retained).unwrap_or_else(SystemTime::now))
+            .collect();
+        let live: Vec<Option<SystemTime>> = seen.values().map(|s| s.live).collect();
+        tx.execute(&st.ensure, &[&sites, &first]).await?;
+        for row in tx.query(&st.touch, &[&sites, &live]).await? {
+            let site: String = row.try_get(0)?;
+            let boot: Option<String> = row.try_get(1)?;
+            let session: Option<i32> = row.try_get(2)?;
+            let rank: Option<i16> = row.try_get(3)?;
+            let ts: Option<SystemTime> = row.try_get(4)?;
+            let key = match (boot, session, rank, ts) {
+                (Some(boot), Some(session), Some(rank), Some(ts)) => Some(StateKey {
+                    boot,
+                    session: u32::try_from(session).unwrap_or(0),
+                    rank,
+                    ts_ms: unix_ms(ts),
+                }),
+                _ => None,
+            };
+            current.insert(site, key);
+        }
+        let skews: Vec<(&str, &SiteSkew)> = seen
+            .keys()
+            .filter_map(|site| clock.skews.get(*site).map(|s| (*site, s)))
+            .collect();
+        if !skews.is_empty() {
+            let site: Vec<&str> = skews.iter().map(|s| s.0).collect();
+            let skew: Vec<i64> = skews.iter().map(|s| s.1.skew_ms).collect();
+            let at: Vec<SystemTime> = skews.iter().map(|s| s.1.at).collect();
+            tx.execute(&st.clock_skew, &[&site, &skew, &at]).await?;
+        }
+    }
+    Ok(current)
+}
