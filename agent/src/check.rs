@@ -547,23 +547,7 @@ fn unix(t: std::time::SystemTime) -> i64 {
 
 /// `YYYY-MM-DD HH:MM UTC` for messages.
 fn date(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    crate::syslog::time::utc_minutes(secs)
 }
 
 /// Clock sanity: the local clock against this binary's date and against
@@ -715,18 +699,14 @@ fn der_time(tag: u8, v: &[u8]) -> Option<i64> {
         0x18 => (s.get(0..4)?.parse().ok()?, s.get(4..)?),
         _ => return None,
     };
-    let n = |r: std::ops::Range<usize>| -> Option<i64> { rest.get(r)?.parse().ok() };
+    let n = |r: std::ops::Range<usize>| -> Option<u32> { rest.get(r)?.parse().ok() };
     let (mo, d, h, mi) = (n(0..2)?, n(2..4)?, n(4..6)?, n(6..8)?);
     let sec = n(8..10).unwrap_or(0);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + sec)
+    if sec > 60 {
+        return None;
+    }
+    // A leap second (60) counts as the next minute's first.
+    Some(crate::syslog::time::unix_secs(year, mo, d, h, mi, 0)? + i64::from(sec))
 }
 
 /// Every configured disk, probed like the daemon does (blocking thread,
@@ -884,6 +864,15 @@ mod online_tests {
         assert_eq!(der_time(0x17, b"700101000000Z"), Some(0));
         assert_eq!(date(1_735_689_600), "2025-01-01 00:00 UTC");
         assert_eq!(der_time(0x17, b"junk"), None);
+        // RFC 5280's "no well-defined expiration date".
+        assert_eq!(der_time(0x18, b"99991231235959Z"), Some(253_402_300_799));
+        assert_eq!(date(253_402_300_799), "9999-12-31 23:59 UTC");
+        // Impossible dates are not read as some other day.
+        assert_eq!(der_time(0x17, b"250231000000Z"), None);
+        assert_eq!(der_time(0x17, b"251301000000Z"), None);
+        assert_eq!(der_time(0x17, b"25-101000000Z"), None);
+        // A leap second is the next minute's first.
+        assert_eq!(der_time(0x17, b"161231235960Z"), Some(1_483_228_800));
     }
 
     #[test]
@@ -899,6 +888,9 @@ mod online_tests {
         let t = String::from_utf8(out).expect("utf8");
         assert!(t.starts_with("check"), "{t}");
         assert!(t.contains("disk / | ok      | ext4 | -"), "{t}");
-        assert!(t.contains("SMART  | -       | not in this version"), "{t}");
+        assert!(
+            t.contains("SMART  | warning | /dev/sda: 8 reallocated | watch it"),
+            "{t}"
+        );
     }
 }

@@ -335,14 +335,7 @@ pub async fn run(
 
 /// `2024-01-02 03:04 UTC` for Unix seconds.
 fn when(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::syslog::time::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    crate::syslog::time::utc_minutes(secs)
 }
 
 /// `1.5 GiB`, `12.0 MiB`, `512 bytes`.

@@ -1,53 +1,120 @@
-//! Calendar arithmetic for syslog timestamps: civil dates to Unix time,
+//! Calendar arithmetic for the agent: civil dates to Unix time and back
+//! (syslog timestamps, `check`'s certificate dates, cleanup reports),
 //! RFC 3164 year inference, and fixed UTC offsets.
+//!
+//! The calendar is jiff's, the agent's only copy of it: jiff is linked
+//! anyway through retina, and these functions cost the stripped aarch64
+//! binary 704 bytes over the hand-written arithmetic it replaces here and
+//! in `check` (2,411,616 -> 2,412,320 bytes, scripts/build-release.sh,
+//! 2026-12-06). Only `civil::Date` day counts and `Time` are used: they
+//! cover jiff's whole range, years -9999 to 9999, including RFC 5280's
+//! "no expiry" 9999-12-31T23:59:59Z, which `jiff::Timestamp` cannot hold
+//! (it ends a day earlier so that any offset stays in range). The test
+//! kit formats with jiff too (`sitewatch_testkit::loki::rfc3339`); the
+//! fuzz target `civil_date` checks all of this against reference
+//! arithmetic.
 //!
 //! Pure functions, no I/O and no time-zone database: a zone is a fixed
 //! offset from UTC (`+07:00`), configured per source. Daylight-saving
 //! rules are not applied (sites in the target regions do not use them; a
 //! site that does sets the offset it wants to see).
 
-/// Days from 1970-01-01 to the given proleptic Gregorian date
-/// (Howard Hinnant's `days_from_civil`). `month` is 1–12, `day` 1–31.
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400; // [0, 399]
-    let m = i64::from(month);
-    let mp = (m + 9) % 12; // March = 0
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
-}
+use jiff::civil::{Date, DateTime, Time};
+use jiff::SignedDuration;
 
-/// The civil date `(year, month, day)` of a day count from 1970-01-01;
-/// the inverse of [`days_from_civil`].
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+/// 1970-01-01.
+const EPOCH: Date = Date::constant(1970, 1, 1);
+/// Unix seconds of -9999-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the
+/// ends of jiff's civil range.
+const MIN_SECS: i64 = -377_705_116_800;
+const MAX_SECS: i64 = 253_402_300_799;
 
-/// Whether `year` has a 29 February.
-pub fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-/// Days in `month` of `year`.
-pub fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(year) => 29,
-        2 => 28,
-        _ => 0,
+/// Unix seconds of a UTC date and time, or `None` for an impossible one
+/// (31 April, 29 February 2025, 24:00, second 60) or a year outside
+/// -9999..=9999.
+pub fn unix_secs(
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+) -> Option<i64> {
+    let date = Date::new(
+        i16::try_from(year).ok()?,
+        i8::try_from(month).ok()?,
+        i8::try_from(day).ok()?,
+    )
+    .ok()?;
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
     }
+    // Whole days: `Date::duration_since` counts 24-hour days.
+    let days = date.duration_since(EPOCH).as_hours() / 24;
+    Some(days * 86_400 + i64::from(hour * 3600 + minute * 60 + second))
+}
+
+/// The UTC date and time of Unix seconds, or `None` outside the years
+/// -9999..=9999.
+pub fn utc(secs: i64) -> Option<DateTime> {
+    if !(MIN_SECS..=MAX_SECS).contains(&secs) {
+        return None;
+    }
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400) as i32; // [0, 86_399]
+    let date = EPOCH
+        .checked_add(SignedDuration::from_hours(days * 24))
+        .ok()?;
+    let time = Time::new(
+        (rem / 3600) as i8,
+        (rem / 60 % 60) as i8,
+        (rem % 60) as i8,
+        0,
+    )
+    .ok()?;
+    Some(date.to_datetime(time))
+}
+
+/// `2024-01-02 03:04 UTC` for messages to people (`<secs> s since 1970`
+/// beyond the year 9999).
+pub fn utc_minutes(secs: i64) -> String {
+    people(secs, false)
+}
+
+/// `2024-01-02 03:04:05 UTC`, as [`utc_minutes`] with seconds.
+pub fn utc_seconds(secs: i64) -> String {
+    people(secs, true)
+}
+
+fn people(secs: i64, with_seconds: bool) -> String {
+    let Some(t) = utc(secs) else {
+        return format!("{secs} s since 1970");
+    };
+    let hm = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute()
+    );
+    if with_seconds {
+        format!("{hm}:{:02} UTC", t.second())
+    } else {
+        format!("{hm} UTC")
+    }
+}
+
+/// The date `(year, month, day)` of a day count from 1970-01-01, clamped
+/// to jiff's years -9999..=9999. For callers that still format their own
+/// text; [`utc`], [`utc_minutes`] and [`utc_seconds`] are the better fit.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let t = utc(days.saturating_mul(86_400)).unwrap_or(if days < 0 {
+        DateTime::MIN
+    } else {
+        DateTime::MAX
+    });
+    (i64::from(t.year()), t.month() as u32, t.day() as u32)
 }
 
 /// A wall-clock time as a syslog line writes it, without the year or
@@ -73,20 +140,13 @@ pub struct Civil {
 /// Unix milliseconds of a complete civil time at UTC offset `offset_secs`,
 /// or `None` before 1970 or for an impossible date (31 April).
 pub fn to_unix_ms(year: i64, c: &Civil, offset_secs: i32) -> Option<u64> {
-    if !(1..=12).contains(&c.month) || c.day == 0 || c.day > days_in_month(year, c.month) {
+    if !(1970..=9999).contains(&year) || c.millis > 999 {
         return None;
     }
-    if c.hour > 23 || c.minute > 59 || c.second > 59 || c.millis > 999 {
-        return None;
-    }
-    if !(1970..=9999).contains(&year) {
-        return None;
-    }
-    let days = days_from_civil(year, c.month, c.day);
-    let secs =
-        days * 86_400 + i64::from(c.hour) * 3600 + i64::from(c.minute) * 60 + i64::from(c.second)
-            - i64::from(offset_secs);
-    let ms = secs.checked_mul(1000)?.checked_add(i64::from(c.millis))?;
+    let secs = unix_secs(year, c.month, c.day, c.hour, c.minute, c.second)?;
+    let ms = (secs - i64::from(offset_secs))
+        .checked_mul(1000)?
+        .checked_add(i64::from(c.millis))?;
     u64::try_from(ms).ok()
 }
 
@@ -95,13 +155,15 @@ pub fn to_unix_ms(year: i64, c: &Civil, offset_secs: i32) -> Option<u64> {
 /// that puts the time nearest to `rx_ms`. This is what RFC 3164 asks of a
 /// receiver and stays right across New Year in both directions: a line
 /// stamped `Dec 31 23:59:59` received at 00:00:05 on 1 January belongs to
-/// the year before.
+/// the year before. `None` when no candidate is a possible date (29
+/// February with no leap year among the three) or when `rx_ms` is past
+/// the year 9999.
 pub fn infer_unix_ms(c: &Civil, offset_secs: i32, rx_ms: u64) -> Option<u64> {
     if let Some(y) = c.year {
         return to_unix_ms(y, c, offset_secs);
     }
     let rx_local_secs = i64::try_from(rx_ms / 1000).ok()? + i64::from(offset_secs);
-    let (year, _, _) = civil_from_days(rx_local_secs.div_euclid(86_400));
+    let year = i64::from(utc(rx_local_secs)?.year());
     let rx = i64::try_from(rx_ms).ok()?;
     let mut best: Option<(u64, i64)> = None;
     for y in [year - 1, year, year + 1] {
@@ -171,22 +233,46 @@ mod tests {
     }
 
     #[test]
-    fn days_from_civil_matches_known_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
-        assert_eq!(days_from_civil(1969, 12, 31), -1);
+    fn unix_secs_matches_known_dates() {
+        let day = |y, m, d| unix_secs(y, m, d, 0, 0, 0).map(|s| s / 86_400);
+        assert_eq!(day(1970, 1, 1), Some(0));
+        assert_eq!(day(2000, 3, 1), Some(11_017));
+        assert_eq!(day(2024, 2, 29), Some(19_782));
+        assert_eq!(unix_secs(1969, 12, 31, 0, 0, 0), Some(-86_400));
+        // RFC 5280's "no well-defined expiration date".
+        assert_eq!(unix_secs(9999, 12, 31, 23, 59, 59), Some(253_402_300_799));
         // Round trip over a wide range, including century rules.
         for d in (-800_000..800_000).step_by(97) {
-            let (y, m, day) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, day), d, "{y}-{m}-{day}");
+            let t = utc(d * 86_400).expect("in range");
+            let (y, m, dd) = (t.year().into(), t.month() as u32, t.day() as u32);
+            assert_eq!(day(y, m, dd), Some(d), "{y}-{m}-{dd}");
         }
     }
 
     #[test]
     fn leap_years() {
-        assert!(is_leap(2000) && is_leap(2024) && !is_leap(1900) && !is_leap(2023));
-        assert_eq!(days_in_month(2100, 2), 28);
+        for y in [2000, 2024, 1600, -4] {
+            assert!(unix_secs(y, 2, 29, 0, 0, 0).is_some(), "{y}");
+        }
+        for y in [1900, 2023, 2100, -100] {
+            assert_eq!(unix_secs(y, 2, 29, 0, 0, 0), None, "{y}");
+        }
+        assert_eq!(unix_secs(10_000, 1, 1, 0, 0, 0), None);
+    }
+
+    #[test]
+    fn dates_for_people() {
+        assert_eq!(utc_minutes(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_minutes(-1), "1969-12-31 23:59 UTC");
+        assert_eq!(utc_minutes(1_704_164_645), "2024-01-02 03:04 UTC");
+        assert_eq!(utc_minutes(253_402_300_799), "9999-12-31 23:59 UTC");
+        assert_eq!(utc_minutes(253_402_300_800), "253402300800 s since 1970");
+        assert_eq!(utc_minutes(i64::MIN), format!("{} s since 1970", i64::MIN));
+        assert_eq!(utc_seconds(1_704_164_645), "2024-01-02 03:04:05 UTC");
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(i64::MAX), (9999, 12, 31));
+        assert_eq!(civil_from_days(i64::MIN), (-9999, 1, 1));
     }
 
     #[test]
