@@ -620,24 +620,7 @@ struct Range {
 }
 
 fn rfc3339(unix: i64) -> String {
-    // Civil from days (Howard Hinnant), UTC.
-    let days = unix.div_euclid(86400);
-    let secs = unix.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    sitewatch_testkit::loki::rfc3339(i128::from(unix) * 1_000_000_000)
 }
 
 fn now_s() -> i64 {

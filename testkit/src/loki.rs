@@ -1044,27 +1044,17 @@ fn unix_nanos(t: SystemTime) -> i128 {
 }
 
 /// Nanoseconds since the epoch as RFC 3339 in UTC, to the second (Go's
-/// `time.RFC3339`).
+/// `time.RFC3339`), by jiff like the agent's dates. Civil arithmetic, not
+/// `jiff::Timestamp`, so that gogoproto's last second
+/// 9999-12-31T23:59:59Z prints too (jiff's `Timestamp` ends a day
+/// earlier); past the year 9999 `<secs> s since 1970`.
 pub fn rfc3339(ns: i128) -> String {
+    const EPOCH: jiff::civil::DateTime = jiff::civil::DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
     let secs = i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match EPOCH.checked_add(jiff::SignedDuration::from_secs(secs)) {
+        Ok(t) => format!("{t}Z"),
+        Err(_) => format!("{secs} s since 1970"),
+    }
 }
 
 /// Standard base64 with padding.
@@ -1163,6 +1153,15 @@ mod tests {
             "0001-01-01T00:00:00Z"
         );
         assert_eq!(rfc3339(951_782_400 * 1_000_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339(i128::from(MAX_TS_SECONDS) * 1_000_000_000 + 999_999_999),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            rfc3339(i128::from(MAX_TS_SECONDS + 1) * 1_000_000_000),
+            "253402300800 s since 1970"
+        );
     }
 
     #[test]
