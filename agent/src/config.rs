@@ -172,10 +172,6 @@ struct RtspOnly {
 struct SmartOnly {
     smart: Option<crate::smart::config::SmartRaw>,
 }
-#[derive(Deserialize)]
-struct StatusOnly {
-    status: Option<crate::status::StatusRaw>,
-}
 
 /// Validated heartbeat settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,8 +323,7 @@ impl Config {
         let rtsp = section::<RtspOnly>(text, "[rtsp] ", &mut problems).map(|s| s.rtsp);
         let cleanup = section::<CleanupOnly>(text, "[cleanup] ", &mut problems).map(|s| s.cleanup);
         let smart = section::<SmartOnly>(text, "[smart] ", &mut problems).map(|s| s.smart);
-        let status = section::<StatusOnly>(text, "[status] ", &mut problems)
-            .and_then(|s| crate::status::validate(s.status.unwrap_or_default(), &mut problems));
+        let status = crate::status::from_table(table.get("status"), &mut problems);
         let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
             let o = s.outbox.unwrap_or_default();
             let before = problems.len();

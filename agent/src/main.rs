@@ -153,7 +153,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `once`: one round of every source, printed; warnings only on stderr.
+/// `once`: one round of every source, printed (notes on stderr).
 fn once(path: &Path, syslog_secs: u64) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
@@ -162,11 +162,6 @@ fn once(path: &Path, syslog_secs: u64) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let quiet = Config {
-        log_level: Some("warn".into()),
-        ..cfg.clone()
-    };
-    let _ = init_logging(&quiet);
     ExitCode::from(sitewatch_agent::once::main(
         &cfg,
         syslog_secs,

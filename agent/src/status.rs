@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -59,25 +59,6 @@ fn default_interval_secs() -> u32 {
 
 /// Longest accepted `[status] interval_secs`.
 const MAX_INTERVAL_SECS: u32 = 60;
-
-/// `[status]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatusRaw {
-    #[serde(default)]
-    file: Option<PathBuf>,
-    #[serde(default = "default_interval_secs")]
-    interval_secs: u32,
-}
-
-impl Default for StatusRaw {
-    fn default() -> Self {
-        StatusRaw {
-            file: None,
-            interval_secs: default_interval_secs(),
-        }
-    }
-}
 
 /// Validated `[status]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,27 +102,58 @@ impl StatusConfig {
     }
 }
 
-/// Checks `[status]`, appending plain-words problems.
-pub fn validate(raw: StatusRaw, problems: &mut Vec<String>) -> Option<StatusConfig> {
-    let before = problems.len();
-    if !(1..=MAX_INTERVAL_SECS).contains(&raw.interval_secs) {
-        problems.push(format!(
-            "status.interval_secs = {}: must be between 1 and {MAX_INTERVAL_SECS} seconds",
-            raw.interval_secs
-        ));
+/// A TOML value as written, for messages (strings and integers; other
+/// kinds by their type).
+fn shown(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("\"{s}\""),
+        toml::Value::Integer(n) => n.to_string(),
+        other => format!("a {}", other.type_str()),
     }
-    if let Some(f) = &raw.file {
-        if !f.is_absolute() || f.file_name().is_none() {
-            problems.push(format!(
-                "status.file `{}` must be an absolute path to a file (e.g. {DEFAULT_FILE})",
-                f.display()
-            ));
+}
+
+/// Reads and checks the `[status]` table (`None`: absent), appending
+/// plain-words problems. Read from the config's plain TOML table rather
+/// than through a serde struct: one more derived deserializer costs the
+/// aarch64 binary several KB.
+pub fn from_table(table: Option<&toml::Value>, problems: &mut Vec<String>) -> Option<StatusConfig> {
+    let before = problems.len();
+    let mut cfg = StatusConfig::default();
+    let Some(table) = table else {
+        return Some(cfg);
+    };
+    let Some(table) = table.as_table() else {
+        problems.push("status must be a table: [status]".into());
+        return None;
+    };
+    for (key, value) in table {
+        match key.as_str() {
+            "file" => match value.as_str() {
+                Some(f) if Path::new(f).is_absolute() && Path::new(f).file_name().is_some() => {
+                    cfg.file = Some(PathBuf::from(f));
+                }
+                _ => problems.push(format!(
+                    "status.file = {}: must be an absolute path to a file \
+                     (e.g. \"{DEFAULT_FILE}\")",
+                    shown(value)
+                )),
+            },
+            "interval_secs" => match value.as_integer() {
+                Some(n) if (1..=i64::from(MAX_INTERVAL_SECS)).contains(&n) => {
+                    cfg.interval = Duration::from_secs(n.unsigned_abs());
+                }
+                _ => problems.push(format!(
+                    "status.interval_secs = {}: must be between 1 and \
+                     {MAX_INTERVAL_SECS} seconds",
+                    shown(value)
+                )),
+            },
+            other => problems.push(format!(
+                "unknown setting status.{other} (known: file, interval_secs)"
+            )),
         }
     }
-    (problems.len() == before).then(|| StatusConfig {
-        file: raw.file,
-        interval: Duration::from_secs(raw.interval_secs.into()),
-    })
+    (problems.len() == before).then_some(cfg)
 }
 
 // ------------------------------------------------------------ document
@@ -1016,16 +1028,7 @@ pub fn judge(s: &Status, now: u64, alive: Option<bool>) -> (Verdict, String) {
 
 /// Unix ms as `2026-12-06 20:30:01 UTC`.
 pub fn utc(ms: u64) -> String {
-    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::syslog::time::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::syslog::time::utc_seconds(i64::try_from(ms / 1000).unwrap_or(i64::MAX))
 }
 
 /// How long before `now` `then` was, in words (`4 s ago`, `3 min ago`).
@@ -1498,7 +1501,9 @@ mod tests {
         let p = parse("[status]\nfile = \"rel.json\"\ninterval_secs = 0\n").expect_err("bad");
         assert_eq!(p.list.len(), 2, "{p}");
         assert!(
-            p.list.iter().any(|l| l.contains("status.file `rel.json`")),
+            p.list
+                .iter()
+                .any(|l| l.contains("status.file = \"rel.json\"")),
             "{p}"
         );
         assert!(
@@ -1507,7 +1512,9 @@ mod tests {
                 .any(|l| l.contains("status.interval_secs = 0")),
             "{p}"
         );
-        assert!(parse("[status]\npath = \"/x\"\n").is_err());
+        let p = parse("[status]\npath = \"/x\"\n").expect_err("unknown key");
+        assert!(p.list[0].contains("unknown setting status.path"), "{p}");
+        assert!(parse("status = 1\n").is_err());
     }
 
     #[test]
