@@ -26,9 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::PostgresSettings;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::sink::postgres::config::PostgresSettings;
 
 /// How long a successful database ping is trusted.
 const PING_FRESH: Duration = Duration::from_secs(1);

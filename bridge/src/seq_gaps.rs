@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::PostgresSettings;
 use crate::metrics::{Metrics, SiteLabel};
+use crate::sink::postgres::config::PostgresSettings;
 
 /// How often the figures are read.
 pub const REFRESH: Duration = Duration::from_secs(15);

@@ -1,6 +1,7 @@
 //! Loki sink: delivers the syslog records of `log` messages to Grafana
 //! Loki's push API, before the batch's PostgreSQL transaction.
 //!
+//! * [`config`]: the `[loki]` section, raw and validated;
 //! * [`labels`]: records → stream labels, entries, metadata (pure);
 //! * [`proto`]: the push protobuf messages and body encoding;
 //! * [`client`]: one HTTP request and the meaning of its answer;
@@ -53,6 +54,7 @@
 //! redelivery after a commit.
 
 pub mod client;
+pub mod config;
 pub mod labels;
 pub mod proto;
 
@@ -65,10 +67,10 @@ use sitewatch_mqtt::Backoff;
 use sitewatch_wire::payload::Log;
 
 use self::client::{Answer, LokiClient, MAX_RETRY_AFTER};
+use self::config::LokiSettings;
 use self::labels::{BatchId, Limits, Line, MapOptions};
 use self::proto::{PushRequest, StreamAdapter};
 use super::batch::{JobOutcome, RefusedLine};
-use crate::config::LokiSettings;
 use crate::health::Health;
 use crate::metrics::{Metrics, ResultLabel};
 

@@ -27,7 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{LokiAuth, LokiSettings};
+use super::config::{LokiAuth, LokiSettings};
 
 /// Most bytes of an answer's body read (Loki's error text).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;

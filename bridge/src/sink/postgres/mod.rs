@@ -1,5 +1,7 @@
 //! PostgreSQL sink: writes one batch per transaction.
 //!
+//! Its settings, the `[postgres]` section, are in [`config`].
+//!
 //! [`PgSink::write`] makes one attempt at storing a [`Prepared`] batch,
 //! one table family after the other (`write_rows`), each in its own
 //! file with its SQL, column building and `write_*` function:
@@ -37,6 +39,7 @@
 //! imports [`super::batch`], never [`super::loki`].
 
 mod boots;
+pub mod config;
 mod disk;
 mod events;
 mod heartbeat;
@@ -55,10 +58,10 @@ use anyhow::Context as _;
 use sitewatch_wire::Message;
 use tokio_postgres::{Client, GenericClient};
 
+use self::config::PostgresSettings;
 use super::batch::{agent_time, beyond, site_skews, Decoded, LogId, Prepared, Rejection, SiteSkew};
 use super::classify::{classify, is_transient, ErrorClass};
 use super::migrations::{migrate, verify, MigrationReport};
-use crate::config::PostgresSettings;
 use crate::metrics::REASON_DB_ERROR;
 
 /// Rows inserted per table by one batch (conflicting duplicates excluded).
