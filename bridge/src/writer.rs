@@ -9,6 +9,11 @@
 //! holds the rest (backpressure, never dropping). Poison messages cannot
 //! block it: the sink isolates and rejects them.
 //!
+//! Every database failure (connecting, storing a batch, looking up
+//! `log_batches`) goes through one retry helper (`DbRetry`), which counts
+//! it (`db_errors`, `db_up`), shows it on `/healthz`, logs it and backs
+//! off, so the three paths report the same way.
+//!
 //! `log` messages ([`crate::sink::loki`]): the writer looks up which were
 //! delivered already (`log_batches`), pushes the others to Loki (retrying
 //! for as long as Loki fails, like the database), and only then writes
@@ -109,40 +114,28 @@ impl Writer {
     /// Runs until shutdown (after the last batch is committed and acked)
     /// or until the source goes away.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         // Connect and migrate before taking messages; they wait in the
         // broker meanwhile.
+        let mut retry = DbRetry::new(&self.metrics, &self.health);
         loop {
             match self.sink.connect().await {
                 Ok(report) => {
                     let schema = report.current;
                     tracing::info!(db = self.sink.display(), schema, "Database ready.");
-                    self.metrics.db_up.set(1);
-                    self.health.set_writes_ok();
+                    retry.ok();
                     self.health.set_db_ready();
                     self.schema_ready.cancel();
                     break;
                 }
                 Err(ConnectError::Fatal(e)) => {
-                    let err = format!("{e:#}");
-                    self.metrics.db_errors.inc();
-                    self.metrics.db_up.set(0);
-                    self.health.set_writes_failing(err.clone());
+                    let err = retry.failed(&e);
                     tracing::error!(%err, "Database unusable; stopping.");
                     let _ = self.fatal.send(Some(err));
                     return;
                 }
                 Err(ConnectError::Transient(e)) => {
-                    let err = format!("{e:#}");
-                    self.metrics.db_errors.inc();
-                    self.metrics.db_up.set(0);
-                    self.health.set_writes_failing(err.clone());
-                    let delay = backoff.next_delay();
-                    tracing::warn!(%err, retry_in = ?delay, "Database not reachable yet.");
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !retry.wait(DbStep::Connect, &e, Some(&shutdown)).await {
+                        return;
                     }
                 }
             }
@@ -285,30 +278,21 @@ impl Writer {
         }
         self.deliver_logs(&mut prepared).await;
 
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let mut attempt = 0u32;
+        let mut retry = DbRetry::new(&self.metrics, &self.health);
+        let step = DbStep::Store {
+            messages: batch.len(),
+        };
         let outcome = loop {
-            attempt += 1;
             match self.sink.write(&prepared).await {
                 Ok(outcome) => break outcome,
+                // No shutdown check: the batch is committed or the
+                // shutdown deadline aborts this task.
                 Err(e) => {
-                    let err = format!("{e:#}");
-                    self.metrics.db_errors.inc();
-                    self.metrics.db_up.set(0);
-                    self.health.set_writes_failing(err.clone());
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        %err, attempt, messages = batch.len(), retry_in = ?delay,
-                        "Batch not stored; will retry it (nothing acknowledged meanwhile)."
-                    );
-                    // No shutdown check: the batch is committed or the
-                    // shutdown deadline aborts this task.
-                    tokio::time::sleep(delay).await;
+                    retry.wait(step, &e, None).await;
                 }
             }
         };
-        self.metrics.db_up.set(1);
-        self.health.set_writes_ok();
+        retry.ok();
         self.record(&outcome);
         for (site, skew) in site_skews(&prepared.decoded) {
             #[allow(clippy::cast_precision_loss)]
@@ -342,22 +326,12 @@ impl Writer {
             batch::reject_logs(prepared, REASON_NO_LOG_SINK, NO_LOG_SINK_DETAIL);
             return;
         }
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut retry = DbRetry::new(&self.metrics, &self.health);
         let delivered = loop {
             match self.sink.delivered_logs(&ids).await {
                 Ok(set) => break set,
                 Err(e) => {
-                    let err = format!("{e:#}");
-                    self.metrics.db_errors.inc();
-                    self.metrics.db_up.set(0);
-                    self.health.set_writes_failing(err.clone());
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        %err, retry_in = ?delay,
-                        "Cannot tell which log batches were delivered; will retry \
-                         (nothing acknowledged meanwhile)."
-                    );
-                    tokio::time::sleep(delay).await;
+                    retry.wait(DbStep::LogLookup, &e, None).await;
                 }
             }
         };
@@ -409,5 +383,96 @@ impl Writer {
             elapsed = ?o.elapsed,
             "Batch committed."
         );
+    }
+}
+
+/// Which database step failed; names the log line of its retry.
+#[derive(Debug, Clone, Copy)]
+enum DbStep {
+    /// Connecting and migrating, before taking messages.
+    Connect,
+    /// Storing a batch of `messages`.
+    Store {
+        /// Messages in the batch.
+        messages: usize,
+    },
+    /// Looking up which `log` messages are already in `log_batches`.
+    LogLookup,
+}
+
+/// The retries of one database step. Every failure is reported here and
+/// only here (`db_errors`, `db_up`, `/healthz`, one log line, backoff), so
+/// connecting, storing and the `log_batches` lookup cannot report
+/// failures differently.
+struct DbRetry<'a> {
+    metrics: &'a Metrics,
+    health: &'a Health,
+    backoff: Backoff,
+    /// Failed attempts so far.
+    attempt: u32,
+}
+
+impl<'a> DbRetry<'a> {
+    fn new(metrics: &'a Metrics, health: &'a Health) -> DbRetry<'a> {
+        DbRetry {
+            metrics,
+            health,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+            attempt: 0,
+        }
+    }
+
+    /// Counts a failure and marks the database down (metric and
+    /// `/healthz`); returns the error with its whole chain, for the log.
+    fn failed(&mut self, e: &anyhow::Error) -> String {
+        self.attempt += 1;
+        let err = format!("{e:#}");
+        self.metrics.db_errors.inc();
+        self.metrics.db_up.set(0);
+        self.health.set_writes_failing(err.clone());
+        err
+    }
+
+    /// [`DbRetry::failed`], then logs the retry and waits the backoff
+    /// delay. Returns `false` if `shutdown` was cancelled first.
+    async fn wait(
+        &mut self,
+        step: DbStep,
+        e: &anyhow::Error,
+        shutdown: Option<&CancellationToken>,
+    ) -> bool {
+        let err = self.failed(e);
+        let delay = self.backoff.next_delay();
+        match step {
+            DbStep::Connect => {
+                tracing::warn!(%err, retry_in = ?delay, "Database not reachable yet.");
+            }
+            DbStep::Store { messages } => tracing::warn!(
+                %err, attempt = self.attempt, messages, retry_in = ?delay,
+                "Batch not stored; will retry it (nothing acknowledged meanwhile)."
+            ),
+            DbStep::LogLookup => tracing::warn!(
+                %err, retry_in = ?delay,
+                "Cannot tell which log batches were delivered; will retry \
+                 (nothing acknowledged meanwhile)."
+            ),
+        }
+        match shutdown {
+            Some(shutdown) => tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => false,
+                _ = tokio::time::sleep(delay) => true,
+            },
+            None => {
+                tokio::time::sleep(delay).await;
+                true
+            }
+        }
+    }
+
+    /// The database answered: the metric and `/healthz` say so.
+    fn ok(&self) {
+        self.metrics.db_up.set(1);
+        self.health.set_writes_ok();
     }
 }
