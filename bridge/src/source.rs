@@ -18,6 +18,13 @@
 //! drop the connection; the unacknowledged messages are redelivered on the
 //! next connection and stored once.
 //!
+//! Two loops drive the event loop, by [`Mode`]: the bridge's own session
+//! (`run_member`, here: subscribe, reconnect with backoff, until stopped)
+//! and a dead peer's session during a takeover (`run_drain`, in
+//! `source/drain.rs`: connect once, unsubscribe, forward what was queued,
+//! end). They share only how a message is counted and handed to the
+//! writer.
+//!
 //! rumqttc pitfalls handled here:
 //! * the event loop is polled in its own task which never awaits a client
 //!   request (ack/subscribe) itself (rumqtt#1025 freeze): subscriptions are
@@ -33,12 +40,16 @@
 //!   message), and the broker redelivers those messages on the new
 //!   connection anyway, where they are stored as duplicates and acked.
 
+mod drain;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, Packet, Publish, RetainForwardRule, SubAck, SubscribeReasonCode,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
@@ -211,56 +222,29 @@ impl Source {
                 _ = token.cancelled() => {}
             }
         }
-        let member = self.mode == Mode::Member;
-        let mut drain = Drain::default();
+        match self.mode {
+            Mode::Member => self.run_member(tx, draining, stop).await,
+            Mode::Drain { idle } => self.run_drain(tx, idle, stop).await,
+        }
+    }
+
+    /// The bridge's own session: subscribe on every ConnAck, reconnect
+    /// with backoff, until stopped (or, once `draining` is cancelled, the
+    /// connection fails).
+    async fn run_member(
+        mut self,
+        tx: mpsc::Sender<Received>,
+        draining: CancellationToken,
+        stop: CancellationToken,
+    ) -> Ended {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
         let ended = loop {
             let event = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break Ended::Stopped,
                 ev = self.eventloop.poll() => ev,
-                _ = tick.tick(), if !member => {
-                    if let Mode::Drain { idle } = self.mode {
-                        if drain.done(idle) && !drain.disconnecting {
-                            drain.disconnecting = true;
-                            let client = self.client.clone();
-                            tokio::spawn(async move {
-                                let _ = client.disconnect().await;
-                            });
-                        }
-                    }
-                    continue;
-                }
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) if !member => {
-                    self.generation.fetch_add(1, Ordering::AcqRel);
-                    if !ack.session_present {
-                        // Nothing queued: the session had expired or was
-                        // drained already. Leave it to expire again.
-                        tracing::info!("No session left to take over.");
-                        drain.unsubscribed = true;
-                        drain.last_activity = Some(tokio::time::Instant::now());
-                    } else {
-                        tracing::info!("Took over the session; unsubscribing it from the group.");
-                        let client = self.client.clone();
-                        let filter = self.filter.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = client.unsubscribe(filter).await {
-                                tracing::warn!(err = %e, "Could not queue UNSUBSCRIBE.");
-                            }
-                        });
-                    }
-                }
-                Ok(Event::Incoming(Packet::UnsubAck(_))) => {
-                    drain.unsubscribed = true;
-                    drain.last_activity = Some(tokio::time::Instant::now());
-                }
-                Ok(Event::Outgoing(Outgoing::PubAck(_))) if !member => {
-                    drain.acked += 1;
-                    drain.last_activity = Some(tokio::time::Instant::now());
-                }
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                     backoff.reset();
@@ -276,54 +260,10 @@ impl Source {
                     self.health.set_mqtt_down("connected, waiting for SUBACK");
                     self.subscribe();
                 }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    let refused: Vec<_> = ack
-                        .return_codes
-                        .iter()
-                        .filter(|c| {
-                            !matches!(
-                                c,
-                                rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
-                            )
-                        })
-                        .collect();
-                    if refused.is_empty() {
-                        tracing::info!(filter = %self.filter, "Subscribed.");
-                        self.health.set_mqtt_ready();
-                        self.metrics.mqtt_connected.set(1);
-                    } else {
-                        let why = format!(
-                            "broker refused subscription to {}: {refused:?}",
-                            self.filter
-                        );
-                        tracing::error!(filter = %self.filter, codes = ?refused, "Broker refused the subscription.");
-                        self.health.set_mqtt_down(why);
-                        self.metrics.mqtt_connected.set(0);
-                    }
-                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => self.on_suback(&ack),
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    drain.received += 1;
-                    drain.last_activity = Some(tokio::time::Instant::now());
-                    let topic = String::from_utf8_lossy(&publish.topic);
-                    let kind = Metrics::kind_of(&topic);
-                    self.metrics
-                        .messages_received
-                        .get_or_create(&KindLabel { kind })
-                        .inc();
-                    let item = Received {
-                        publish,
-                        generation: self.generation.load(Ordering::Acquire),
-                        received_at: SystemTime::now(),
-                    };
-                    if !tx.is_closed() {
-                        let sent = tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => break Ended::Stopped,
-                            r = tx.send(item) => r.is_ok(),
-                        };
-                        if !sent {
-                            tracing::debug!("Writer closed; message left for redelivery.");
-                        }
+                    if !forward(self.received(publish), &tx, &stop).await {
+                        break Ended::Stopped;
                     }
                 }
                 Ok(Event::Incoming(Packet::Disconnect(d))) => {
@@ -331,18 +271,9 @@ impl Source {
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     tracing::info!("Disconnected from the broker.");
-                    if drain.disconnecting {
-                        break Ended::Drained {
-                            messages: drain.received,
-                        };
-                    }
                     break Ended::Stopped;
                 }
                 Ok(_) => {}
-                Err(e) if !member => {
-                    tracing::warn!(err = %e, "Lost the taken-over session's connection.");
-                    break Ended::Failed;
-                }
                 Err(e) => {
                     self.health.set_mqtt_down(format!("broker connection: {e}"));
                     self.metrics.mqtt_connected.set(0);
@@ -360,11 +291,46 @@ impl Source {
                 }
             }
         };
-        if member {
-            self.health.set_mqtt_down("stopped");
+        self.health.set_mqtt_down("stopped");
+        self.metrics.mqtt_connected.set(0);
+        ended
+    }
+
+    /// Counts a received message and stamps it for the writer.
+    fn received(&self, publish: Publish) -> Received {
+        let topic = String::from_utf8_lossy(&publish.topic);
+        let kind = Metrics::kind_of(&topic);
+        self.metrics
+            .messages_received
+            .get_or_create(&KindLabel { kind })
+            .inc();
+        Received {
+            publish,
+            generation: self.generation.load(Ordering::Acquire),
+            received_at: SystemTime::now(),
+        }
+    }
+
+    /// The broker's answer to SUBSCRIBE: ready, or why not.
+    fn on_suback(&self, ack: &SubAck) {
+        let refused: Vec<_> = ack
+            .return_codes
+            .iter()
+            .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+            .collect();
+        if refused.is_empty() {
+            tracing::info!(filter = %self.filter, "Subscribed.");
+            self.health.set_mqtt_ready();
+            self.metrics.mqtt_connected.set(1);
+        } else {
+            let why = format!(
+                "broker refused subscription to {}: {refused:?}",
+                self.filter
+            );
+            tracing::error!(filter = %self.filter, codes = ?refused, "Broker refused the subscription.");
+            self.health.set_mqtt_down(why);
             self.metrics.mqtt_connected.set(0);
         }
-        ended
     }
 
     /// Sends SUBSCRIBE from a separate task, so the poll loop never waits
@@ -388,21 +354,19 @@ impl Source {
     }
 }
 
-/// Progress of a [`Mode::Drain`] session.
-#[derive(Debug, Default)]
-struct Drain {
-    unsubscribed: bool,
-    received: u64,
-    acked: u64,
-    last_activity: Option<tokio::time::Instant>,
-    disconnecting: bool,
-}
-
-impl Drain {
-    /// Unsubscribed, every message acknowledged, and quiet for `idle`.
-    fn done(&self, idle: Duration) -> bool {
-        self.unsubscribed
-            && self.acked >= self.received
-            && self.last_activity.is_some_and(|t| t.elapsed() >= idle)
+/// Hands a message to the writer (unless the writer has closed the
+/// channel: it is then left for redelivery). Returns `false` if `stop` was
+/// cancelled while waiting for room.
+async fn forward(item: Received, tx: &mpsc::Sender<Received>, stop: &CancellationToken) -> bool {
+    if !tx.is_closed() {
+        let sent = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return false,
+            r = tx.send(item) => r.is_ok(),
+        };
+        if !sent {
+            tracing::debug!("Writer closed; message left for redelivery.");
+        }
     }
+    true
 }

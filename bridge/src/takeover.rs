@@ -343,7 +343,9 @@ impl Takeover {
 
 /// Connects as the peer (`config.client_id`), unsubscribes its session
 /// from the group, stores and acknowledges what it holds. Returns how
-/// many messages it held.
+/// many messages it held. The MQTT side is the source's drain loop
+/// ([`Mode::Drain`], separate from the member loop); the writer is the
+/// same as for the bridge's own session.
 async fn drain(config: Config, metrics: Metrics) -> anyhow::Result<u64> {
     let health = std::sync::Arc::new(crate::health::Health::default());
     let (fatal_tx, _fatal_rx) = watch::channel(None);
