@@ -118,12 +118,8 @@ enum Command {
     /// would publish (`TOPIC PAYLOAD`, one per line). Never connects to
     /// the broker, never touches the outbox, never deletes (cleanup is a
     /// dry run); camera probes do connect to the cameras.
-    Once {
-        /// Also listen for syslog for SECS seconds (syslog has no round;
-        /// skipped by default). Not while the agent holds the ports.
-        #[arg(long, value_name = "SECS", default_value_t = 0)]
-        syslog_secs: u64,
-    },
+    /// Syslog has no round and is skipped.
+    Once,
 }
 
 fn main() -> ExitCode {
@@ -149,12 +145,12 @@ fn main() -> ExitCode {
             json,
             &mut std::io::stdout(),
         )),
-        Command::Once { syslog_secs } => once(&cli.config, syslog_secs),
+        Command::Once => once(&cli.config),
     }
 }
 
 /// `once`: one round of every source, printed (notes on stderr).
-fn once(path: &Path, syslog_secs: u64) -> ExitCode {
+fn once(path: &Path) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(problems) => {
@@ -162,11 +158,7 @@ fn once(path: &Path, syslog_secs: u64) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    ExitCode::from(sitewatch_agent::once::main(
-        &cfg,
-        syslog_secs,
-        &mut std::io::stdout(),
-    ))
+    ExitCode::from(sitewatch_agent::once::main(&cfg, &mut std::io::stdout()))
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

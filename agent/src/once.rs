@@ -10,23 +10,20 @@
 //! outbox and an MQTT client that is never polled: nothing connects to the
 //! broker, the configured outbox (and its directory) is not opened, and
 //! the SMART state file is neither read nor written. Cleanup is always a
-//! dry run. Syslog is a receiver, not a round: it is skipped unless
-//! `--syslog-secs N` asks to listen for N seconds (on the configured
-//! ports, so not while the daemon holds them).
+//! dry run. Syslog is a receiver, not a round: it is skipped, and a note
+//! says so.
 //!
 //! Camera probes do connect to the cameras, as `sitewatch-agent probe`
 //! does.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::outbox::{Next, Outbox, OutboxConfig, PkidTracker};
 use crate::publish::Publisher;
-use crate::{cleanup, disk, health, heartbeat, link, publish, rtsp, smart, syslog};
+use crate::{cleanup, disk, health, heartbeat, link, publish, rtsp, smart};
 
 /// Memory for the private outbox: far more than one round makes.
 const CAPTURE_BYTES: u64 = 64 * 1024 * 1024;
@@ -104,13 +101,8 @@ fn drain(p: &Publisher) -> Vec<Captured> {
 
 /// Runs every configured source one round and returns what they would
 /// publish. `note` gets one plain-words line per source that published
-/// nothing or was skipped, and why. `syslog_for` > 0 listens for syslog
-/// that long.
-pub async fn run(
-    cfg: &Config,
-    syslog_for: Duration,
-    note: &mut dyn FnMut(String),
-) -> anyhow::Result<Vec<Captured>> {
+/// nothing or was skipped, and why.
+pub async fn run(cfg: &Config, note: &mut dyn FnMut(String)) -> anyhow::Result<Vec<Captured>> {
     let (p, _eventloop) = capture_publisher(cfg)?;
 
     heartbeat::Beat::new(cfg.heartbeat.interval, Instant::now()).once(&p);
@@ -161,9 +153,8 @@ pub async fn run(
         Some(c) => {
             let c = c.clone();
             // Always a dry run, whatever the config says.
-            let outcomes = tokio::task::spawn_blocking(move || cleanup::pass(&c, true, &|| false))
-                .await
-                .unwrap_or_default();
+            // Blocking, on this one-shot runtime: nothing else waits.
+            let outcomes = cleanup::pass(&c, true, &|| false);
             for o in outcomes {
                 match &o.result {
                     Ok(Some(r)) => health::publish_cleanup(&p, r),
@@ -178,24 +169,14 @@ pub async fn run(
         None => note("cleanup: off (no [cleanup] table)".into()),
     }
 
-    match &cfg.syslog {
-        Some(sys) if !syslog_for.is_zero() => {
-            let inherited = Arc::new(Mutex::new(syslog::Inherited::default()));
-            let s = syslog::Syslog::start(p.clone(), sys.clone(), inherited);
-            note(format!(
-                "syslog: listening for {} s on {}",
-                syslog_for.as_secs(),
-                s.listening().join(", ")
-            ));
-            tokio::time::sleep(syslog_for).await;
-            // Publishes what is pending.
-            s.stop().await;
-        }
-        Some(_) => note(
-            "syslog: a receiver has no round; skipped (--syslog-secs N listens for N seconds)"
+    if cfg.syslog.is_some() {
+        note(
+            "syslog: a receiver has no round, so it is not run here (the running agent \
+             counts what it receives: `sitewatch-agent status`)"
                 .into(),
-        ),
-        None => note("syslog: off (no [syslog] table)".into()),
+        );
+    } else {
+        note("syslog: off (no [syslog] table)".into());
     }
 
     Ok(drain(&p))
@@ -205,7 +186,7 @@ pub async fn run(
 /// `TOPIC PAYLOAD` on `out`, notes on stderr. Exit status 0 when the round
 /// ran (a failing camera or disk is a result, not an error), 1 when it
 /// could not run.
-pub fn main(cfg: &Config, syslog_secs: u64, out: &mut dyn Write) -> u8 {
+pub fn main(cfg: &Config, out: &mut dyn Write) -> u8 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(24)
@@ -219,9 +200,7 @@ pub fn main(cfg: &Config, syslog_secs: u64, out: &mut dyn Write) -> u8 {
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut notes = Vec::new();
-    let res = rt.block_on(run(cfg, Duration::from_secs(syslog_secs), &mut |n| {
-        notes.push(n)
-    }));
+    let res = rt.block_on(run(cfg, &mut |n| notes.push(n)));
     // A disk probe may still hang on a dead NFS server: do not wait.
     rt.shutdown_background();
     for n in &notes {
