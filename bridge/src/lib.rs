@@ -8,14 +8,30 @@
 //! Loki ([`sink::loki`]) → PostgreSQL ([`sink::postgres`]) →
 //! acknowledgement to the broker.
 //!
-//! * [`config`]: TOML file + environment, validated (pure);
-//! * [`source`]: the MQTT 5 persistent session (rumqttc);
-//! * [`takeover`]: share groups: the session lease, and draining the
+//! * [`config`]: TOML file + environment, validated (pure); the sinks'
+//!   sections are validated by their own `config` modules;
+//! * [`source`]: the MQTT 5 persistent session (rumqttc): the member loop
+//!   (the bridge's own session) and, in `source/drain.rs`, the drain loop
+//!   (a dead peer's session during a takeover);
+//! * [`takeover`]: share groups: the session lease, and when to drain the
 //!   session of a member that died;
 //! * [`seq_gaps`]: per-site counts of missing sequence numbers, for
 //!   `/metrics`;
-//! * [`writer`]: batches, retries, acks after commit;
-//! * [`sink`]: decoding, the site-state rule, schema migrations, SQL;
+//! * [`writer`]: batches, retries (one helper reports every database
+//!   failure), acks after commit;
+//! * [`sink`]: where messages go. Dependencies point one way, towards
+//!   [`sink::batch`]:
+//!   * [`sink::batch`]: the decoded batch ([`sink::batch::Prepared`]) and
+//!     the pure planning of its `log` messages; imports no sink;
+//!   * [`sink::loki`]: Loki pushes, with [`sink::loki::config`]
+//!     (`[loki]`), `labels`, `proto`, `client`;
+//!   * [`sink::postgres`]: one transaction per batch, with
+//!     [`sink::postgres::config`] (`[postgres]`) and one private file
+//!     per table family (`sites`, `status`, `heartbeat`, `disk`, `logs`,
+//!     `streams`, `smart`, `events`, `rejected`, `boots`), each with its
+//!     SQL and a `write_*` function;
+//!   * [`sink::state`] (the site-state rule), [`sink::classify`] (which
+//!     database errors are retried), [`sink::migrations`] (the schema);
 //! * [`http`]: `/healthz` and `/metrics`;
 //! * [`forget`]: the `forget` command (retire rows from the "now" tables);
 //! * [`metrics`], [`health`]: shared counters and flags.
