@@ -654,18 +654,6 @@ mod tests {
         None
     }
 
-    fn parse(text: &str) -> Result<Config, Problems> {
-        Config::parse(text, "test.toml", no_env)
-    }
-
-    const MINIMAL: &str = r#"
-site_id = "lokasi1"
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
-"#;
-
-    #[test]
-    fn minimal_config_gets_defaults() {
     #[test]
     fn default_path_falls_back_to_the_openwrt_generated_file() {
         let only = |present: &'static str| move |p: &Path| p == Path::new(present);
@@ -682,6 +670,18 @@ url = "mqtt://127.0.0.1:1883"
         assert_eq!(default_path_with(|_| false), Path::new(DEFAULT_CONFIG_PATH));
     }
 
+    fn parse(text: &str) -> Result<Config, Problems> {
+        Config::parse(text, "test.toml", no_env)
+    }
+
+    const MINIMAL: &str = r#"
+site_id = "lokasi1"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).expect("valid");
         assert_eq!(c.site_id, "lokasi1");
         assert_eq!(c.client_id(), "sitewatch-agent-lokasi1");
