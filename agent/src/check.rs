@@ -882,7 +882,12 @@ mod online_tests {
             &mut out,
             &[
                 row("disk /", Verdict::Ok, "ext4", ""),
-                row("SMART", Verdict::Warning, "/dev/sda: 8 reallocated", "watch it"),
+                row(
+                    "SMART",
+                    Verdict::Warning,
+                    "/dev/sda: 8 reallocated",
+                    "watch it",
+                ),
             ],
         );
         let t = String::from_utf8(out).expect("utf8");
