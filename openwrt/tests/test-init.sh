@@ -107,7 +107,7 @@ rc_start() {
 		# shellcheck disable=SC1090
 		. "$INIT"
 		# shellcheck disable=SC2034 # read by the init script's functions
-		PROG="$AGENT" CONF_DIR="$T/var/etc/sitewatch" CONF="$T/var/etc/sitewatch/agent.toml"
+		PROG="$AGENT" CONF_DIR="$T/var/etc/sitewatch" CONF="$T/var/etc/sitewatch/agent.toml" RUN_DIR="$T/var/run/sitewatch"
 		procd_open_service sitewatch "$INIT"
 		start_service
 		echo $? >"$T/status"
@@ -191,6 +191,8 @@ else
 fi
 mode=$(stat -c %a "$TOML" 2>/dev/null || echo missing)
 if [ "$mode" = 600 ]; then ok "TOML mode 0600 (umask 077)"; else bad "TOML mode is $mode, want 600"; fi
+mode=$(stat -c %a "$T/var/run/sitewatch" 2>/dev/null || echo missing)
+if [ "$mode" = 755 ]; then ok "status directory made (0755)"; else bad "status directory is $mode, want 755"; fi
 if toml_check "$TOML" site_id=lokasi1 mqtt/url=mqtt://127.0.0.1:1883 mqtt/username=lokasi1 \
 	mqtt/keep_alive_secs=30 heartbeat/interval_secs=30 disk/interval_secs=60 \
 	disk/mounts=@/,/tmp disk/statvfs_timeout_ms=5000 log/level=info \
@@ -216,6 +218,27 @@ if [ "$REAL_AGENT" = 1 ]; then
 	fi
 else
 	skip "sitewatch-agent check (no agent binary given)"
+fi
+
+# 2b. Run as an unprivileged user (`option user`): the status directory
+#     belongs to it (the agent could not create it under /var/run), and the
+#     TOML is readable by its group only. Needs root for chown/chgrp.
+if [ "$(id -u)" = 0 ] && getent group daemon >/dev/null && getent passwd daemon >/dev/null; then
+	sed -i "/^config agent/a\\	option user 'daemon'" "$UCI_CONFIG_DIR/sitewatch"
+	run_init
+	owner=$(stat -c '%U %a' "$T/var/run/sitewatch" 2>/dev/null || echo missing)
+	if [ "$(cat "$T/status")" = 0 ] && [ "$owner" = "daemon 755" ]; then
+		ok "option user: status directory owned by the run user"
+	else
+		bad "option user: status directory is '$owner', want 'daemon 755'" "$T/stdout" "$LOGGER_LOG"
+	fi
+	mode=$(stat -c '%a %G' "$TOML" 2>/dev/null || echo missing)
+	if [ "$mode" = "640 daemon" ]; then ok "option user: TOML 0640 with the user's group"; else bad "option user: TOML is '$mode'"; fi
+	if procd_has "procd_set_param [user] [daemon]"; then ok "procd: runs as daemon"; else bad "procd: runs as daemon" "$PROCD_LOG"; fi
+else
+	skip "option user (needs root and a daemon user and group)"
+	skip "option user: TOML mode"
+	skip "option user: procd user"
 fi
 
 # 3. Hostile values: quotes, backslashes, newline, tab, \001, a literal
