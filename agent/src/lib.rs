@@ -43,7 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod diagnose;
 pub mod disk;
-pub mod health;
+pub mod forward;
 pub mod heartbeat;
 pub mod host;
 pub mod link;
@@ -174,7 +174,7 @@ impl Sources {
     /// Runs a reporting source (camera probes, SMART, cleanup): `source`
     /// sends its reports over a small bounded channel (it waits when the
     /// forwarder is behind, it never grows memory) and `forward` turns them
-    /// into messages ([`health`]). When the source stops it drops its
+    /// into messages ([`forward`]). When the source stops it drops its
     /// sender, so the forwarder drains what is left and ends.
     fn spawn_reporting<T, S, SF, F, FF>(
         &self,
@@ -205,7 +205,7 @@ impl Sources {
         if let Some(cfg) = cfg.cloned() {
             self.rtsp = Some(self.spawn_reporting(
                 move |tx, stop| rtsp::run(cfg, tx, stop),
-                health::forward_rtsp,
+                forward::forward_rtsp,
             ));
         }
     }
@@ -215,7 +215,7 @@ impl Sources {
         if let Some(cfg) = cfg.cloned() {
             self.cleanup = Some(self.spawn_reporting(
                 move |tx, stop| cleanup::run(cfg, tx, stop),
-                health::forward_cleanup,
+                forward::forward_cleanup,
             ));
         }
     }
@@ -230,7 +230,7 @@ impl Sources {
                 move |tx, stop| {
                     smart::task::run_with(cfg, state_dir, reader, Some(discover), tx, stop)
                 },
-                health::forward_smart,
+                forward::forward_smart,
             ));
         }
     }

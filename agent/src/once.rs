@@ -5,7 +5,7 @@
 //! It goes through the daemon's own code: each source's one-round function
 //! ([`heartbeat::Beat::once`], [`disk::once`], [`rtsp::cli::probe_all`],
 //! [`smart::task::once`], [`cleanup::pass`]) publishes through a real
-//! [`Publisher`] and the `health` forwarders, so the payloads are exactly
+//! [`Publisher`] and the [`forward`] forwarders, so the payloads are exactly
 //! what the broker would get. That publisher sits on a private memory
 //! outbox and an MQTT client that is never polled: nothing connects to the
 //! broker, the configured outbox (and its directory) is not opened, and
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::outbox::{Next, Outbox, OutboxConfig, PkidTracker};
 use crate::publish::Publisher;
-use crate::{cleanup, disk, health, heartbeat, link, publish, rtsp, smart};
+use crate::{cleanup, disk, forward, heartbeat, link, publish, rtsp, smart};
 
 /// Memory for the private outbox: far more than one round makes.
 const CAPTURE_BYTES: u64 = 64 * 1024 * 1024;
@@ -116,7 +116,7 @@ pub async fn run(cfg: &Config, note: &mut dyn FnMut(String)) -> anyhow::Result<V
     match &cfg.rtsp {
         Some(r) if !r.cameras.is_empty() => {
             let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let fwd = tokio::spawn(health::forward_rtsp(p.clone(), rx));
+            let fwd = tokio::spawn(forward::forward_rtsp(p.clone(), rx));
             for report in rtsp::cli::probe_all(r.clone()).await {
                 let report = Box::new(report);
                 // As the scheduler's first probe of each camera.
@@ -142,7 +142,7 @@ pub async fn run(cfg: &Config, note: &mut dyn FnMut(String)) -> anyhow::Result<V
         Some(s) => {
             let (reader, discover) = smart::task::native(s);
             let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let fwd = tokio::spawn(health::forward_smart(p.clone(), rx));
+            let fwd = tokio::spawn(forward::forward_smart(p.clone(), rx));
             smart::task::once(s.clone(), reader, Some(discover), tx).await;
             let _ = fwd.await;
         }
@@ -157,7 +157,7 @@ pub async fn run(cfg: &Config, note: &mut dyn FnMut(String)) -> anyhow::Result<V
             let outcomes = cleanup::pass(&c, true, &|| false);
             for o in outcomes {
                 match &o.result {
-                    Ok(Some(r)) => health::publish_cleanup(&p, r),
+                    Ok(Some(r)) => forward::publish_cleanup(&p, r),
                     Ok(None) => note(format!(
                         "cleanup: {} is below its high watermark; the daemon would publish nothing",
                         o.root

@@ -1,6 +1,6 @@
-//! Turns what the camera, disk and cleanup sources find into wire
-//! messages: the retained `stream/{camera}` and `smart/{device}` state and
-//! `event`s for changes.
+//! The forwarders of the reporting sources (rtsp, smart, cleanup): they
+//! turn what those sources find into wire messages: the retained
+//! `stream/{camera}` and `smart/{device}` state and `event`s for changes.
 //!
 //! Sources stay free of MQTT and wire types: each one sends its own
 //! reports over a small channel, and a forwarder here maps them with the
