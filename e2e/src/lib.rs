@@ -3,8 +3,13 @@
 //! The tests run the real `sitewatch-agent` and `sitewatch-bridge`
 //! binaries, the ones `cargo test --workspace` builds into the same target
 //! directory as the test executables.
+//!
+//! [`grafana`] holds the pure helpers of `tests/grafana.rs` (macro
+//! expansion, LogQL check, CSV, alert thresholds), unit-tested here.
 
 use std::path::{Path, PathBuf};
+
+pub mod grafana;
 
 /// The `sitewatch-agent` binary (`SITEWATCH_AGENT_BIN` overrides).
 pub fn agent_bin() -> PathBuf {

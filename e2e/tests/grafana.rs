@@ -24,10 +24,17 @@
 //!   LogQL engine is available here.
 //!
 //! YAML is read with python3's PyYAML (`python3 -c 'import yaml'`), so no
-//! YAML crate is needed.
+//! YAML crate is needed. The pure helpers (macro expansion, LogQL check,
+//! CSV, alert thresholds) live in `sitewatch_e2e::grafana` with their own
+//! unit tests; the panel expectations are a table ([`panels`]), so a
+//! failing panel names itself.
 
 use anyhow::Context;
 use serde_json::Value;
+use sitewatch_e2e::grafana::alert::firing;
+use sitewatch_e2e::grafana::csv::{parse_csv, Rows};
+use sitewatch_e2e::grafana::logql::check_logql;
+use sitewatch_e2e::grafana::macros::{duration, expand, variables_used, Range, BUILTINS};
 use sitewatch_testkit::{free_port, wait_until, ChildGuard, Mosquitto, Postgres};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,8 +44,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const WAIT: Duration = Duration::from_secs(30);
 const PG_UID: &str = "sitewatch-pg";
 const LOKI_UID: &str = "sitewatch-loki";
-/// Labels the bridge puts on Loki streams (bridge/src/sink/loki/labels.rs).
-const LOKI_LABELS: &[&str] = &["app", "host", "job", "severity", "site"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -437,64 +442,6 @@ fn load() -> Provisioning {
     p
 }
 
-/// Grafana duration strings (`1m`, `30s`, `2h`, `1d`): checked and returned in seconds.
-fn duration(s: &str) -> f64 {
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num.parse().unwrap_or_else(|_| panic!("bad duration {s}"));
-    n * match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        "w" => 604800.0,
-        _ => panic!("bad duration {s}"),
-    }
-}
-
-/// Every `$name`, `${name}` or `${name:fmt}` in a query (not macros `$__x(`).
-fn variables_used(q: &str) -> Vec<String> {
-    let b = q.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'$' {
-            if b.get(i + 1) == Some(&b'{') {
-                let end = q[i..].find('}').map(|e| i + e).expect("unclosed ${");
-                let name = q[i + 2..end].split(':').next().unwrap().to_string();
-                out.push(name);
-                i = end;
-            } else {
-                let start = i + 1;
-                let mut end = start;
-                while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
-                    end += 1;
-                }
-                let name = &q[start..end];
-                let is_macro = name.starts_with("__") && b.get(end) == Some(&b'(');
-                if !name.is_empty() && !is_macro {
-                    out.push(name.to_string());
-                }
-                i = end.max(i + 1) - 1;
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-const BUILTINS: &[&str] = &[
-    "__interval",
-    "__interval_ms",
-    "__range",
-    "__range_s",
-    "__range_ms",
-    "__rate_interval",
-];
-
 #[test]
 fn provisioning_files_are_valid() {
     let p = load();
@@ -518,106 +465,8 @@ fn provisioning_files_are_valid() {
     );
 }
 
-/// Minimal LogQL check: balanced brackets and quotes outside strings, and
-/// every stream selector `{...}` made of `label op "value"` matchers on
-/// labels the bridge sets, with at least one that cannot match empty.
-fn check_logql(q: &str) -> Result<(), String> {
-    // label_values(selector, label) for variable queries.
-    let q = if let Some(inner) = q.strip_prefix("label_values(") {
-        let inner = inner.strip_suffix(')').ok_or("label_values( not closed")?;
-        let (sel, label) = inner
-            .rsplit_once(',')
-            .ok_or("label_values needs selector, label")?;
-        if !LOKI_LABELS.contains(&label.trim()) {
-            return Err(format!("label {label} is not one the bridge sets"));
-        }
-        sel.trim().to_string()
-    } else {
-        q.to_string()
-    };
-    let mut stack = Vec::new();
-    let mut in_str = false;
-    let mut esc = false;
-    let mut selectors = Vec::new();
-    let mut sel_start = 0;
-    for (i, c) in q.char_indices() {
-        if in_str {
-            match (esc, c) {
-                (true, _) => esc = false,
-                (false, '\\') => esc = true,
-                (false, '"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_str = true,
-            '(' | '[' => stack.push(c),
-            '{' => {
-                stack.push(c);
-                sel_start = i + 1;
-            }
-            ')' | ']' | '}' => {
-                let open = stack.pop().ok_or(format!("unbalanced {c}"))?;
-                if !matches!((open, c), ('(', ')') | ('[', ']') | ('{', '}')) {
-                    return Err(format!("{open} closed by {c}"));
-                }
-                if c == '}' {
-                    selectors.push(q[sel_start..i].to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    if in_str || !stack.is_empty() {
-        return Err("unbalanced quotes or brackets".into());
-    }
-    if selectors.is_empty() {
-        return Err("no stream selector".into());
-    }
-    for sel in selectors {
-        let mut non_empty = false;
-        for m in sel.split(", ") {
-            let m = m.trim();
-            let op_at = m.find(['=', '!']).ok_or(format!("matcher `{m}`"))?;
-            let (label, rest) = m.split_at(op_at);
-            let op = ["=~", "!~", "!=", "="]
-                .into_iter()
-                .find(|op| rest.starts_with(op))
-                .ok_or(format!("operator in `{m}`"))?;
-            let value = &rest[op.len()..];
-            if !(value.len() >= 2 && value.starts_with('"') && value.ends_with('"')) {
-                return Err(format!("value of `{m}` must be double-quoted"));
-            }
-            if !LOKI_LABELS.contains(&label) {
-                return Err(format!("label {label} is not one the bridge sets"));
-            }
-            let v = &value[1..value.len() - 1];
-            if (op == "=" && !v.is_empty()) || (op == "=~" && !v.contains('*') && !v.is_empty()) {
-                non_empty = true;
-            }
-        }
-        if !non_empty {
-            return Err(format!(
-                "selector {{{sel}}} has no matcher that excludes the empty value"
-            ));
-        }
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------
-// Macro expansion, as Grafana does it.
-
-/// Grafana's time range for one query, as RFC 3339 (UTC) strings.
-struct Range {
-    from: String,
-    to: String,
-    from_s: i64,
-    to_s: i64,
-    interval: &'static str,
-    interval_ms: i64,
-}
+// Time ranges (the expansion itself is `sitewatch_e2e::grafana::macros`).
 
 fn rfc3339(unix: i64) -> String {
     sitewatch_testkit::loki::rfc3339(i128::from(unix) * 1_000_000_000)
@@ -630,152 +479,24 @@ fn now_s() -> i64 {
         .as_secs() as i64
 }
 
-impl Range {
-    fn relative(from_ago: i64, to_ago: i64) -> Range {
-        let now = now_s();
-        let (from_s, to_s) = (now - from_ago, now - to_ago);
-        Range {
-            from: rfc3339(from_s),
-            to: rfc3339(to_s),
-            from_s,
-            to_s,
-            interval: "1m",
-            interval_ms: 60_000,
-        }
-    }
-}
-
-/// Template variables first (the frontend's `templateSrv.replace`, which
-/// for a single value of an SQL data source inserts it raw), then the data
-/// source's macros.
-fn expand(q: &str, vars: &BTreeMap<&str, String>, r: &Range) -> String {
-    let mut all: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    all.push(("__interval".into(), r.interval.into()));
-    all.push(("__interval_ms".into(), r.interval_ms.to_string()));
-    all.push(("__range_s".into(), (r.to_s - r.from_s).to_string()));
-    // Longest names first so that $site does not eat $site_x.
-    all.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
-    let mut out = q.to_string();
-    for (k, v) in &all {
-        out = out
-            .replace(&format!("${{{k}}}"), v)
-            .replace(&format!("[[{k}]]"), v);
-        // `$name` not followed by an identifier character.
-        let pat = format!("${k}");
-        let mut res = String::new();
-        let mut rest = out.as_str();
-        while let Some(i) = rest.find(&pat) {
-            let after = rest[i + pat.len()..].chars().next();
-            res.push_str(&rest[..i]);
-            if after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
-                res.push_str(&pat);
-            } else {
-                res.push_str(v);
-            }
-            rest = &rest[i + pat.len()..];
-        }
-        res.push_str(rest);
-        out = res;
-    }
-    macros(&out, r)
-}
-
-/// `pkg/tsdb/grafana-postgresql-datasource/macros.go` (timescaledb off):
-/// `\$([_a-zA-Z0-9]+)\(([^\)]*)\)`, arguments split at `,` and trimmed.
-fn macros(sql: &str, r: &Range) -> String {
-    let mut out = String::new();
-    let mut rest = sql;
-    while let Some(i) = rest.find("$__") {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i + 1..];
-        let name_len = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        let name = &tail[..name_len];
-        if tail[name_len..].starts_with('(') {
-            let close = tail[name_len..].find(')').expect("macro not closed") + name_len;
-            let args: Vec<&str> = tail[name_len + 1..close]
-                .split(',')
-                .map(str::trim)
-                .collect();
-            let after = &tail[close + 1..];
-            // Pre-5.3 compatibility: `$__timeGroup(...)` directly followed by
-            // ',' gets the alias.
-            let name = if name == "__timeGroup" && after.starts_with(',') {
-                "__timeGroupAlias"
-            } else {
-                name
-            };
-            out.push_str(&macro_value(name, &args, r));
-            rest = after;
-        } else {
-            out.push_str("$__");
-            rest = &rest[i + 3..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn go_float(v: f64) -> String {
-    // Go's %v for float64: no trailing ".0" on whole numbers.
-    if v.fract() == 0.0 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-fn macro_value(name: &str, args: &[&str], r: &Range) -> String {
-    let group = |args: &[&str]| {
-        assert!(args.len() >= 2, "{name} needs a column and an interval");
-        let secs = go_float(duration(args[1].trim_matches('\'')));
-        format!("floor(extract(epoch from {})/{secs})*{secs}", args[0])
-    };
-    match name {
-        "__time" => format!("{} AS \"time\"", args[0]),
-        "__timeEpoch" => format!("extract(epoch from {}) as \"time\"", args[0]),
-        "__timeFilter" => format!("{} BETWEEN '{}' AND '{}'", args[0], r.from, r.to),
-        "__timeFrom" => format!("'{}'", r.from),
-        "__timeTo" => format!("'{}'", r.to),
-        "__timeGroup" => group(args),
-        "__timeGroupAlias" => format!("{} AS \"time\"", group(args)),
-        "__unixEpochFilter" => format!("{0} >= {1} AND {0} <= {2}", args[0], r.from_s, r.to_s),
-        "__unixEpochFrom" => r.from_s.to_string(),
-        "__unixEpochTo" => r.to_s.to_string(),
-        other => panic!("macro {other} is not one Grafana's PostgreSQL data source knows"),
+/// The range from `from_ago` to `to_ago` seconds before now, as Grafana
+/// sends it for a dashboard or an alert rule.
+fn relative_range(from_ago: i64, to_ago: i64) -> Range {
+    let now = now_s();
+    let (from_s, to_s) = (now - from_ago, now - to_ago);
+    Range {
+        from: rfc3339(from_s),
+        to: rfc3339(to_s),
+        from_s,
+        to_s,
+        interval: "1m",
+        interval_ms: 60_000,
     }
 }
 
 #[test]
-fn macro_expansion_matches_grafana() {
-    let r = Range {
-        from: "2017-07-18T11:15:52Z".into(),
-        to: "2017-07-18T11:16:52Z".into(),
-        from_s: 1_500_376_552,
-        to_s: 1_500_376_612,
-        interval: "5m",
-        interval_ms: 300_000,
-    };
+fn range_times_are_rfc3339_utc() {
     assert_eq!(rfc3339(1_500_376_552), "2017-07-18T11:15:52Z");
-    let vars = BTreeMap::from([("site", "a".to_string()), ("site_x", "b".to_string())]);
-    assert_eq!(
-        expand(
-            "SELECT $__timeGroupAlias(ts, $__interval), $__timeGroup(ts, '1h'), x FROM t \
-             WHERE $__timeFilter(ts) AND s = '$site' AND t = '${site}' AND u = '$site_x' \
-             AND v > $__timeFrom() AND w < $__timeTo() GROUP BY $__timeGroup(ts,'30s')",
-            &vars,
-            &r
-        ),
-        "SELECT floor(extract(epoch from ts)/300)*300 AS \"time\", \
-         floor(extract(epoch from ts)/3600)*3600 AS \"time\", x FROM t \
-         WHERE ts BETWEEN '2017-07-18T11:15:52Z' AND '2017-07-18T11:16:52Z' AND s = 'a' \
-         AND t = 'a' AND u = 'b' AND v > '2017-07-18T11:15:52Z' AND w < '2017-07-18T11:16:52Z' \
-         GROUP BY floor(extract(epoch from ts)/30)*30"
-    );
 }
 
 // ---------------------------------------------------------------------
@@ -814,60 +535,6 @@ fn publish(broker: &Mosquitto, topic: &str, payload: &str, retain: bool) {
     }
     let st = cmd.status().expect("run mosquitto_pub (mosquitto-clients)");
     assert!(st.success(), "mosquitto_pub {topic}");
-}
-
-/// A result: column names and rows of text (NULL = "").
-#[derive(Debug)]
-struct Rows {
-    cols: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Rows {
-    fn col(&self, name: &str) -> usize {
-        self.cols
-            .iter()
-            .position(|c| c == name)
-            .unwrap_or_else(|| panic!("no column {name} in {:?}", self.cols))
-    }
-    fn get(&self, row: usize, name: &str) -> &str {
-        &self.rows[row][self.col(name)]
-    }
-    fn column(&self, name: &str) -> Vec<&str> {
-        let c = self.col(name);
-        self.rows.iter().map(|r| r[c].as_str()).collect()
-    }
-}
-
-/// RFC 4180 CSV as `psql --csv` writes it.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    if !field.is_empty() || !row.is_empty() {
-        row.push(field);
-        rows.push(row);
-    }
-    rows
 }
 
 /// Runs SQL through psql as `user` in database `sitewatch`.
@@ -913,32 +580,6 @@ fn psql_in(db: &Postgres, database: &str, user: &str, sql: &str) -> anyhow::Resu
     let cols = lines.remove(0);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     Ok((Rows { cols, rows: lines }, stderr))
-}
-
-/// Applies a Grafana threshold to a rule's table result: the rows (as
-/// their string columns, i.e. the alert labels) that would fire.
-fn firing(rows: &Rows, threshold: &(String, f64)) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in &rows.rows {
-        let mut labels = Vec::new();
-        let mut value = None;
-        for (c, v) in rows.cols.iter().zip(r) {
-            match v.parse::<f64>() {
-                Ok(n) if value.is_none() => value = Some(n),
-                _ => labels.push(format!("{c}={v}")),
-            }
-        }
-        let v = value.expect("a numeric value column");
-        let fires = match threshold.0.as_str() {
-            "gt" => v > threshold.1,
-            "lt" => v < threshold.1,
-            other => panic!("threshold type {other}"),
-        };
-        if fires {
-            out.push(labels.join(","));
-        }
-    }
-    out
 }
 
 #[test]
@@ -1380,11 +1021,11 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     let mut runs = 0;
     for q in &prov.sql {
         let (range, sites): (Range, Vec<&str>) = match q.range {
-            Some((from, to)) => (Range::relative(from, to), vec![""]),
+            Some((from, to)) => (relative_range(from, to), vec![""]),
             // Dashboards: last 6 h (to a minute ahead, so that nothing
             // just stored falls outside); the site detail for every site.
             None => (
-                Range::relative(6 * 3600, -60),
+                relative_range(6 * 3600, -60),
                 if q.dashboard == "sitewatch-site" {
                     vec![
                         "site-down",
@@ -1415,146 +1056,11 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
             results.insert(format!("{}|{}|{site}", q.dashboard, q.title), rows);
         }
     }
-    let r = |dash: &str, title: &str, site: &str| {
-        results
-            .get(&format!("{dash}|{title}|{site}"))
-            .unwrap_or_else(|| panic!("no query {dash}|{title}|{site}"))
+    let res = Results {
+        rows: results,
+        firing: alert_firing,
     };
-    let fleet = "sitewatch-fleet";
 
-    // Bridges: the grafana bridge has no share group; the rows inserted
-    // before the queries ran are one live, one dead and drained, one dead.
-    let bridges = r(fleet, "Bridges (share-group sessions)", "");
-    assert_eq!(
-        bridges.column("bridge"),
-        ["b-dead", "b-drained", "b-live"],
-        "gone first"
-    );
-    assert_eq!(bridges.column("state"), ["gone", "gone_drained", "up"]);
-    assert_eq!(bridges.get(1, "taken_over_by"), "b-live");
-    assert_eq!(bridges.get(1, "taken_over_messages"), "36");
-
-    // Fleet overview.
-    let now = r(fleet, "Sites now", "");
-    assert_eq!(
-        (
-            now.get(0, "offline"),
-            now.get(0, "stale"),
-            now.get(0, "online")
-        ),
-        ("1", "0", "4")
-    );
-    let sites = r(fleet, "Sites (worst first)", "");
-    assert_eq!(
-        sites.column("site"),
-        [
-            "site-down",
-            "site-disk",
-            "site-cams",
-            "site-online",
-            "site-skew"
-        ],
-        "worst first: offline, failed mount, SMART critical and cameras down, then the rest"
-    );
-    assert_eq!(sites.get(0, "state"), "offline");
-    assert_eq!(sites.get(0, "reason"), "lost");
-    assert_eq!(sites.get(1, "failed_mounts"), "1");
-    assert_eq!(sites.get(1, "missing_messages"), "12");
-    assert_eq!(sites.get(2, "state"), "online");
-    let disks = r(fleet, "Disks failed, read-only or above the watermark", "");
-    let disk_rows: Vec<String> = (0..disks.rows.len())
-        .map(|i| {
-            format!(
-                "{} {} {}",
-                disks.get(i, "site"),
-                disks.get(i, "path"),
-                disks.get(i, "problem")
-            )
-        })
-        .collect();
-    assert_eq!(
-        disk_rows,
-        [
-            "site-disk /srv/recordings not_mounted",
-            "site-disk / above_watermark"
-        ]
-    );
-    assert_eq!(
-        r(fleet, "Sites with failed or full disks", "").get(0, "sites"),
-        "1"
-    );
-    let gaps = r(fleet, "Sequence gaps and agent drops", "");
-    assert_eq!(
-        gaps.column("site"),
-        ["site-disk"],
-        "only the site with a gap"
-    );
-    assert_eq!(gaps.get(0, "missing_current_boot"), "12");
-    assert_eq!(gaps.get(0, "dropped"), "5");
-    let timeline = r(fleet, "Site availability", "");
-    let last_down = timeline
-        .rows
-        .iter()
-        .rev()
-        .find(|row| row[timeline.col("metric")] == "site-down")
-        .expect("site-down in the timeline");
-    assert_eq!(last_down[timeline.col("up")], "0", "site-down ends offline");
-    assert_eq!(r(fleet, "Rejected messages", "").get(0, "rejected"), "1");
-    assert_eq!(
-        r(fleet, "Latest rejected messages", "").get(0, "reason"),
-        "malformed"
-    );
-    let ingest = r(fleet, "Last message stored", "");
-    assert!(
-        ingest
-            .get(0, "seconds_since_last_heartbeat")
-            .parse::<i64>()
-            .unwrap()
-            < 60
-    );
-
-    // Site detail.
-    let site_var = r("sitewatch-site", "variable site", "site-disk");
-    assert_eq!(
-        site_var.column("site"),
-        [
-            "site-cams",
-            "site-disk",
-            "site-down",
-            "site-online",
-            "site-skew"
-        ]
-    );
-    let forecast = r(
-        "sitewatch-site",
-        "Days until full (trend of the time range)",
-        "site-disk",
-    );
-    assert_eq!(forecast.column("path"), ["/"]);
-    let days: f64 = forecast.get(0, "days_until_full").parse().expect("days");
-    // 35 GB left, 192 GB more used per day: 0.18 days.
-    assert!((0.17..=0.19).contains(&days), "days until full {days}");
-    let mounts = r("sitewatch-site", "Mounts now", "site-disk");
-    assert_eq!(mounts.get(0, "error"), "not_mounted");
-    let ok_mounts = r("sitewatch-site", "Mounts now", "site-online");
-    assert_eq!(ok_mounts.column("path"), ["/dev/shm"]);
-    assert_eq!(ok_mounts.get(0, "error"), "");
-    assert!(!r("sitewatch-site", "Load", "site-online").rows.is_empty());
-    assert!(!r("sitewatch-site", "Memory", "site-online").rows.is_empty());
-    assert_eq!(
-        r("sitewatch-site", "Disk used % per mount", "site-disk")
-            .rows
-            .len(),
-        5
-    );
-    let events = r("sitewatch-site", "Status events", "site-down");
-    assert_eq!(events.get(0, "reason"), "lost");
-    assert_eq!(
-        r("sitewatch-site", "State", "site-down").get(0, "state"),
-        "offline"
-    );
-
-    // Cameras, SMART, events and clocks (site-cams, site-skew).
     assert_eq!(
         sql(
             "select count(*) from rejected_messages where topic like 'sitewatch/v1/site-cams/%' \
@@ -1563,254 +1069,7 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
         "0",
         "every crafted stream, smart, event and skewed message is valid"
     );
-    assert_eq!(sites.get(2, "cameras_down"), "2");
-    assert_eq!(sites.get(2, "cameras_degraded"), "1");
-    assert_eq!(sites.get(2, "smart_critical"), "1");
-    assert_eq!(sites.get(2, "smart_warning"), "0");
-    let cams_now = r(fleet, "Cameras now", "");
-    assert_eq!(
-        (
-            cams_now.get(0, "down"),
-            cams_now.get(0, "degraded"),
-            cams_now.get(0, "ok")
-        ),
-        ("2", "1", "1")
-    );
-    let verdicts = r(fleet, "Disks by SMART verdict", "");
-    assert_eq!(
-        (
-            verdicts.get(0, "critical"),
-            verdicts.get(0, "warning"),
-            verdicts.get(0, "unknown"),
-            verdicts.get(0, "ok")
-        ),
-        ("1", "0", "0", "2")
-    );
-    let bad_cams = r(fleet, "Cameras not ok (worst first)", "");
-    let bad_rows: Vec<String> = (0..bad_cams.rows.len())
-        .map(|i| {
-            format!(
-                "{} {} {} {}",
-                bad_cams.get(i, "site"),
-                bad_cams.get(i, "camera"),
-                bad_cams.get(i, "class"),
-                bad_cams.get(i, "severity")
-            )
-        })
-        .collect();
-    assert_eq!(
-        bad_rows,
-        [
-            "site-cams lobby stalled down",
-            "site-cams dahua-ch1 auth down",
-            "site-cams yard frozen degraded"
-        ],
-        "down before degraded, longest down first; the ok camera is not listed"
-    );
-    // class_since is the first probe of the class (agent time), not the latest.
-    let lobby_for: i64 = bad_cams.get(0, "for_seconds").parse().expect("for_seconds");
-    assert!(
-        (1190..1300).contains(&lobby_for),
-        "lobby stalled for {lobby_for} s"
-    );
-    assert_eq!(bad_cams.get(0, "failures"), "5");
-    let smart_bad = r(fleet, "Disks SMART critical or warning", "");
-    assert_eq!(smart_bad.column("device"), ["sda"]);
-    assert_eq!(smart_bad.get(0, "verdict"), "critical");
-    assert_eq!(smart_bad.get(0, "serial"), "ZW60ABCD");
-    assert!(
-        smart_bad
-            .get(0, "reasons")
-            .starts_with("critical pending_growing: 16 sectors pending"),
-        "{}",
-        smart_bad.get(0, "reasons")
-    );
-    let recent = r(fleet, "Recent events", "");
-    assert_eq!(
-        recent.column("subject"),
-        ["dahua-ch1", "lobby", "sda", "yard"],
-        "newest first"
-    );
-    assert_eq!(recent.get(0, "to_state"), "auth");
-    let skews = r(fleet, "Clock skew per site", "");
-    assert_eq!(skews.get(0, "site"), "site-skew", "the skewed site first");
-    assert_eq!(skews.get(0, "flag"), "beyond_bound");
-    let skew_s: f64 = skews.get(0, "skew_seconds").parse().expect("skew");
-    assert!(
-        (-365.0 * 86400.0 - 120.0..-365.0 * 86400.0 + 120.0).contains(&skew_s),
-        "site-skew is a year behind: {skew_s}"
-    );
-    let flags: BTreeMap<&str, &str> = skews
-        .column("site")
-        .into_iter()
-        .zip(skews.column("flag"))
-        .collect();
-    assert_eq!(
-        flags.get("site-down"),
-        Some(&"site_not_online"),
-        "{flags:?}"
-    );
-    for ok in ["site-cams", "site-disk", "site-online"] {
-        assert_eq!(flags.get(ok), Some(&"ok"), "{flags:?}");
-    }
-    assert_eq!(r(fleet, "Sites with clock skew", "").get(0, "sites"), "1");
-
-    let site_cams = r("sitewatch-site", "Cameras now", "site-cams");
-    assert_eq!(
-        site_cams.column("camera"),
-        ["lobby", "dahua-ch1", "yard", "gate"]
-    );
-    assert_eq!(site_cams.get(3, "resolution"), "640x360");
-    assert_eq!(site_cams.get(3, "fps"), "25");
-    assert!(r("sitewatch-site", "Cameras now", "site-online")
-        .rows
-        .is_empty());
-    let timeline = r("sitewatch-site", "Camera class", "site-cams");
-    let mut classes: Vec<String> = timeline
-        .rows
-        .iter()
-        .map(|row| {
-            format!(
-                "{}={}",
-                row[timeline.col("metric")],
-                row[timeline.col("class")]
-            )
-        })
-        .collect();
-    classes.sort();
-    classes.dedup();
-    assert_eq!(
-        classes,
-        ["dahua-ch1=14", "gate=0", "lobby=0", "lobby=19", "yard=2"],
-        "class codes of the value mappings (ok 0, frozen 2, auth 14, stalled 19)"
-    );
-    let fps = r("sitewatch-site", "Camera fps", "site-cams");
-    assert_eq!(fps.rows.len(), 9, "one row per probe, null when no frames");
-    assert_eq!(
-        r("sitewatch-site", "Camera bitrate", "site-cams")
-            .rows
-            .len(),
-        9
-    );
-    let disks_now = r("sitewatch-site", "Disks now (SMART)", "site-cams");
-    assert_eq!(disks_now.column("device"), ["sda", "nvme0n1", "sdb"]);
-    assert_eq!(disks_now.get(0, "pending"), "16");
-    assert_eq!(disks_now.get(0, "reallocated"), "8");
-    assert_eq!(disks_now.get(0, "power_on_hours"), "25760");
-    assert_eq!(disks_now.get(1, "nvme_percentage_used"), "3");
-    assert_eq!(disks_now.get(1, "nvme_available_spare"), "100");
-    let verdict_tl = r("sitewatch-site", "SMART verdict per disk", "site-cams");
-    assert_eq!(verdict_tl.rows.len(), 3);
-    assert_eq!(
-        r("sitewatch-site", "Disk temperature", "site-cams")
-            .rows
-            .len(),
-        3
-    );
-    assert_eq!(
-        r(
-            "sitewatch-site",
-            "Bad sectors and link errors (ATA)",
-            "site-cams"
-        )
-        .rows
-        .len(),
-        2,
-        "sda and sdb, not the NVMe disk"
-    );
-    let nvme = r("sitewatch-site", "NVMe wear and spare", "site-cams");
-    assert_eq!(nvme.column("metric"), ["nvme0n1"]);
-    assert_eq!(nvme.get(0, "percentage_used"), "3");
-    assert_eq!(
-        r("sitewatch-site", "Power-on hours", "site-cams")
-            .rows
-            .len(),
-        3
-    );
-    assert_eq!(
-        r("sitewatch-site", "Events of $site", "site-cams")
-            .rows
-            .len(),
-        4
-    );
-    assert!(r("sitewatch-site", "Events of $site", "site-disk")
-        .rows
-        .is_empty());
-    let clock = r("sitewatch-site", "Clock of $site", "site-skew");
-    assert_eq!(clock.get(0, "flag"), "beyond_bound");
-    assert_eq!(
-        r("sitewatch-site", "Clock of $site", "site-cams").get(0, "flag"),
-        "ok"
-    );
-
-    // Alert rules, with their thresholds applied.
-    let fires = |title: &str| {
-        alert_firing
-            .get(title)
-            .cloned()
-            .unwrap_or_else(|| panic!("rule {title}"))
-    };
-    assert_eq!(
-        r("alert", "Site offline or stale", "").column("site"),
-        ["site-down"],
-        "the down rule sees only the offline site (it fires once it has been down SITE_DOWN_MINUTES)"
-    );
-    assert!(
-        fires("Site offline or stale").is_empty(),
-        "down for seconds only, threshold is minutes"
-    );
-    assert_eq!(fires("Disk above watermark"), ["site=site-disk,path=/"]);
-    assert_eq!(fires("Disk forecast full"), ["site=site-disk,path=/"]);
-    assert_eq!(
-        fires("Mount failed or read-only"),
-        ["site=site-disk,path=/srv/recordings,problem=not_mounted"]
-    );
-    assert!(fires("Bridge not ingesting").is_empty());
-    assert_eq!(
-        fires("Bridge gone, session not drained"),
-        ["bridge=b-dead"],
-        "silent 5 min and not drained; the drained and the live one do not fire"
-    );
-    let stalled = r("alert", "Bridge not ingesting", "");
-    assert!(
-        stalled
-            .get(0, "minutes_since_heartbeat")
-            .parse::<f64>()
-            .unwrap()
-            < 1.0
-    );
-    assert_eq!(
-        fires("Messages missing (sequence gaps)"),
-        ["site=site-disk"],
-        "12 > GAP_MESSAGES=10"
-    );
-
-    let mut down_rows = r("alert", "Camera down", "").column("camera");
-    down_rows.sort_unstable();
-    assert_eq!(
-        down_rows,
-        ["dahua-ch1", "lobby"],
-        "the rule sees both down cameras of the online site"
-    );
-    assert_eq!(
-        fires("Camera down"),
-        ["site=site-cams,camera=lobby,class=stalled"],
-        "stalled for 20 min > CAMERA_DOWN_MINUTES=10; auth for 4 min not yet; frozen is not down"
-    );
-    assert_eq!(
-        fires("Camera degraded"),
-        ["site=site-cams,camera=yard,class=frozen"],
-        "frozen for 40 min > CAMERA_DEGRADED_MINUTES=30"
-    );
-    assert_eq!(
-        fires("Disk SMART critical"),
-        ["site=site-cams,device=sda,reason=pending_growing,serial=ZW60ABCD"]
-    );
-    assert_eq!(
-        fires("Site clock skew"),
-        ["site=site-skew"],
-        "a year > CLOCK_SKEW_SECONDS=300; the offline site's Will-stamped skew is not counted"
-    );
+    check_panels(&res, &panels());
 
     // The read-only role cannot write, create or change anything.
     for w in [
@@ -1847,6 +1106,706 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     );
     drop(agent);
     let _ = bridge.terminate();
+}
+
+// ---------------------------------------------------------------------
+// What each panel and alert rule must show for the scenario.
+
+const FLEET: &str = "sitewatch-fleet";
+const SITE: &str = "sitewatch-site";
+const ALERT: &str = "alert";
+
+/// Every query's rows, by dashboard, title and site (`""` when the query
+/// has no `$site`), and each alert rule's firing label sets.
+struct Results {
+    rows: BTreeMap<String, Rows>,
+    firing: BTreeMap<String, Vec<String>>,
+}
+
+impl Results {
+    fn r(&self, dash: &str, title: &str, site: &str) -> &Rows {
+        self.rows
+            .get(&format!("{dash}|{title}|{site}"))
+            .unwrap_or_else(|| panic!("no query {dash}|{title}|{site}"))
+    }
+
+    fn fires(&self, title: &str) -> Vec<String> {
+        self.firing
+            .get(title)
+            .cloned()
+            .unwrap_or_else(|| panic!("rule {title}"))
+    }
+
+    /// Whether any query of this panel or rule ran.
+    fn has(&self, dash: &str, title: &str) -> bool {
+        let prefix = format!("{dash}|{title}|");
+        self.rows.keys().any(|k| k.starts_with(&prefix))
+    }
+}
+
+/// One panel (or alert rule) and what its rows must say.
+struct Panel {
+    dashboard: &'static str,
+    title: &'static str,
+    check: fn(&Results),
+}
+
+/// Runs every panel's check, each on its own: a failure names its panel,
+/// and one failing panel does not hide the others.
+fn check_panels(res: &Results, panels: &[Panel]) {
+    let mut failed = Vec::new();
+    for p in panels {
+        let name = format!("{} / {}", p.dashboard, p.title);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(res.has(p.dashboard, p.title), "no such panel was queried");
+            (p.check)(res)
+        }));
+        if let Err(e) = outcome {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("panel {name}: {msg}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} panel checks failed:\n{}",
+        failed.len(),
+        panels.len(),
+        failed.join("\n")
+    );
+}
+
+/// The table: each panel's expectations for the scenario.
+fn panels() -> Vec<Panel> {
+    vec![
+        // Fleet overview.
+        Panel {
+            dashboard: FLEET,
+            title: "Bridges (share-group sessions)",
+            // The grafana bridge has no share group; the rows inserted
+            // before the queries ran are one live, one dead and drained,
+            // one dead.
+            check: |res| {
+                let bridges = res.r(FLEET, "Bridges (share-group sessions)", "");
+                assert_eq!(
+                    bridges.column("bridge"),
+                    ["b-dead", "b-drained", "b-live"],
+                    "gone first"
+                );
+                assert_eq!(bridges.column("state"), ["gone", "gone_drained", "up"]);
+                assert_eq!(bridges.get(1, "taken_over_by"), "b-live");
+                assert_eq!(bridges.get(1, "taken_over_messages"), "36");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites now",
+            check: |res| {
+                let now = res.r(FLEET, "Sites now", "");
+                assert_eq!(
+                    (
+                        now.get(0, "offline"),
+                        now.get(0, "stale"),
+                        now.get(0, "online")
+                    ),
+                    ("1", "0", "4")
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites (worst first)",
+            check: |res| {
+                let sites = res.r(FLEET, "Sites (worst first)", "");
+                assert_eq!(
+                    sites.column("site"),
+                    [
+                        "site-down",
+                        "site-disk",
+                        "site-cams",
+                        "site-online",
+                        "site-skew"
+                    ],
+                    "worst first: offline, failed mount, SMART critical and cameras down, then the rest"
+                );
+                assert_eq!(sites.get(0, "state"), "offline");
+                assert_eq!(sites.get(0, "reason"), "lost");
+                assert_eq!(sites.get(1, "failed_mounts"), "1");
+                assert_eq!(sites.get(1, "missing_messages"), "12");
+                assert_eq!(sites.get(2, "state"), "online");
+                assert_eq!(sites.get(2, "cameras_down"), "2");
+                assert_eq!(sites.get(2, "cameras_degraded"), "1");
+                assert_eq!(sites.get(2, "smart_critical"), "1");
+                assert_eq!(sites.get(2, "smart_warning"), "0");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Disks failed, read-only or above the watermark",
+            check: |res| {
+                let disks = res.r(FLEET, "Disks failed, read-only or above the watermark", "");
+                let disk_rows: Vec<String> = (0..disks.rows.len())
+                    .map(|i| {
+                        format!(
+                            "{} {} {}",
+                            disks.get(i, "site"),
+                            disks.get(i, "path"),
+                            disks.get(i, "problem")
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    disk_rows,
+                    [
+                        "site-disk /srv/recordings not_mounted",
+                        "site-disk / above_watermark"
+                    ]
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites with failed or full disks",
+            check: |res| {
+                assert_eq!(
+                    res.r(FLEET, "Sites with failed or full disks", "")
+                        .get(0, "sites"),
+                    "1"
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sequence gaps and agent drops",
+            check: |res| {
+                let gaps = res.r(FLEET, "Sequence gaps and agent drops", "");
+                assert_eq!(
+                    gaps.column("site"),
+                    ["site-disk"],
+                    "only the site with a gap"
+                );
+                assert_eq!(gaps.get(0, "missing_current_boot"), "12");
+                assert_eq!(gaps.get(0, "dropped"), "5");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Site availability",
+            check: |res| {
+                let timeline = res.r(FLEET, "Site availability", "");
+                let last_down = timeline
+                    .rows
+                    .iter()
+                    .rev()
+                    .find(|row| row[timeline.col("metric")] == "site-down")
+                    .expect("site-down in the timeline");
+                assert_eq!(last_down[timeline.col("up")], "0", "site-down ends offline");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Rejected messages",
+            check: |res| {
+                assert_eq!(
+                    res.r(FLEET, "Rejected messages", "").get(0, "rejected"),
+                    "1"
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Latest rejected messages",
+            check: |res| {
+                assert_eq!(
+                    res.r(FLEET, "Latest rejected messages", "")
+                        .get(0, "reason"),
+                    "malformed"
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Last message stored",
+            check: |res| {
+                let ingest = res.r(FLEET, "Last message stored", "");
+                assert!(
+                    ingest
+                        .get(0, "seconds_since_last_heartbeat")
+                        .parse::<i64>()
+                        .unwrap()
+                        < 60
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Cameras now",
+            check: |res| {
+                let cams_now = res.r(FLEET, "Cameras now", "");
+                assert_eq!(
+                    (
+                        cams_now.get(0, "down"),
+                        cams_now.get(0, "degraded"),
+                        cams_now.get(0, "ok")
+                    ),
+                    ("2", "1", "1")
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Disks by SMART verdict",
+            check: |res| {
+                let verdicts = res.r(FLEET, "Disks by SMART verdict", "");
+                assert_eq!(
+                    (
+                        verdicts.get(0, "critical"),
+                        verdicts.get(0, "warning"),
+                        verdicts.get(0, "unknown"),
+                        verdicts.get(0, "ok")
+                    ),
+                    ("1", "0", "0", "2")
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Cameras not ok (worst first)",
+            check: |res| {
+                let bad_cams = res.r(FLEET, "Cameras not ok (worst first)", "");
+                let bad_rows: Vec<String> = (0..bad_cams.rows.len())
+                    .map(|i| {
+                        format!(
+                            "{} {} {} {}",
+                            bad_cams.get(i, "site"),
+                            bad_cams.get(i, "camera"),
+                            bad_cams.get(i, "class"),
+                            bad_cams.get(i, "severity")
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    bad_rows,
+                    [
+                        "site-cams lobby stalled down",
+                        "site-cams dahua-ch1 auth down",
+                        "site-cams yard frozen degraded"
+                    ],
+                    "down before degraded, longest down first; the ok camera is not listed"
+                );
+                // class_since is the first probe of the class (agent time), not the latest.
+                let lobby_for: i64 = bad_cams.get(0, "for_seconds").parse().expect("for_seconds");
+                assert!(
+                    (1190..1300).contains(&lobby_for),
+                    "lobby stalled for {lobby_for} s"
+                );
+                assert_eq!(bad_cams.get(0, "failures"), "5");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Disks SMART critical or warning",
+            check: |res| {
+                let smart_bad = res.r(FLEET, "Disks SMART critical or warning", "");
+                assert_eq!(smart_bad.column("device"), ["sda"]);
+                assert_eq!(smart_bad.get(0, "verdict"), "critical");
+                assert_eq!(smart_bad.get(0, "serial"), "ZW60ABCD");
+                assert!(
+                    smart_bad
+                        .get(0, "reasons")
+                        .starts_with("critical pending_growing: 16 sectors pending"),
+                    "{}",
+                    smart_bad.get(0, "reasons")
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Recent events",
+            check: |res| {
+                let recent = res.r(FLEET, "Recent events", "");
+                assert_eq!(
+                    recent.column("subject"),
+                    ["dahua-ch1", "lobby", "sda", "yard"],
+                    "newest first"
+                );
+                assert_eq!(recent.get(0, "to_state"), "auth");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Clock skew per site",
+            check: |res| {
+                let skews = res.r(FLEET, "Clock skew per site", "");
+                assert_eq!(skews.get(0, "site"), "site-skew", "the skewed site first");
+                assert_eq!(skews.get(0, "flag"), "beyond_bound");
+                let skew_s: f64 = skews.get(0, "skew_seconds").parse().expect("skew");
+                assert!(
+                    (-365.0 * 86400.0 - 120.0..-365.0 * 86400.0 + 120.0).contains(&skew_s),
+                    "site-skew is a year behind: {skew_s}"
+                );
+                let flags: BTreeMap<&str, &str> = skews
+                    .column("site")
+                    .into_iter()
+                    .zip(skews.column("flag"))
+                    .collect();
+                assert_eq!(
+                    flags.get("site-down"),
+                    Some(&"site_not_online"),
+                    "{flags:?}"
+                );
+                for ok in ["site-cams", "site-disk", "site-online"] {
+                    assert_eq!(flags.get(ok), Some(&"ok"), "{flags:?}");
+                }
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites with clock skew",
+            check: |res| {
+                assert_eq!(
+                    res.r(FLEET, "Sites with clock skew", "").get(0, "sites"),
+                    "1"
+                );
+            },
+        },
+        // Site detail.
+        Panel {
+            dashboard: SITE,
+            title: "variable site",
+            check: |res| {
+                let site_var = res.r(SITE, "variable site", "site-disk");
+                assert_eq!(
+                    site_var.column("site"),
+                    [
+                        "site-cams",
+                        "site-disk",
+                        "site-down",
+                        "site-online",
+                        "site-skew"
+                    ]
+                );
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Days until full (trend of the time range)",
+            check: |res| {
+                let forecast = res.r(
+                    SITE,
+                    "Days until full (trend of the time range)",
+                    "site-disk",
+                );
+                assert_eq!(forecast.column("path"), ["/"]);
+                let days: f64 = forecast.get(0, "days_until_full").parse().expect("days");
+                // 35 GB left, 192 GB more used per day: 0.18 days.
+                assert!((0.17..=0.19).contains(&days), "days until full {days}");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Mounts now",
+            check: |res| {
+                let mounts = res.r(SITE, "Mounts now", "site-disk");
+                assert_eq!(mounts.get(0, "error"), "not_mounted");
+                let ok_mounts = res.r(SITE, "Mounts now", "site-online");
+                assert_eq!(ok_mounts.column("path"), ["/dev/shm"]);
+                assert_eq!(ok_mounts.get(0, "error"), "");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Load",
+            check: |res| assert!(!res.r(SITE, "Load", "site-online").rows.is_empty()),
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Memory",
+            check: |res| assert!(!res.r(SITE, "Memory", "site-online").rows.is_empty()),
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Disk used % per mount",
+            check: |res| {
+                assert_eq!(
+                    res.r(SITE, "Disk used % per mount", "site-disk").rows.len(),
+                    5
+                );
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Status events",
+            check: |res| {
+                let events = res.r(SITE, "Status events", "site-down");
+                assert_eq!(events.get(0, "reason"), "lost");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "State",
+            check: |res| {
+                assert_eq!(res.r(SITE, "State", "site-down").get(0, "state"), "offline");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Cameras now",
+            check: |res| {
+                let site_cams = res.r(SITE, "Cameras now", "site-cams");
+                assert_eq!(
+                    site_cams.column("camera"),
+                    ["lobby", "dahua-ch1", "yard", "gate"]
+                );
+                assert_eq!(site_cams.get(3, "resolution"), "640x360");
+                assert_eq!(site_cams.get(3, "fps"), "25");
+                assert!(res.r(SITE, "Cameras now", "site-online").rows.is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Camera class",
+            check: |res| {
+                let timeline = res.r(SITE, "Camera class", "site-cams");
+                let mut classes: Vec<String> = timeline
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        format!(
+                            "{}={}",
+                            row[timeline.col("metric")],
+                            row[timeline.col("class")]
+                        )
+                    })
+                    .collect();
+                classes.sort();
+                classes.dedup();
+                assert_eq!(
+                    classes,
+                    ["dahua-ch1=14", "gate=0", "lobby=0", "lobby=19", "yard=2"],
+                    "class codes of the value mappings (ok 0, frozen 2, auth 14, stalled 19)"
+                );
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Camera fps",
+            check: |res| {
+                let fps = res.r(SITE, "Camera fps", "site-cams");
+                assert_eq!(fps.rows.len(), 9, "one row per probe, null when no frames");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Camera bitrate",
+            check: |res| {
+                assert_eq!(res.r(SITE, "Camera bitrate", "site-cams").rows.len(), 9);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Disks now (SMART)",
+            check: |res| {
+                let disks_now = res.r(SITE, "Disks now (SMART)", "site-cams");
+                assert_eq!(disks_now.column("device"), ["sda", "nvme0n1", "sdb"]);
+                assert_eq!(disks_now.get(0, "pending"), "16");
+                assert_eq!(disks_now.get(0, "reallocated"), "8");
+                assert_eq!(disks_now.get(0, "power_on_hours"), "25760");
+                assert_eq!(disks_now.get(1, "nvme_percentage_used"), "3");
+                assert_eq!(disks_now.get(1, "nvme_available_spare"), "100");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "SMART verdict per disk",
+            check: |res| {
+                let verdict_tl = res.r(SITE, "SMART verdict per disk", "site-cams");
+                assert_eq!(verdict_tl.rows.len(), 3);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Disk temperature",
+            check: |res| {
+                assert_eq!(res.r(SITE, "Disk temperature", "site-cams").rows.len(), 3);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Bad sectors and link errors (ATA)",
+            check: |res| {
+                assert_eq!(
+                    res.r(SITE, "Bad sectors and link errors (ATA)", "site-cams")
+                        .rows
+                        .len(),
+                    2,
+                    "sda and sdb, not the NVMe disk"
+                );
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "NVMe wear and spare",
+            check: |res| {
+                let nvme = res.r(SITE, "NVMe wear and spare", "site-cams");
+                assert_eq!(nvme.column("metric"), ["nvme0n1"]);
+                assert_eq!(nvme.get(0, "percentage_used"), "3");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Power-on hours",
+            check: |res| {
+                assert_eq!(res.r(SITE, "Power-on hours", "site-cams").rows.len(), 3);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Events of $site",
+            check: |res| {
+                assert_eq!(res.r(SITE, "Events of $site", "site-cams").rows.len(), 4);
+                assert!(res.r(SITE, "Events of $site", "site-disk").rows.is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Clock of $site",
+            check: |res| {
+                let clock = res.r(SITE, "Clock of $site", "site-skew");
+                assert_eq!(clock.get(0, "flag"), "beyond_bound");
+                assert_eq!(
+                    res.r(SITE, "Clock of $site", "site-cams").get(0, "flag"),
+                    "ok"
+                );
+            },
+        },
+        // Alert rules, with their thresholds applied.
+        Panel {
+            dashboard: ALERT,
+            title: "Site offline or stale",
+            check: |res| {
+                assert_eq!(
+                    res.r(ALERT, "Site offline or stale", "").column("site"),
+                    ["site-down"],
+                    "the down rule sees only the offline site (it fires once it has been down SITE_DOWN_MINUTES)"
+                );
+                assert!(
+                    res.fires("Site offline or stale").is_empty(),
+                    "down for seconds only, threshold is minutes"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Disk above watermark",
+            check: |res| assert_eq!(res.fires("Disk above watermark"), ["site=site-disk,path=/"]),
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Disk forecast full",
+            check: |res| assert_eq!(res.fires("Disk forecast full"), ["site=site-disk,path=/"]),
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Mount failed or read-only",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Mount failed or read-only"),
+                    ["site=site-disk,path=/srv/recordings,problem=not_mounted"]
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Bridge not ingesting",
+            check: |res| {
+                assert!(res.fires("Bridge not ingesting").is_empty());
+                let stalled = res.r(ALERT, "Bridge not ingesting", "");
+                assert!(
+                    stalled
+                        .get(0, "minutes_since_heartbeat")
+                        .parse::<f64>()
+                        .unwrap()
+                        < 1.0
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Bridge gone, session not drained",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Bridge gone, session not drained"),
+                    ["bridge=b-dead"],
+                    "silent 5 min and not drained; the drained and the live one do not fire"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Messages missing (sequence gaps)",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Messages missing (sequence gaps)"),
+                    ["site=site-disk"],
+                    "12 > GAP_MESSAGES=10"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Camera down",
+            check: |res| {
+                let mut down_rows = res.r(ALERT, "Camera down", "").column("camera");
+                down_rows.sort_unstable();
+                assert_eq!(
+                    down_rows,
+                    ["dahua-ch1", "lobby"],
+                    "the rule sees both down cameras of the online site"
+                );
+                assert_eq!(
+                    res.fires("Camera down"),
+                    ["site=site-cams,camera=lobby,class=stalled"],
+                    "stalled for 20 min > CAMERA_DOWN_MINUTES=10; auth for 4 min not yet; frozen is not down"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Camera degraded",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Camera degraded"),
+                    ["site=site-cams,camera=yard,class=frozen"],
+                    "frozen for 40 min > CAMERA_DEGRADED_MINUTES=30"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Disk SMART critical",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Disk SMART critical"),
+                    ["site=site-cams,device=sda,reason=pending_growing,serial=ZW60ABCD"]
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Site clock skew",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Site clock skew"),
+                    ["site=site-skew"],
+                    "a year > CLOCK_SKEW_SECONDS=300; the offline site's Will-stamped skew is not counted"
+                );
+            },
+        },
+    ]
 }
 
 /// Migration 0003 run by a bridge user without CREATEROLE (a database
