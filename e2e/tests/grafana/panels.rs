@@ -1,0 +1,706 @@
+//! What each panel and alert rule must show for the scenario: one table
+//! entry per panel, run one by one so that a failing panel names itself.
+
+use std::collections::BTreeMap;
+
+use sitewatch_e2e::grafana::csv::Rows;
+
+const FLEET: &str = "sitewatch-fleet";
+const SITE: &str = "sitewatch-site";
+const ALERT: &str = "alert";
+
+/// Every query's rows, by dashboard, title and site (`""` when the query
+/// has no `$site`), and each alert rule's firing label sets.
+pub struct Results {
+    /// Rows by `dashboard|title|site`.
+    pub rows: BTreeMap<String, Rows>,
+    /// Firing label sets by alert rule title.
+    pub firing: BTreeMap<String, Vec<String>>,
+}
+
+impl Results {
+    fn r(&self, dash: &str, title: &str, site: &str) -> &Rows {
+        self.rows
+            .get(&format!("{dash}|{title}|{site}"))
+            .unwrap_or_else(|| panic!("no query {dash}|{title}|{site}"))
+    }
+
+    fn fires(&self, title: &str) -> Vec<String> {
+        self.firing
+            .get(title)
+            .cloned()
+            .unwrap_or_else(|| panic!("rule {title}"))
+    }
+
+    /// Whether any query of this panel or rule ran.
+    fn has(&self, dash: &str, title: &str) -> bool {
+        let prefix = format!("{dash}|{title}|");
+        self.rows.keys().any(|k| k.starts_with(&prefix))
+    }
+}
+
+/// One panel (or alert rule) and what its rows must say.
+struct Panel {
+    dashboard: &'static str,
+    title: &'static str,
+    check: fn(&Results),
+}
+
+/// Runs every panel's check, each on its own: a failure names its panel,
+/// and one failing panel does not hide the others.
+pub fn check(res: &Results) {
+    let panels = panels();
+    let mut failed = Vec::new();
+    for p in &panels {
+        let name = format!("{} / {}", p.dashboard, p.title);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(res.has(p.dashboard, p.title), "no such panel was queried");
+            (p.check)(res)
+        }));
+        if let Err(e) = outcome {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("panel {name}: {msg}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} panel checks failed:\n{}",
+        failed.len(),
+        panels.len(),
+        failed.join("\n")
+    );
+}
+
+/// The table: each panel's expectations for the scenario.
+fn panels() -> Vec<Panel> {
+    vec![
+        // Fleet overview.
+        Panel {
+            dashboard: FLEET,
+            title: "Bridges (share-group sessions)",
+            // The grafana bridge has no share group; the rows inserted
+            // before the queries ran are one live, one dead and drained,
+            // one dead.
+            check: |res| {
+                let bridges = res.r(FLEET, "Bridges (share-group sessions)", "");
+                assert_eq!(
+                    bridges.column("bridge"),
+                    ["b-dead", "b-drained", "b-live"],
+                    "gone first"
+                );
+                assert_eq!(bridges.column("state"), ["gone", "gone_drained", "up"]);
+                assert_eq!(bridges.get(1, "taken_over_by"), "b-live");
+                assert_eq!(bridges.get(1, "taken_over_messages"), "36");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites now",
+            check: |res| {
+                let now = res.r(FLEET, "Sites now", "");
+                assert_eq!(
+                    (
+                        now.get(0, "offline"),
+                        now.get(0, "stale"),
+                        now.get(0, "online")
+                    ),
+                    ("1", "0", "4")
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites (worst first)",
+            check: |res| {
+                let sites = res.r(FLEET, "Sites (worst first)", "");
+                assert_eq!(
+                    sites.column("site"),
+                    [
+                        "site-down",
+                        "site-disk",
+                        "site-cams",
+                        "site-online",
+                        "site-skew"
+                    ],
+                    "worst first: offline, failed mount, SMART critical and cameras down, then the rest"
+                );
+                assert_eq!(sites.get(0, "state"), "offline");
+                assert_eq!(sites.get(0, "reason"), "lost");
+                assert_eq!(sites.get(1, "failed_mounts"), "1");
+                assert_eq!(sites.get(1, "missing_messages"), "12");
+                assert_eq!(sites.get(2, "state"), "online");
+                assert_eq!(sites.get(2, "cameras_down"), "2");
+                assert_eq!(sites.get(2, "cameras_degraded"), "1");
+                assert_eq!(sites.get(2, "smart_critical"), "1");
+                assert_eq!(sites.get(2, "smart_warning"), "0");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Disks failed, read-only or above the watermark",
+            check: |res| {
+                let disks = res.r(FLEET, "Disks failed, read-only or above the watermark", "");
+                let disk_rows: Vec<String> = (0..disks.rows.len())
+                    .map(|i| {
+                        format!(
+                            "{} {} {}",
+                            disks.get(i, "site"),
+                            disks.get(i, "path"),
+                            disks.get(i, "problem")
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    disk_rows,
+                    [
+                        "site-disk /srv/recordings not_mounted",
+                        "site-disk / above_watermark"
+                    ]
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites with failed or full disks",
+            check: |res| {
+                assert_eq!(
+                    res.r(FLEET, "Sites with failed or full disks", "")
+                        .get(0, "sites"),
+                    "1"
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sequence gaps and agent drops",
+            check: |res| {
+                let gaps = res.r(FLEET, "Sequence gaps and agent drops", "");
+                assert_eq!(
+                    gaps.column("site"),
+                    ["site-disk"],
+                    "only the site with a gap"
+                );
+                assert_eq!(gaps.get(0, "missing_current_boot"), "12");
+                assert_eq!(gaps.get(0, "dropped"), "5");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Site availability",
+            check: |res| {
+                let timeline = res.r(FLEET, "Site availability", "");
+                let last_down = timeline
+                    .rows
+                    .iter()
+                    .rev()
+                    .find(|row| row[timeline.col("metric")] == "site-down")
+                    .expect("site-down in the timeline");
+                assert_eq!(last_down[timeline.col("up")], "0", "site-down ends offline");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Rejected messages",
+            check: |res| {
+                assert_eq!(
+                    res.r(FLEET, "Rejected messages", "").get(0, "rejected"),
+                    "1"
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Latest rejected messages",
+            check: |res| {
+                assert_eq!(
+                    res.r(FLEET, "Latest rejected messages", "")
+                        .get(0, "reason"),
+                    "malformed"
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Last message stored",
+            check: |res| {
+                let ingest = res.r(FLEET, "Last message stored", "");
+                assert!(
+                    ingest
+                        .get(0, "seconds_since_last_heartbeat")
+                        .parse::<i64>()
+                        .unwrap()
+                        < 60
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Cameras now",
+            check: |res| {
+                let cams_now = res.r(FLEET, "Cameras now", "");
+                assert_eq!(
+                    (
+                        cams_now.get(0, "down"),
+                        cams_now.get(0, "degraded"),
+                        cams_now.get(0, "ok")
+                    ),
+                    ("2", "1", "1")
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Disks by SMART verdict",
+            check: |res| {
+                let verdicts = res.r(FLEET, "Disks by SMART verdict", "");
+                assert_eq!(
+                    (
+                        verdicts.get(0, "critical"),
+                        verdicts.get(0, "warning"),
+                        verdicts.get(0, "unknown"),
+                        verdicts.get(0, "ok")
+                    ),
+                    ("1", "0", "0", "2")
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Cameras not ok (worst first)",
+            check: |res| {
+                let bad_cams = res.r(FLEET, "Cameras not ok (worst first)", "");
+                let bad_rows: Vec<String> = (0..bad_cams.rows.len())
+                    .map(|i| {
+                        format!(
+                            "{} {} {} {}",
+                            bad_cams.get(i, "site"),
+                            bad_cams.get(i, "camera"),
+                            bad_cams.get(i, "class"),
+                            bad_cams.get(i, "severity")
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    bad_rows,
+                    [
+                        "site-cams lobby stalled down",
+                        "site-cams dahua-ch1 auth down",
+                        "site-cams yard frozen degraded"
+                    ],
+                    "down before degraded, longest down first; the ok camera is not listed"
+                );
+                // class_since is the first probe of the class (agent time), not the latest.
+                let lobby_for: i64 = bad_cams.get(0, "for_seconds").parse().expect("for_seconds");
+                assert!(
+                    (1190..1300).contains(&lobby_for),
+                    "lobby stalled for {lobby_for} s"
+                );
+                assert_eq!(bad_cams.get(0, "failures"), "5");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Disks SMART critical or warning",
+            check: |res| {
+                let smart_bad = res.r(FLEET, "Disks SMART critical or warning", "");
+                assert_eq!(smart_bad.column("device"), ["sda"]);
+                assert_eq!(smart_bad.get(0, "verdict"), "critical");
+                assert_eq!(smart_bad.get(0, "serial"), "ZW60ABCD");
+                assert!(
+                    smart_bad
+                        .get(0, "reasons")
+                        .starts_with("critical pending_growing: 16 sectors pending"),
+                    "{}",
+                    smart_bad.get(0, "reasons")
+                );
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Recent events",
+            check: |res| {
+                let recent = res.r(FLEET, "Recent events", "");
+                assert_eq!(
+                    recent.column("subject"),
+                    ["dahua-ch1", "lobby", "sda", "yard"],
+                    "newest first"
+                );
+                assert_eq!(recent.get(0, "to_state"), "auth");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Clock skew per site",
+            check: |res| {
+                let skews = res.r(FLEET, "Clock skew per site", "");
+                assert_eq!(skews.get(0, "site"), "site-skew", "the skewed site first");
+                assert_eq!(skews.get(0, "flag"), "beyond_bound");
+                let skew_s: f64 = skews.get(0, "skew_seconds").parse().expect("skew");
+                assert!(
+                    (-365.0 * 86400.0 - 120.0..-365.0 * 86400.0 + 120.0).contains(&skew_s),
+                    "site-skew is a year behind: {skew_s}"
+                );
+                let flags: BTreeMap<&str, &str> = skews
+                    .column("site")
+                    .into_iter()
+                    .zip(skews.column("flag"))
+                    .collect();
+                assert_eq!(
+                    flags.get("site-down"),
+                    Some(&"site_not_online"),
+                    "{flags:?}"
+                );
+                for ok in ["site-cams", "site-disk", "site-online"] {
+                    assert_eq!(flags.get(ok), Some(&"ok"), "{flags:?}");
+                }
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites with clock skew",
+            check: |res| {
+                assert_eq!(
+                    res.r(FLEET, "Sites with clock skew", "").get(0, "sites"),
+                    "1"
+                );
+            },
+        },
+        // Site detail.
+        Panel {
+            dashboard: SITE,
+            title: "variable site",
+            check: |res| {
+                let site_var = res.r(SITE, "variable site", "site-disk");
+                assert_eq!(
+                    site_var.column("site"),
+                    [
+                        "site-cams",
+                        "site-disk",
+                        "site-down",
+                        "site-online",
+                        "site-skew"
+                    ]
+                );
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Days until full (trend of the time range)",
+            check: |res| {
+                let forecast = res.r(
+                    SITE,
+                    "Days until full (trend of the time range)",
+                    "site-disk",
+                );
+                assert_eq!(forecast.column("path"), ["/"]);
+                let days: f64 = forecast.get(0, "days_until_full").parse().expect("days");
+                // 35 GB left, 192 GB more used per day: 0.18 days.
+                assert!((0.17..=0.19).contains(&days), "days until full {days}");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Mounts now",
+            check: |res| {
+                let mounts = res.r(SITE, "Mounts now", "site-disk");
+                assert_eq!(mounts.get(0, "error"), "not_mounted");
+                let ok_mounts = res.r(SITE, "Mounts now", "site-online");
+                assert_eq!(ok_mounts.column("path"), ["/dev/shm"]);
+                assert_eq!(ok_mounts.get(0, "error"), "");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Load",
+            check: |res| assert!(!res.r(SITE, "Load", "site-online").rows.is_empty()),
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Memory",
+            check: |res| assert!(!res.r(SITE, "Memory", "site-online").rows.is_empty()),
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Disk used % per mount",
+            check: |res| {
+                assert_eq!(
+                    res.r(SITE, "Disk used % per mount", "site-disk").rows.len(),
+                    5
+                );
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Status events",
+            check: |res| {
+                let events = res.r(SITE, "Status events", "site-down");
+                assert_eq!(events.get(0, "reason"), "lost");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "State",
+            check: |res| {
+                assert_eq!(res.r(SITE, "State", "site-down").get(0, "state"), "offline");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Cameras now",
+            check: |res| {
+                let site_cams = res.r(SITE, "Cameras now", "site-cams");
+                assert_eq!(
+                    site_cams.column("camera"),
+                    ["lobby", "dahua-ch1", "yard", "gate"]
+                );
+                assert_eq!(site_cams.get(3, "resolution"), "640x360");
+                assert_eq!(site_cams.get(3, "fps"), "25");
+                assert!(res.r(SITE, "Cameras now", "site-online").rows.is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Camera class",
+            check: |res| {
+                let timeline = res.r(SITE, "Camera class", "site-cams");
+                let mut classes: Vec<String> = timeline
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        format!(
+                            "{}={}",
+                            row[timeline.col("metric")],
+                            row[timeline.col("class")]
+                        )
+                    })
+                    .collect();
+                classes.sort();
+                classes.dedup();
+                assert_eq!(
+                    classes,
+                    ["dahua-ch1=14", "gate=0", "lobby=0", "lobby=19", "yard=2"],
+                    "class codes of the value mappings (ok 0, frozen 2, auth 14, stalled 19)"
+                );
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Camera fps",
+            check: |res| {
+                let fps = res.r(SITE, "Camera fps", "site-cams");
+                assert_eq!(fps.rows.len(), 9, "one row per probe, null when no frames");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Camera bitrate",
+            check: |res| {
+                assert_eq!(res.r(SITE, "Camera bitrate", "site-cams").rows.len(), 9);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Disks now (SMART)",
+            check: |res| {
+                let disks_now = res.r(SITE, "Disks now (SMART)", "site-cams");
+                assert_eq!(disks_now.column("device"), ["sda", "nvme0n1", "sdb"]);
+                assert_eq!(disks_now.get(0, "pending"), "16");
+                assert_eq!(disks_now.get(0, "reallocated"), "8");
+                assert_eq!(disks_now.get(0, "power_on_hours"), "25760");
+                assert_eq!(disks_now.get(1, "nvme_percentage_used"), "3");
+                assert_eq!(disks_now.get(1, "nvme_available_spare"), "100");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "SMART verdict per disk",
+            check: |res| {
+                let verdict_tl = res.r(SITE, "SMART verdict per disk", "site-cams");
+                assert_eq!(verdict_tl.rows.len(), 3);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Disk temperature",
+            check: |res| {
+                assert_eq!(res.r(SITE, "Disk temperature", "site-cams").rows.len(), 3);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Bad sectors and link errors (ATA)",
+            check: |res| {
+                assert_eq!(
+                    res.r(SITE, "Bad sectors and link errors (ATA)", "site-cams")
+                        .rows
+                        .len(),
+                    2,
+                    "sda and sdb, not the NVMe disk"
+                );
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "NVMe wear and spare",
+            check: |res| {
+                let nvme = res.r(SITE, "NVMe wear and spare", "site-cams");
+                assert_eq!(nvme.column("metric"), ["nvme0n1"]);
+                assert_eq!(nvme.get(0, "percentage_used"), "3");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Power-on hours",
+            check: |res| {
+                assert_eq!(res.r(SITE, "Power-on hours", "site-cams").rows.len(), 3);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Events of $site",
+            check: |res| {
+                assert_eq!(res.r(SITE, "Events of $site", "site-cams").rows.len(), 4);
+                assert!(res.r(SITE, "Events of $site", "site-disk").rows.is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Clock of $site",
+            check: |res| {
+                let clock = res.r(SITE, "Clock of $site", "site-skew");
+                assert_eq!(clock.get(0, "flag"), "beyond_bound");
+                assert_eq!(
+                    res.r(SITE, "Clock of $site", "site-cams").get(0, "flag"),
+                    "ok"
+                );
+            },
+        },
+        // Alert rules, with their thresholds applied.
+        Panel {
+            dashboard: ALERT,
+            title: "Site offline or stale",
+            check: |res| {
+                assert_eq!(
+                    res.r(ALERT, "Site offline or stale", "").column("site"),
+                    ["site-down"],
+                    "the down rule sees only the offline site (it fires once it has been down SITE_DOWN_MINUTES)"
+                );
+                assert!(
+                    res.fires("Site offline or stale").is_empty(),
+                    "down for seconds only, threshold is minutes"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Disk above watermark",
+            check: |res| assert_eq!(res.fires("Disk above watermark"), ["site=site-disk,path=/"]),
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Disk forecast full",
+            check: |res| assert_eq!(res.fires("Disk forecast full"), ["site=site-disk,path=/"]),
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Mount failed or read-only",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Mount failed or read-only"),
+                    ["site=site-disk,path=/srv/recordings,problem=not_mounted"]
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Bridge not ingesting",
+            check: |res| {
+                assert!(res.fires("Bridge not ingesting").is_empty());
+                let stalled = res.r(ALERT, "Bridge not ingesting", "");
+                assert!(
+                    stalled
+                        .get(0, "minutes_since_heartbeat")
+                        .parse::<f64>()
+                        .unwrap()
+                        < 1.0
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Bridge gone, session not drained",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Bridge gone, session not drained"),
+                    ["bridge=b-dead"],
+                    "silent 5 min and not drained; the drained and the live one do not fire"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Messages missing (sequence gaps)",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Messages missing (sequence gaps)"),
+                    ["site=site-disk"],
+                    "12 > GAP_MESSAGES=10"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Camera down",
+            check: |res| {
+                let mut down_rows = res.r(ALERT, "Camera down", "").column("camera");
+                down_rows.sort_unstable();
+                assert_eq!(
+                    down_rows,
+                    ["dahua-ch1", "lobby"],
+                    "the rule sees both down cameras of the online site"
+                );
+                assert_eq!(
+                    res.fires("Camera down"),
+                    ["site=site-cams,camera=lobby,class=stalled"],
+                    "stalled for 20 min > CAMERA_DOWN_MINUTES=10; auth for 4 min not yet; frozen is not down"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Camera degraded",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Camera degraded"),
+                    ["site=site-cams,camera=yard,class=frozen"],
+                    "frozen for 40 min > CAMERA_DEGRADED_MINUTES=30"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Disk SMART critical",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Disk SMART critical"),
+                    ["site=site-cams,device=sda,reason=pending_growing,serial=ZW60ABCD"]
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Site clock skew",
+            check: |res| {
+                assert_eq!(
+                    res.fires("Site clock skew"),
+                    ["site=site-skew"],
+                    "a year > CLOCK_SKEW_SECONDS=300; the offline site's Will-stamped skew is not counted"
+                );
+            },
+        },
+    ]
+}
