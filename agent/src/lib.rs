@@ -11,6 +11,10 @@
 //!   own interval and hands messages to the [`publish::Publisher`]:
 //!   [`heartbeat`] (host metrics from [`host`]), [`disk`] (mount points)
 //!   and [`syslog`] (a syslog receiver relaying `log` batches).
+//! - Reporting sources stay free of MQTT and wire types: [`rtsp`] (camera
+//!   probes), [`smart`] and [`cleanup`] send their own reports over a
+//!   small channel to [`forward`], whose forwarders turn them into
+//!   retained state and `event`s for the publisher.
 //! - [`publish`]: stamps site/boot/seq, encodes with
 //!   `sitewatch_wire`, never blocks a source.
 //! - [`outbox`]: store-and-forward (memory or disk) until PUBACK;
@@ -18,10 +22,13 @@
 //! - [`mqtt`]: the uplink task; birth, Last Will, reconnects, graceful
 //!   death.
 //! - [`diagnose`] and [`check`]: plain-words connection diagnostics for
-//!   installers.
-//!
+//!   installers. `check --online` is a folder: the broker steps, the
+//!   certificate dates, the clock, the table, and one file of rows per
+//!   capability (`check/disk.rs`, `syslog.rs`, `rtsp.rs`, `smart.rs`,
+//!   `cleanup.rs`).
 //! - [`cleanup`]: retention cleanup of recording folders (oldest files
-//!   first, between watermarks); a task the lead wires to `event`s.
+//!   first, between watermarks); each pass is an `event` through
+//!   [`forward`].
 //! - [`notify`]: systemd readiness, status, watchdog (no-op elsewhere).
 //! - [`reload`]: what a SIGHUP changes (diff of old and new config).
 //! - [`smart`]: SMART disk health: parsers, verdict rules, state and the

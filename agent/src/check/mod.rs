@@ -2,9 +2,9 @@
 //! commissioning check. [`online`] prints one table — check | result |
 //! what to do — covering the clock against the certificates, the broker
 //! step by step ([`connect`]: DNS, TCP, TLS handshake, MQTT CONNECT), every
-//! configured disk and every syslog port, and rows for features not in
-//! this version. Plain words, for the installer standing next to the
-//! router.
+//! configured disk and syslog port, every camera, every disk SMART reads
+//! and every cleanup root. Plain words, for the installer standing next to
+//! the router.
 //!
 //! # Layout
 //!
