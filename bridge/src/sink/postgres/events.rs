@@ -36,13 +36,7 @@ pub(super) async fn write_events<C: GenericClient + Sync>(
     let mut counts = Counts::default();
     if let Some(rows) = &rows(timed(clock, decoded)) {
         let ids = tx.query(&st.insert, &[rows]).await?;
-        counts.rows.events = ids.len() as u64;
-        counts.stored += ids.len();
-        for row in ids {
-            counts
-                .new_ids
-                .insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-        }
+        counts.rows.events = counts.stored_from(&ids)?;
     }
     Ok(counts)
 }

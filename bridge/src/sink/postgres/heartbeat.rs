@@ -86,13 +86,7 @@ pub(super) async fn write_heartbeats<C: GenericClient + Sync>(
                 ],
             )
             .await?;
-        counts.rows.heartbeats = rows.len() as u64;
-        counts.stored += rows.len();
-        for row in rows {
-            counts
-                .new_ids
-                .insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-        }
+        counts.rows.heartbeats = counts.stored_from(&rows)?;
     }
     Ok(counts)
 }

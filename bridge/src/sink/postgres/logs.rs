@@ -72,13 +72,7 @@ pub(super) async fn write_logs<C: GenericClient + Sync>(
                 ],
             )
             .await?;
-        counts.rows.log_batches = rows.len() as u64;
-        counts.stored += rows.len();
-        for row in rows {
-            counts
-                .new_ids
-                .insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-        }
+        counts.rows.log_batches = counts.stored_from(&rows)?;
     }
     Ok(counts)
 }

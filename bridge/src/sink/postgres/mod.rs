@@ -158,6 +158,17 @@ struct Counts {
 }
 
 impl Counts {
+    /// Counts the rows an insert returned (`RETURNING site, boot, seq`) as
+    /// messages stored for the first time; returns how many rows.
+    fn stored_from(&mut self, rows: &[tokio_postgres::Row]) -> Result<u64, tokio_postgres::Error> {
+        self.stored += rows.len();
+        for row in rows {
+            self.new_ids
+                .insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        }
+        Ok(rows.len() as u64)
+    }
+
     fn add(&mut self, o: Counts) {
         self.stored += o.stored;
         self.duplicates += o.duplicates;

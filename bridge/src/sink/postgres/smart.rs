@@ -41,13 +41,7 @@ pub(super) async fn write_smart<C: GenericClient + Sync>(
     let rows = rows(timed(clock, decoded));
     if let Some(rows) = &rows.readings {
         let ids = tx.query(&st.insert, &[rows]).await?;
-        counts.rows.smart_readings = ids.len() as u64;
-        counts.stored += ids.len();
-        for row in ids {
-            counts
-                .new_ids
-                .insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-        }
+        counts.rows.smart_readings = counts.stored_from(&ids)?;
     }
     if let Some(rows) = &rows.disks {
         tx.execute(&st.upsert_disks, &[rows]).await?;

@@ -41,13 +41,7 @@ pub(super) async fn write_streams<C: GenericClient + Sync>(
     let rows = rows(timed(clock, decoded));
     if let Some(rows) = &rows.probes {
         let ids = tx.query(&st.insert, &[rows]).await?;
-        counts.rows.camera_probes = ids.len() as u64;
-        counts.stored += ids.len();
-        for row in ids {
-            counts
-                .new_ids
-                .insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-        }
+        counts.rows.camera_probes = counts.stored_from(&ids)?;
     }
     if let Some(rows) = &rows.cameras {
         tx.execute(&st.upsert_cameras, &[rows]).await?;
