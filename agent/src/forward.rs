@@ -153,8 +153,8 @@ pub async fn forward_rtsp(p: Publisher, mut rx: mpsc::Receiver<rtsp::Output>) {
     }
 }
 
-/// Binary prefixes for byte counts in event messages.
-fn human_bytes(b: u64) -> String {
+/// Binary prefixes for byte counts in event messages and `status`.
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut i = 0;

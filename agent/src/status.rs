@@ -34,6 +34,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::forward::human_bytes as bytes;
 use crate::publish::{now_ms, Publisher};
 use crate::smart::smartctl::Json;
 
@@ -1042,22 +1043,6 @@ pub fn ago(now: u64, then: u64) -> String {
         120..=7_199 => format!("{} min ago", s / 60),
         7_200..=172_799 => format!("{} h {} min ago", s / 3600, s % 3600 / 60),
         _ => format!("{} days ago", s / 86_400),
-    }
-}
-
-/// Binary prefixes for byte counts.
-fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
     }
 }
 
