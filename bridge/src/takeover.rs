@@ -110,8 +110,15 @@ impl Takeover {
         // live bridge, so a late beat only costs a failed try.
         let beat = (self.after.unwrap_or(Duration::from_secs(20)) / 5)
             .clamp(Duration::from_millis(200), Duration::from_secs(5));
-        let mut backoff =
-            sitewatch_mqtt::Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+        // Retry the lease no slower than the beat: after a database outage
+        // a peer whose connection came back first starts counting our
+        // silence, and a retry backing off past its takeover_after would
+        // make this live bridge look dead (seen in CI with
+        // takeover_after_secs = 5 and a 10 s cap).
+        let mut backoff = sitewatch_mqtt::Backoff::new(
+            Duration::from_millis(250).min(beat),
+            beat.max(Duration::from_millis(250)),
+        );
         let mut conn: Option<(Client, i32)> = None;
         let mut up_since = Instant::now();
         // Peer id -> (last_seen in µs, when we first saw that value).

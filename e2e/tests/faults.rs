@@ -1344,8 +1344,10 @@ fn s3_postgres_restart_under_a_share_group_keeps_both_leases() {
     t.print("3_postgres_restart_share_group", recover);
     t.assert_exact();
     // Each bridge retakes its lease on its own retry schedule (backoff up
-    // to 10 s after the database comes back), not necessarily before the
-    // messages have caught up: wait for it rather than sample once.
+    // to one beat, takeover_after / 5, after the database comes back; a
+    // longer backoff let the peer take over a live bridge), not
+    // necessarily before the messages have caught up: wait for it rather
+    // than sample once.
     let retook = |i: usize| {
         let log = rig.bridges[i]
             .guard
