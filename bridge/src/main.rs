@@ -114,11 +114,17 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = args.command {
+        if let Some(w) = config.postgres.tls_warning() {
+            println!("warning: {w}");
+        }
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
 
     init_logging();
+    if let Some(w) = config.postgres.tls_warning() {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sitewatch-bridge")

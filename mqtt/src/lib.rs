@@ -400,7 +400,9 @@ fn read_password_file(path: &Path) -> anyhow::Result<String> {
     Ok(line)
 }
 
-fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+/// Every certificate of a PEM file (a CA bundle or a chain); an error
+/// names the file. Shared with the bridge's TLS to PostgreSQL.
+pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
@@ -411,7 +413,9 @@ fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1); an error names
+/// the file.
+pub fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     PrivateKeyDer::from_pem_slice(&data).with_context(|| {
         format!(

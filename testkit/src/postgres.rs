@@ -243,6 +243,41 @@ impl Postgres {
         }
     }
 
+    /// Turns TLS on with this certificate and key (PEM) and restarts on
+    /// the same port. With `only_tls`, `pg_hba.conf` accepts TCP clients
+    /// only over TLS (`hostssl`), as a managed database does; Unix-socket
+    /// clients (psql here) still get in.
+    pub fn enable_tls(&mut self, cert: &Path, key: &Path, only_tls: bool) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.data_dir.join(name);
+            std::fs::copy(from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            // PostgreSQL refuses a key readable by others.
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("chmod 600 {}", to.display()))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {} to postgres", to.display()))?;
+            }
+        }
+        let conf = self.data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)
+            .with_context(|| format!("reading {}", conf.display()))?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+        if only_tls {
+            let hba = self.data_dir.join("pg_hba.conf");
+            std::fs::write(
+                &hba,
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+                 hostssl all all ::1/128 trust\n",
+            )
+            .with_context(|| format!("writing {}", hba.display()))?;
+        }
+        self.restart()
+    }
+
     /// A command for a server binary, as the `postgres` user if we are
     /// root, with locale C (English messages we can match) and no `PG*`
     /// environment.

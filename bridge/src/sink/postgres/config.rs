@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::tls::{self, PgTls, SslMode, UrlTls};
+
 /// Environment variable that overrides `postgres.url`.
 pub const ENV_POSTGRES_URL: &str = "SITEWATCH_POSTGRES_URL";
 
@@ -38,6 +40,21 @@ pub struct RawPostgres {
     /// current and an admin runs `sitewatch-bridge migrate` with the owner.
     #[serde(default = "default_true")]
     pub migrate: bool,
+    /// TLS, with libpq's values: `disable`, `prefer` (the default, as in
+    /// libpq), `require`, `verify-ca`, `verify-full`. May also be given in
+    /// the URL (`?sslmode=…`); a different value in both is an error.
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    /// CA bundle (PEM) that signs the server's certificate; without it the
+    /// `verify-*` modes use the system's trust store.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// Client certificate (PEM), for a server that asks for one.
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    /// Key of `sslcert` (PEM).
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
 }
 
 fn default_true() -> bool {
@@ -61,6 +78,8 @@ pub struct PostgresSettings {
     pub write_timeout: Duration,
     /// Run migrations at start (else only verify the schema version).
     pub migrate: bool,
+    /// TLS to the server.
+    pub tls: PgTls,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -68,6 +87,7 @@ impl std::fmt::Debug for PostgresSettings {
         f.debug_struct("PostgresSettings")
             .field("url", &self.display)
             .field("write_timeout", &self.write_timeout)
+            .field("sslmode", &self.tls.mode.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -91,7 +111,10 @@ pub fn settings(raw: &RawPostgres) -> Result<PostgresSettings, Vec<String>> {
             )])
         }
     };
-    let mut config = match tokio_postgres::Config::from_str(url) {
+    // tokio-postgres rejects verify-* and the ssl*cert parameters: take
+    // them out of the URL first.
+    let (url, in_url) = tls::split_url(url);
+    let mut config = match tokio_postgres::Config::from_str(&url) {
         Ok(c) => c,
         // The parser's message never echoes the password.
         Err(e) => return Err(vec![format!("postgres.url: not valid: {e}")]),
@@ -102,16 +125,13 @@ pub fn settings(raw: &RawPostgres) -> Result<PostgresSettings, Vec<String>> {
     if config.get_user().is_none() {
         problems.push("postgres.url: names no user (e.g. postgresql://sitewatch@host/db)".into());
     }
-    if matches!(
-        config.get_ssl_mode(),
-        tokio_postgres::config::SslMode::Require
-    ) || url.contains("sslmode=verify")
-    {
-        problems.push(
-            "postgres.url: TLS to PostgreSQL is not supported by this build; use a local \
-             socket, a loopback address or a TLS tunnel, and sslmode=prefer or disable"
-                .to_owned(),
-        );
+    let tls = tls_settings(raw, &in_url, &mut problems);
+    if let Some(t) = &tls {
+        config.ssl_mode(match t.mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
     }
     if let Some(file) = &raw.password_file {
         match std::fs::read_to_string(file) {
@@ -143,9 +163,9 @@ pub fn settings(raw: &RawPostgres) -> Result<PostgresSettings, Vec<String>> {
             raw.write_timeout_secs
         ));
     }
-    if !problems.is_empty() {
+    let Some(tls) = tls.filter(|_| problems.is_empty()) else {
         return Err(problems);
-    }
+    };
     config.connect_timeout(Duration::from_secs(raw.connect_timeout_secs));
     config.application_name("sitewatch-bridge");
     Ok(PostgresSettings {
@@ -153,7 +173,108 @@ pub fn settings(raw: &RawPostgres) -> Result<PostgresSettings, Vec<String>> {
         config,
         write_timeout: Duration::from_secs(raw.write_timeout_secs),
         migrate: raw.migrate,
+        tls,
     })
+}
+
+/// `sslmode`, `sslrootcert`, `sslcert`, `sslkey` from the file or the URL
+/// (the file wins only where the URL is silent; a conflict is a problem),
+/// with the rustls configuration built, so a bad CA file shows in `check`.
+fn tls_settings(raw: &RawPostgres, in_url: &UrlTls, problems: &mut Vec<String>) -> Option<PgTls> {
+    let before = problems.len();
+    let mut pick_path = |key: &str, file: &Option<PathBuf>, url: &Option<String>| match (file, url)
+    {
+        (Some(f), Some(u)) if f.as_path() != std::path::Path::new(u) => {
+            problems.push(format!(
+                "postgres.{key}: {} in the file but {u} in postgres.url; keep one",
+                f.display()
+            ));
+            None
+        }
+        (Some(f), _) => Some(f.clone()),
+        (None, Some(u)) => Some(PathBuf::from(u)),
+        (None, None) => None,
+    };
+    let rootcert = pick_path("sslrootcert", &raw.sslrootcert, &in_url.sslrootcert);
+    let cert = pick_path("sslcert", &raw.sslcert, &in_url.sslcert);
+    let key = pick_path("sslkey", &raw.sslkey, &in_url.sslkey);
+    let mode = match (raw.sslmode.as_deref(), in_url.sslmode.as_deref()) {
+        (Some(f), Some(u)) if f != u => {
+            problems.push(format!(
+                "postgres.sslmode: {f:?} in the file but {u:?} in postgres.url; keep one"
+            ));
+            None
+        }
+        (Some(m), _) | (None, Some(m)) => match SslMode::parse(m) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(format!("postgres.sslmode: {e}"));
+                None
+            }
+        },
+        (None, None) => Some(SslMode::Prefer),
+    };
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            problems.push("postgres.sslcert and postgres.sslkey: set both or neither".into());
+            None
+        }
+    };
+    let mode = mode?;
+    if mode == SslMode::Disable && (rootcert.is_some() || client.is_some()) {
+        problems.push(
+            "postgres.sslmode: \"disable\" but sslrootcert/sslcert is set; \
+             use verify-full to check the server"
+                .into(),
+        );
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let client_paths = client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    match tls::build(mode, rootcert.as_deref(), client_paths) {
+        Ok(config) => Some(PgTls {
+            mode,
+            rootcert,
+            client,
+            config,
+        }),
+        Err(e) => {
+            problems.push(format!("postgres TLS ({}): {e:#}", mode.as_str()));
+            None
+        }
+    }
+}
+
+impl PostgresSettings {
+    /// A warning when the server is reached over the network without its
+    /// certificate being checked (`prefer`, `require` without a CA,
+    /// `disable`): anyone on the path could pose as the database. `None`
+    /// for a Unix socket or a loopback address, or a verifying mode.
+    pub fn tls_warning(&self) -> Option<String> {
+        use tokio_postgres::config::Host;
+        let remote = self.config.get_hosts().iter().any(|h| match h {
+            Host::Unix(_) => false,
+            Host::Tcp(name) => {
+                !(name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback()))
+            }
+        });
+        let tls = &self.tls;
+        (remote && !tls.mode.verifies(tls.rootcert.is_some())).then(|| {
+            format!(
+                "postgres: {} is reached over the network with sslmode={} and no \
+                 certificate check; set sslmode = \"verify-full\" (and sslrootcert for \
+                 a private CA) so nobody on the path can pose as the database",
+                self.display,
+                tls.mode.as_str()
+            )
+        })
+    }
 }
 
 /// `user@host:port/dbname` without the password.

@@ -50,6 +50,7 @@ mod sites;
 mod smart;
 mod status;
 mod streams;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -397,19 +398,44 @@ impl PgSink {
 }
 
 /// Opens a connection and spawns its driver task.
+/// TLS follows `settings.tls` (libpq's sslmode, see [`tls`]).
 pub async fn connect(settings: &PostgresSettings) -> anyhow::Result<Client> {
-    let (client, connection) = settings
-        .config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connecting to {}", settings.display))?;
+    let context = || {
+        format!(
+            "connecting to {} (sslmode={})",
+            settings.display,
+            settings.tls.mode.as_str()
+        )
+    };
     let db = settings.display.clone();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(%db, err = %e, "Database connection closed.");
+    let client = match &settings.tls.config {
+        None => {
+            let (client, connection) = settings
+                .config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .with_context(context)?;
+            tokio::spawn(drive(connection, db));
+            client
         }
-    });
+        Some(tls) => {
+            let make = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+            let (client, connection) = settings.config.connect(make).await.with_context(context)?;
+            tokio::spawn(drive(connection, db));
+            client
+        }
+    };
     Ok(client)
+}
+
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>, db: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(%db, err = %e, "Database connection closed.");
+    }
 }
 
 /// The batch again, one message at a time under savepoints; messages the
