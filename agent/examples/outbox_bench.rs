@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use sitewatch_agent::outbox::{Class, Next, Outbox, OutboxConfig, Record};
+use sitewatch_agent::uplink::outbox::{Class, Next, Outbox, OutboxConfig, Record};
 
 /// Set while the sync thread waits for the lock. std's mutex is not fair
 /// and the benchmark's loops re-take it at once, which the agent's sources

@@ -154,7 +154,7 @@ struct LogOnly {
 }
 #[derive(Deserialize)]
 struct OutboxOnly {
-    outbox: Option<crate::outbox::OutboxConfig>,
+    outbox: Option<crate::uplink::outbox::OutboxConfig>,
 }
 #[derive(Deserialize)]
 struct CleanupOnly {
@@ -214,7 +214,7 @@ pub struct Config {
     /// Syslog receiver; `None` (off) when the file has no `[syslog]` table.
     pub syslog: Option<crate::syslog::SyslogConfig>,
     /// Store-and-forward outbox (defaults when there is no `[outbox]`).
-    pub outbox: crate::outbox::OutboxConfig,
+    pub outbox: crate::uplink::outbox::OutboxConfig,
     /// RTSP camera probes; `None` (off) when the file has no `[rtsp]` table.
     pub rtsp: Option<crate::rtsp::RtspConfig>,
     /// Retention cleanup; `None` (off) when the file has no `[cleanup]`.

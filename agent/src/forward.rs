@@ -15,8 +15,8 @@ use sitewatch_wire::payload::{
 use sitewatch_wire::topic::Kind;
 use tokio::sync::mpsc;
 
-use crate::publish::{Counters, Publisher};
 use crate::rtsp;
+use crate::uplink::publish::{Counters, Publisher};
 
 /// Builds an `event` payload.
 #[allow(clippy::too_many_arguments)]

@@ -15,8 +15,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::ClockWatch;
-use crate::publish::{now_ms, Counters, Publisher};
-use crate::{host, AGENT_VERSION};
+use crate::host;
+use crate::uplink::publish::{now_ms, Counters, Publisher, AGENT_VERSION};
 
 /// What the heartbeat carries from one beat to the next: the clock
 /// check's memory and whether a metric failure was logged.

@@ -8,19 +8,20 @@
 //!
 //! - [`config`]: TOML → validated [`Config`]; collects every problem.
 //! - Sources, one module per capability, each a task that samples on its
-//!   own interval and hands messages to the [`publish::Publisher`]:
+//!   own interval and hands messages to the [`uplink::publish::Publisher`]:
 //!   [`heartbeat`] (host metrics from [`host`]), [`disk`] (mount points)
 //!   and [`syslog`] (a syslog receiver relaying `log` batches).
 //! - Reporting sources stay free of MQTT and wire types: [`rtsp`] (camera
 //!   probes), [`smart`] and [`cleanup`] send their own reports over a
 //!   small channel to [`forward`], whose forwarders turn them into
 //!   retained state and `event`s for the publisher.
-//! - [`publish`]: stamps site/boot/seq, encodes with
-//!   `sitewatch_wire`, never blocks a source.
-//! - [`outbox`]: store-and-forward (memory or disk) until PUBACK;
-//!   [`link`]: what the publisher, the pump and the uplink share.
-//! - [`mqtt`]: the uplink task; birth, Last Will, reconnects, graceful
-//!   death.
+//! - [`uplink`]: everything from a source's message to the broker's
+//!   PUBACK, one folder: `publish` (stamps site/boot/seq, encodes with
+//!   `sitewatch_wire`, never blocks a source), `outbox` (store-and-forward,
+//!   memory or disk, until PUBACK; knows nothing of MQTT), `link` (what
+//!   the publisher, the pump and the uplink share), `mqtt` (the uplink
+//!   task: birth, Last Will, reconnects, graceful death) and `pkid`
+//!   (rumqttc packet ids → outbox records).
 //! - [`diagnose`] and [`check`]: plain-words connection diagnostics for
 //!   installers. `check --online` is a folder: the broker steps, the
 //!   certificate dates, the clock, the table, and one file of rows per
@@ -53,18 +54,15 @@ pub mod disk;
 pub mod forward;
 pub mod heartbeat;
 pub mod host;
-pub mod link;
-pub mod mqtt;
 pub mod notify;
 pub mod once;
-pub mod outbox;
 pub mod perms;
-pub mod publish;
 pub mod reload;
 pub mod rtsp;
 pub mod smart;
 pub mod status;
 pub mod syslog;
+pub mod uplink;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -76,9 +74,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-
-/// Agent version reported in status and heartbeat messages.
-pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use uplink::publish::AGENT_VERSION;
+use uplink::{link, mqtt, outbox, publish};
 
 /// How long sources get to stop after shutdown is requested. They only
 /// wait on timers, except the syslog source, which publishes its pending
@@ -312,7 +309,7 @@ pub async fn run_with(
     let memory_only = outbox.dir().is_none();
     let shared = link::Shared::new(link::Link {
         outbox,
-        tracker: outbox::PkidTracker::new(),
+        tracker: uplink::pkid::PkidTracker::new(),
         connected: false,
         client,
     });

@@ -21,9 +21,11 @@ use std::io::Write;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::outbox::{Next, Outbox, OutboxConfig, PkidTracker};
-use crate::publish::Publisher;
-use crate::{cleanup, disk, forward, heartbeat, link, publish, rtsp, smart};
+use crate::uplink::outbox::{Next, Outbox, OutboxConfig};
+use crate::uplink::pkid::PkidTracker;
+use crate::uplink::publish::Publisher;
+use crate::uplink::{link, publish};
+use crate::{cleanup, disk, forward, heartbeat, rtsp, smart};
 
 /// Memory for the private outbox: far more than one round makes.
 const CAPTURE_BYTES: u64 = 64 * 1024 * 1024;

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::{mqtt, syslog, Sources};
+use crate::uplink::mqtt;
+use crate::{syslog, Sources};
 
 /// The log filter setter, borrowed.
 type SetLogLevelFn = dyn Fn(Option<&str>) -> Result<(), String> + Send;

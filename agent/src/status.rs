@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::forward::human_bytes as bytes;
-use crate::publish::{now_ms, Publisher};
 use crate::smart::smartctl::Json;
+use crate::uplink::publish::{now_ms, Publisher};
 
 /// The status file when neither `[status] file` nor `$RUNTIME_DIRECTORY`
 /// is set.
@@ -562,7 +562,7 @@ pub fn snapshot(publisher: &Publisher, started_ms: u64) -> Status {
         refresh_secs: REFRESH.as_secs(),
         stale_after_secs: REFRESH.as_secs() * STALE_FACTOR,
         pid: std::process::id(),
-        version: crate::AGENT_VERSION.to_owned(),
+        version: crate::uplink::publish::AGENT_VERSION.to_owned(),
         site: publisher.site().to_owned(),
         boot: publisher.boot().to_owned(),
         started_ms,

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use super::{row, Row, Verdict};
 use crate::config::Config;
 use crate::diagnose::{self, Diagnosis, Step};
-use crate::mqtt;
+use crate::uplink::mqtt;
 
 /// Longest wait for any one step.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);

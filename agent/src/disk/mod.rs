@@ -24,7 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DiskConfig;
-use crate::publish::{Counters, Publisher};
+use crate::uplink::publish::{Counters, Publisher};
 use probe::{Mounted, ProbeError};
 
 /// Where the kernel describes this process's view of the mounts.

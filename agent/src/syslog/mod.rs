@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::SyslogConfig;
 
-use crate::publish::Publisher;
+use crate::uplink::publish::Publisher;
 
 /// The `FileDescriptorName=` of the socket unit.
 pub const FD_NAME: &str = "syslog";

@@ -35,7 +35,7 @@ use super::batch::{Input, Pending};
 use super::config::{RateLimit, SyslogConfig, UNPRIVILEGED_PORT};
 use super::framing::{Framer, Mode};
 use super::parse::{self, ParseCtx};
-use crate::publish::{now_ms, Counters, NotQueued, Publisher};
+use crate::uplink::publish::{now_ms, Counters, NotQueued, Publisher};
 
 /// Largest UDP datagram (IPv4/IPv6 without jumbograms).
 const MAX_DATAGRAM: usize = 65_535;

@@ -141,7 +141,7 @@ fn logger(args: &[&str], lines: &[String]) {
 }
 
 fn now_ms() -> u64 {
-    sitewatch_agent::publish::now_ms()
+    sitewatch_agent::uplink::publish::now_ms()
 }
 
 /// `logger --rfc3164/--rfc5424` over UDP and TCP (newline and octet

@@ -24,9 +24,9 @@
 //! numbers.
 //!
 //! The session is clean (`clean_session = true`). Sources' messages wait
-//! in the outbox ([`crate::outbox`]) until their PUBACK: the pump
+//! in the outbox ([`crate::uplink::outbox`]) until their PUBACK: the pump
 //! ([`link::pump`]) hands them to rumqttc while connected, a
-//! [`PkidTracker`](crate::outbox::PkidTracker) matches packet ids to
+//! [`PkidTracker`](crate::uplink::pkid::PkidTracker) matches packet ids to
 //! records, and what rumqttc discards on a clean reconnect (or when the
 //! event loop is rebuilt) is requeued and sent again. The birth and the
 //! shutdown status go straight to rumqttc's queue, outside the outbox.
@@ -61,15 +61,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::diagnose::{self, Target};
-use crate::link::{self, Shared, Tracked};
 use crate::notify::{self, Watchdog};
-use crate::outbox::pkid;
-use crate::publish::{Counters, Publisher};
+use crate::uplink::link::{self, Shared, Tracked};
+use crate::uplink::pkid;
+use crate::uplink::publish::{Counters, Publisher};
 
-/// Most QoS 1 messages in flight (unacknowledged) at once, and the upper
-/// bound of `[outbox] max_in_flight`. Small on purpose: it avoids
-/// rumqttc's packet-id collision stalls (rumqttc #1014).
-pub const INFLIGHT: u16 = 16;
+/// Most QoS 1 messages in flight (unacknowledged) at once: the outbox's
+/// bound ([`outbox::config::MAX_IN_FLIGHT`](crate::uplink::outbox::config::MAX_IN_FLIGHT)),
+/// so the outbox never hands rumqttc more than its window.
+pub const INFLIGHT: u16 = crate::uplink::outbox::config::MAX_IN_FLIGHT;
 
 /// Largest MQTT packet we accept from the broker. We subscribe to nothing,
 /// so only acks and pings arrive.

@@ -66,9 +66,15 @@ pub fn default_segment_bytes() -> u64 {
 pub fn default_fsync_interval_ms() -> u64 {
     5_000
 }
-/// Default in-flight window: the MQTT client's own ([`crate::mqtt::INFLIGHT`]).
+/// Most QoS 1 messages in flight (unacknowledged) at once: the upper
+/// bound of `[outbox] max_in_flight` and its default. The MQTT client is
+/// built with the same window (`uplink::mqtt::INFLIGHT`). Small on
+/// purpose: it avoids rumqttc's packet-id collision stalls (rumqttc #1014).
+pub const MAX_IN_FLIGHT: u16 = 16;
+
+/// Default in-flight window: [`MAX_IN_FLIGHT`].
 pub fn default_max_in_flight() -> u16 {
-    crate::mqtt::INFLIGHT
+    MAX_IN_FLIGHT
 }
 /// Default drain rate: 128 KiB/s, about 1 Mbit/s, a fraction of a DSL or
 /// LTE uplink that CCTV sites also use for video.
@@ -180,11 +186,10 @@ impl OutboxConfig {
             MIN_MEMORY_BYTES,
             MAX_MEMORY_BYTES,
         );
-        if self.max_in_flight == 0 || self.max_in_flight > crate::mqtt::INFLIGHT {
+        if self.max_in_flight == 0 || self.max_in_flight > MAX_IN_FLIGHT {
             p.push(format!(
                 "outbox.max_in_flight = {} is out of range: use 1 to {} (the MQTT client's limit)",
-                self.max_in_flight,
-                crate::mqtt::INFLIGHT
+                self.max_in_flight, MAX_IN_FLIGHT
             ));
         }
         if self.drain_bytes_per_sec != 0 && self.drain_bytes_per_sec < MIN_DRAIN_BYTES_PER_SEC {

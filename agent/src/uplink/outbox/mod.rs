@@ -6,9 +6,9 @@
 //! Sources [`Outbox::push`] encoded messages ([`Record`]s) without ever
 //! blocking; the MQTT uplink takes them with [`Outbox::next_to_send`] /
 //! [`Outbox::mark_sent`], reports PUBACKs with [`Outbox::ack`] (mapping
-//! rumqttc packet ids with [`PkidTracker`]) and puts back what rumqttc
+//! rumqttc packet ids with [`PkidTracker`](crate::uplink::pkid::PkidTracker)) and puts back what rumqttc
 //! discarded: [`Outbox::requeue`] for each message
-//! [`PkidTracker::connected`] reports lost on a clean reconnect, or
+//! [`PkidTracker::connected`](crate::uplink::pkid::PkidTracker::connected) reports lost on a clean reconnect, or
 //! [`Outbox::requeue_unacked`] for everything when the MQTT client itself
 //! is replaced. [`Outbox::stats`] feeds the heartbeat.
 //!
@@ -82,7 +82,6 @@
 
 pub mod config;
 pub mod frame;
-pub mod pkid;
 pub mod policy;
 pub mod rangeset;
 pub mod record;
@@ -96,7 +95,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 pub use config::OutboxConfig;
-pub use pkid::PkidTracker;
 pub use record::{Class, Id, PerClass, Record, RecordError};
 
 use policy::{TokenBucket, Victim};
@@ -1171,8 +1169,8 @@ impl Outbox {
     }
 
     /// Puts one in-flight record back in front of its class (rumqttc
-    /// discarded it: see [`PkidTracker::connected`] and
-    /// [`PkidTracker::on_await_ack`]). A state record replaced meanwhile is
+    /// discarded it: see [`PkidTracker::connected`](crate::uplink::pkid::PkidTracker::connected) and
+    /// [`PkidTracker::on_await_ack`](crate::uplink::pkid::PkidTracker::on_await_ack)). A state record replaced meanwhile is
     /// removed instead. False if it was not in flight.
     pub fn requeue(&mut self, id: Id) -> bool {
         let c = id.class();
@@ -1195,8 +1193,8 @@ impl Outbox {
     /// order; state records replaced meanwhile are removed instead. For
     /// when nothing handed to MQTT can be sent any more (the `EventLoop`
     /// and its request channel were replaced; pair with
-    /// [`PkidTracker::reset`]). After an ordinary lost connection use
-    /// [`Outbox::requeue`] for what [`PkidTracker::connected`] returns:
+    /// [`PkidTracker::reset`](crate::uplink::pkid::PkidTracker::reset)). After an ordinary lost connection use
+    /// [`Outbox::requeue`] for what [`PkidTracker::connected`](crate::uplink::pkid::PkidTracker::connected) returns:
     /// messages still in rumqttc's request channel will be sent and must
     /// not be requeued. Returns how many records were in flight.
     pub fn requeue_unacked(&mut self) -> usize {

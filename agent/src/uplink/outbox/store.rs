@@ -461,7 +461,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::record::Class;
+    use crate::uplink::outbox::record::Class;
 
     fn rec(i: u64, len: usize) -> Record {
         Record::new(

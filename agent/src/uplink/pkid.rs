@@ -56,7 +56,7 @@ pub enum Outgoing<T> {
 }
 
 /// Follows rumqttc's packet ids for messages of type `T` (the outbox's
-/// [`Id`](super::Id), or anything `Copy`).
+/// [`Id`](super::outbox::Id), or anything `Copy`).
 ///
 /// Bounded: it holds at most the messages handed over and not yet
 /// acknowledged, which the outbox's in-flight window limits.

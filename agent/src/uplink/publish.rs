@@ -5,7 +5,7 @@
 //! id, sequence number) and the agent counters. A source builds its payload
 //! from a [`Header`] the publisher stamps; the publisher encodes it with
 //! `sitewatch_wire::encode` into a stack buffer and offers it to the MQTT
-//! store-and-forward [`Outbox`](crate::outbox::Outbox) (shared with the
+//! store-and-forward [`Outbox`](crate::uplink::outbox::Outbox) (shared with the
 //! uplink through [`link::Shared`]) without waiting; the pump
 //! ([`link::pump`]) hands records to MQTT and they leave the outbox only
 //! on their PUBACK. When the outbox is full it drops by class (logs
@@ -29,9 +29,11 @@ use sitewatch_wire::payload::{
 };
 use sitewatch_wire::topic::{Kind, Topic};
 
-use crate::link::Shared;
-use crate::outbox::{Class, Record};
-use crate::AGENT_VERSION;
+use crate::uplink::link::Shared;
+use crate::uplink::outbox::{Class, Record};
+
+/// Agent version reported in status, heartbeat and birth messages.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Largest encode buffer any kind but `log` needs, taken on the stack per
 /// publish (32 KiB; sources publish from plain functions, not across an
@@ -532,7 +534,7 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link;
+    use crate::uplink::link;
     use rumqttc::{AsyncClient, MqttOptions};
     use sitewatch_wire::payload::HeartbeatOut;
     use sitewatch_wire::Message;
@@ -552,14 +554,14 @@ mod tests {
     /// A publisher over a memory outbox with the given bound.
     pub(crate) fn test_publisher(memory_max_bytes: u64) -> (Publisher, rumqttc::EventLoop) {
         let (client, el) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), 32);
-        let cfg = crate::outbox::OutboxConfig {
+        let cfg = crate::uplink::outbox::OutboxConfig {
             memory_max_bytes,
-            ..crate::outbox::OutboxConfig::default()
+            ..crate::uplink::outbox::OutboxConfig::default()
         };
-        let (outbox, _) = crate::outbox::Outbox::open(&cfg).expect("opens");
+        let (outbox, _) = crate::uplink::outbox::Outbox::open(&cfg).expect("opens");
         let shared = Shared::new(link::Link {
             outbox,
-            tracker: crate::outbox::PkidTracker::new(),
+            tracker: crate::uplink::pkid::PkidTracker::new(),
             connected: false,
             client,
         });
@@ -569,7 +571,7 @@ mod tests {
 
     #[test]
     fn messages_go_to_the_outbox_in_seq_order() {
-        let (p, _el) = test_publisher(crate::outbox::config::default_memory_max_bytes());
+        let (p, _el) = test_publisher(crate::uplink::outbox::config::default_memory_max_bytes());
         let hb = |h| HeartbeatOut::new(h, AGENT_VERSION, 30);
         assert_eq!(p.publish(Kind::Heartbeat, hb), Ok(1));
         assert_eq!(p.publish(Kind::Heartbeat, hb), Ok(2));
@@ -595,7 +597,7 @@ mod tests {
 
     #[test]
     fn will_is_offline_lost_seq0() {
-        let (p, _el) = test_publisher(crate::outbox::config::default_memory_max_bytes());
+        let (p, _el) = test_publisher(crate::uplink::outbox::config::default_memory_max_bytes());
         let will = p.will_payload(7);
         match sitewatch_wire::decode(p.status_topic(), &will).expect("decodes") {
             Message::Status(s) => {

@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{Id, Next, Outbox, PkidTracker};
+use crate::uplink::outbox::{Id, Next, Outbox};
+use crate::uplink::pkid::PkidTracker;
 
 /// A message handed to rumqttc, as the [`PkidTracker`] knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
