@@ -34,7 +34,9 @@
 //!     database errors are retried), [`sink::migrations`] (the schema);
 //! * [`http`]: `/healthz` and `/metrics`;
 //! * [`forget`]: the `forget` command (retire rows from the "now" tables);
-//! * [`metrics`], [`health`]: shared counters and flags.
+//! * [`metrics`], [`health`]: shared counters and flags;
+//! * [`notify`]: systemd readiness, status and the watchdog;
+//! * [`online`]: `check --online`, each service reached step by step.
 //!
 //! Delivery is at-least-once from the broker and idempotent in the
 //! database, so every valid message is stored exactly once.
@@ -47,6 +49,8 @@ pub mod forget;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod notify;
+pub mod online;
 pub mod seq_gaps;
 pub mod sink;
 pub mod source;
@@ -74,6 +78,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tokio::select! {
         _ = shutdown => {
             tracing::info!("Shutting down.");
+            notify::stopping();
             bridge.stop().await
         }
         why = bridge.failed() => {
@@ -170,6 +175,14 @@ impl Bridge {
             tracing::info!(loki = l.display(), "Syslog batches go to Loki.");
         }
         let schema_ready = writer.schema_ready.clone();
+        if let Some(period) = notify::watchdog_period() {
+            tracing::debug!(?period, "systemd watchdog enabled");
+            tokio::spawn(notify::watchdog(
+                period,
+                writer.beat.clone(),
+                stop_http.clone(),
+            ));
+        }
         let writer = tokio::spawn(writer.run(draining.clone()));
         let source = tokio::spawn(source.run(tx, draining.clone(), stop_source.clone()));
         let takeover = match &config.share_group {
@@ -333,5 +346,6 @@ pub(crate) fn writer_for(
         fatal,
         pending_acks: std::collections::VecDeque::new(),
         schema_ready: CancellationToken::new(),
+        beat: notify::Beat::default(),
     })
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! sitewatch-bridge --config /etc/sitewatch/bridge.toml          # run
 //! sitewatch-bridge check --config /etc/sitewatch/bridge.toml    # validate only
+//! sitewatch-bridge check --online --config ...                   # and reach each service
 //! sitewatch-bridge migrate --config /etc/sitewatch/bridge.toml  # schema only
 //! sitewatch-bridge forget camera SITE CAMERA --config ...        # retire a row
 //! ```
@@ -49,8 +50,14 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Check the configuration and print every problem (exit status 1 if
-    /// any); opens no socket.
-    Check,
+    /// any); opens no socket unless --online.
+    Check {
+        /// Then reach the broker, PostgreSQL (with TLS as configured) and
+        /// Loki, step by step, and say what is wrong (exit status 1 if any
+        /// step fails).
+        #[arg(long)]
+        online: bool,
+    },
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Retire a site, camera or disk from the dashboards' "now" tables
@@ -88,6 +95,37 @@ enum ForgetWhat {
     },
 }
 
+/// `check --online`: one line per step, exit status 1 if any failed.
+fn check_online(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sitewatch-bridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let steps = runtime.block_on(sitewatch_bridge::online::check(config));
+    let mut failed = 0;
+    for step in &steps {
+        match &step.result {
+            Ok(words) => println!("ok      {:<9} {words}", step.name),
+            Err(words) => {
+                failed += 1;
+                println!("FAILED  {:<9} {words}", step.name);
+            }
+        }
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        println!("{failed} of {} step(s) failed", steps.len());
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let Some(path) = args.config else {
@@ -106,19 +144,22 @@ fn main() -> ExitCode {
             );
             // `check` reports problems with 1, like the agent's `check`;
             // anything else cannot run with this file.
-            return if matches!(args.command, Some(Command::Check)) {
+            return if matches!(args.command, Some(Command::Check { .. })) {
                 ExitCode::FAILURE
             } else {
                 ExitCode::from(EX_CONFIG)
             };
         }
     };
-    if let Some(Command::Check) = args.command {
+    if let Some(Command::Check { online }) = args.command {
         if let Some(w) = config.postgres.tls_warning() {
             println!("warning: {w}");
         }
         println!("{}: ok", path.display());
-        return ExitCode::SUCCESS;
+        if !online {
+            return ExitCode::SUCCESS;
+        }
+        return check_online(&config);
     }
 
     init_logging();

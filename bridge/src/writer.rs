@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::metrics::{Metrics, ReasonLabel, SiteLabel, TableLabel, REASON_NO_LOG_SINK};
+use crate::notify;
 use crate::sink::batch::{self, agent_time, clamp_i64, site_skews, InMessage, LogId, Prepared};
 use crate::sink::loki::{LogJob, LokiSink};
 use crate::sink::postgres::{BatchOutcome, ConnectError, PgSink};
@@ -88,6 +89,8 @@ pub struct Writer {
     /// tasks reading the bridge's own tables (lease, seq gaps) start after
     /// the first migration instead of logging errors until it has run.
     pub(crate) schema_ready: CancellationToken,
+    /// Sign of life for the systemd watchdog ([`crate::notify`]).
+    pub(crate) beat: notify::Beat,
 }
 
 /// What [`Writer::next_batch`] found.
@@ -116,15 +119,21 @@ impl Writer {
     pub async fn run(mut self, shutdown: CancellationToken) {
         // Connect and migrate before taking messages; they wait in the
         // broker meanwhile.
+        let beat = self.beat.clone();
         let mut retry = DbRetry::new(&self.metrics, &self.health);
         loop {
-            match self.sink.connect().await {
+            beat.now();
+            match notify::beating(&beat, self.sink.connect()).await {
                 Ok(report) => {
                     let schema = report.current;
                     tracing::info!(db = self.sink.display(), schema, "Database ready.");
                     retry.ok();
                     self.health.set_db_ready();
                     self.schema_ready.cancel();
+                    // Type=notify: started means migrated and storing.
+                    notify::ready(&format!(
+                        "Database ready (schema {schema}); storing messages"
+                    ));
                     break;
                 }
                 Err(ConnectError::Fatal(e)) => {
@@ -134,7 +143,8 @@ impl Writer {
                     return;
                 }
                 Err(ConnectError::Transient(e)) => {
-                    if !retry.wait(DbStep::Connect, &e, Some(&shutdown)).await {
+                    let wait = retry.wait(DbStep::Connect, &e, Some(&shutdown));
+                    if !notify::beating(&beat, wait).await {
                         return;
                     }
                 }
@@ -144,10 +154,11 @@ impl Writer {
         let mut buf: Vec<Received> = Vec::with_capacity(self.max_messages);
         let mut closing = false;
         loop {
+            beat.now();
             self.flush_acks();
             buf.clear();
             match self.next_batch(&mut buf, &shutdown, &mut closing).await {
-                Next::Batch => self.process(&mut buf).await,
+                Next::Batch => notify::beating(&beat, self.process(&mut buf)).await,
                 Next::Tick => {}
                 Next::Done => break,
             }
@@ -192,6 +203,8 @@ impl Writer {
                     break;
                 }
                 _ = tokio::time::sleep(ACK_RETRY), if acks_pending => return Next::Tick,
+                // Idle: come back to beat for the watchdog.
+                _ = tokio::time::sleep(notify::BEAT_EVERY) => return Next::Tick,
             }
         }
         // Then fill up until the deadline.
@@ -446,6 +459,7 @@ impl<'a> DbRetry<'a> {
         match step {
             DbStep::Connect => {
                 tracing::warn!(%err, retry_in = ?delay, "Database not reachable yet.");
+                notify::status(&format!("Waiting for the database: {err}"));
             }
             DbStep::Store { messages } => tracing::warn!(
                 %err, attempt = self.attempt, messages, retry_in = ?delay,
