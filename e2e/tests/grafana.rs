@@ -19,6 +19,10 @@
 //!   role of bridge migration 0003; the rows are checked against the
 //!   scenario, and the alert thresholds are applied to the rule results.
 //!   That user cannot write.
+//! * `alerting::alerting_notifications_are_valid_and_render`
+//!   (`grafana/alerting.rs`): the contact point, notification policy and
+//!   message templates, checked as Grafana's provisioning checks them,
+//!   routed and grouped, and rendered by Go's own text/template.
 //! * Loki queries are checked for syntax only (balanced brackets and
 //!   quotes, well-formed label matchers on labels the bridge sets): no
 //!   LogQL engine is available here.
@@ -42,6 +46,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[path = "grafana/alerting.rs"]
+mod alerting;
 #[path = "grafana/panels.rs"]
 mod panels;
 #[path = "grafana/scenario.rs"]
