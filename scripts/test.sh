@@ -6,7 +6,8 @@
 #      (never the machine's own services);
 #   3. the gateway builds: static aarch64/armv7/x86_64 agents into dist/,
 #      the size budget, the ARM binaries under qemu-user against a real
-#      broker, and the systemd/OpenWrt packaging tests;
+#      broker, the systemd/OpenWrt packaging tests, and the central stack
+#      (scripts/test-deploy.sh: compose file, bridge image);
 #   4. a short fuzzing pass over every cargo-fuzz target.
 # Ends with one "summary: N passed, N failed, N skipped" line.
 #
@@ -56,7 +57,7 @@ fi
 
 if [ "${SITEWATCH_SKIP_GATEWAY:-0}" != 1 ]; then
     # Each step runs even if an earlier one failed, so one run shows all.
-    for step in build-release.sh check-size.sh test-cross.sh test-packaging.sh; do
+    for step in build-release.sh check-size.sh test-cross.sh test-packaging.sh test-deploy.sh; do
         log "scripts/$step"
         ./scripts/"$step" 2>&1 | tee -a "$LOG"
         rc=${PIPESTATUS[0]}
