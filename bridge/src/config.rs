@@ -30,6 +30,7 @@ use sitewatch_mqtt::BrokerConfig;
 
 use crate::sink::loki::config::{self as loki_config, LokiSettings, RawLoki};
 use crate::sink::postgres::config::{self as postgres_config, PostgresSettings, RawPostgres};
+use crate::sink::postgres::retention::{self, RawRetention, RetentionSettings};
 
 /// The whole file, as read.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +57,10 @@ pub struct RawConfig {
     /// Clock sanity checks on agent timestamps.
     #[serde(default)]
     pub clock: RawClock,
+    /// How long the history tables keep their rows. Without it nothing
+    /// is dropped (see [`crate::sink::postgres::retention`]).
+    #[serde(default)]
+    pub retention: Option<RawRetention>,
     /// Longest a graceful shutdown may take before the bridge gives up on
     /// the current batch (it is then redelivered by the broker later).
     #[serde(default = "default_shutdown_timeout_secs")]
@@ -219,6 +224,8 @@ pub struct Config {
     pub loki: Option<LokiSettings>,
     /// See [`RawClock::max_skew_secs`]; `None` when 0 (no correction).
     pub max_clock_skew: Option<Duration>,
+    /// `[retention]`: per-table retention and the maintenance interval.
+    pub retention: RetentionSettings,
 }
 
 /// Every problem found in a configuration, in plain words.
@@ -358,24 +365,37 @@ impl Config {
             }
         };
 
-        match (postgres, http_listen) {
-            (Some(postgres), Some(http_listen)) if problems.is_empty() => Ok(Config {
-                mqtt: raw.mqtt,
-                client_id,
-                filter,
-                session_expiry: Duration::from_secs(u64::from(raw.consumer.session_expiry_secs)),
-                takeover_after: (raw.consumer.share_group.is_some() && takeover > 0)
-                    .then(|| Duration::from_secs(u64::from(takeover))),
-                share_group: raw.consumer.share_group,
-                postgres,
-                batch_max_messages: raw.batch.max_messages,
-                batch_max_wait: Duration::from_millis(raw.batch.max_wait_ms),
-                http_listen,
-                shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
-                loki,
-                max_clock_skew: (raw.clock.max_skew_secs > 0)
-                    .then(|| Duration::from_secs(raw.clock.max_skew_secs)),
-            }),
+        let retention = match retention::settings(raw.retention.as_ref()) {
+            Ok(r) => Some(r),
+            Err(mut p) => {
+                problems.append(&mut p);
+                None
+            }
+        };
+
+        match (postgres, http_listen, retention) {
+            (Some(postgres), Some(http_listen), Some(retention)) if problems.is_empty() => {
+                Ok(Config {
+                    mqtt: raw.mqtt,
+                    client_id,
+                    filter,
+                    session_expiry: Duration::from_secs(u64::from(
+                        raw.consumer.session_expiry_secs,
+                    )),
+                    takeover_after: (raw.consumer.share_group.is_some() && takeover > 0)
+                        .then(|| Duration::from_secs(u64::from(takeover))),
+                    share_group: raw.consumer.share_group,
+                    postgres,
+                    batch_max_messages: raw.batch.max_messages,
+                    batch_max_wait: Duration::from_millis(raw.batch.max_wait_ms),
+                    http_listen,
+                    shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
+                    loki,
+                    max_clock_skew: (raw.clock.max_skew_secs > 0)
+                        .then(|| Duration::from_secs(raw.clock.max_skew_secs)),
+                    retention,
+                })
+            }
             _ => Err(ConfigProblems(problems)),
         }
     }
@@ -458,6 +478,27 @@ url = "postgresql://sitewatch@127.0.0.1/sitewatch"
     }
 
     #[test]
+    fn retention_absent_present_and_invalid() {
+        let c = Config::from_toml(MINIMAL, no_env).expect("valid");
+        assert_eq!(c.retention, RetentionSettings::keep_forever());
+        let c = Config::from_toml(
+            &format!("{MINIMAL}\n[retention]\nheartbeats_days = 7\n"),
+            no_env,
+        )
+        .expect("valid");
+        assert_eq!(c.retention.days("heartbeats"), Some(7));
+        assert_eq!(c.retention.days("smart_readings"), Some(730));
+        let text =
+            format!("{MINIMAL}\n[retention]\ndisk_usage_days = 0\nmaintenance_interval_secs = 1\n");
+        let ConfigProblems(p) = Config::from_toml(&text, no_env).expect_err("invalid");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            Config::from_toml(&format!("{MINIMAL}\n[retention]\nheartbeats = 7\n"), no_env)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::from_toml(MINIMAL, no_env).expect("valid");
         assert!(c.client_id.starts_with("sitewatch-bridge"));
@@ -477,6 +518,7 @@ url = "postgresql://sitewatch@127.0.0.1/sitewatch"
         let text = include_str!("../../examples/bridge.toml");
         let c = Config::from_toml(text, no_env).expect("examples/bridge.toml is valid");
         assert_eq!(c.filter, "$share/sitewatch/sitewatch/v1/+/#");
+        assert_eq!(c.retention.days("heartbeats"), Some(30));
         let l = c.loki.expect("the example configures Loki");
         assert_eq!(l.push_url, "https://loki.example.com/loki/api/v1/push");
     }

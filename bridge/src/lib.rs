@@ -32,6 +32,9 @@
 //!     SQL and a `write_*` function;
 //!   * [`sink::state`] (the site-state rule), [`sink::classify`] (which
 //!     database errors are retried), [`sink::migrations`] (the schema);
+//!   * [`sink::postgres::retention`] (`[retention]`): the history tables'
+//!     weekly partitions, created ahead and dropped past retention on a
+//!     timer, and the writer's rule for messages older than retention;
 //! * [`http`]: `/healthz` and `/metrics`;
 //! * [`forget`]: the `forget` command (retire rows from the "now" tables);
 //! * [`metrics`], [`health`]: shared counters and flags;
@@ -113,6 +116,8 @@ pub struct Bridge {
     takeover: Option<JoinHandle<()>>,
     /// Refreshes the seq-gap metrics.
     gaps: JoinHandle<()>,
+    /// Creates and drops history partitions.
+    partitions: JoinHandle<()>,
     fatal: tokio::sync::watch::Receiver<Option<String>>,
     http: JoinHandle<anyhow::Result<()>>,
 }
@@ -203,6 +208,12 @@ impl Bridge {
         let gaps = tokio::spawn(seq_gaps::run(
             config.postgres.clone(),
             metrics.clone(),
+            schema_ready.clone(),
+            stop_source.clone(),
+        ));
+        let partitions = tokio::spawn(sink::postgres::retention::run(
+            config.postgres.clone(),
+            config.retention.clone(),
             schema_ready,
             stop_source.clone(),
         ));
@@ -226,6 +237,7 @@ impl Bridge {
             writer,
             takeover,
             gaps,
+            partitions,
             fatal,
             http,
         })
@@ -288,6 +300,7 @@ impl Bridge {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
         }
         self.gaps.abort();
+        self.partitions.abort();
         self.stop_http.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.http).await;
         self.http.abort();
@@ -311,6 +324,7 @@ impl Bridge {
             t.abort();
         }
         self.gaps.abort();
+        self.partitions.abort();
         self.http.abort();
     }
 }
@@ -334,7 +348,8 @@ pub(crate) fn writer_for(
     };
     Ok(writer::Writer {
         sink: sink::postgres::PgSink::new(config.postgres.clone())
-            .with_max_skew(config.max_clock_skew),
+            .with_max_skew(config.max_clock_skew)
+            .with_retention(config.retention.clone()),
         loki,
         rx,
         client: source.client(),

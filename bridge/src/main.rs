@@ -6,6 +6,7 @@
 //! sitewatch-bridge check --online --config ...                   # and reach each service
 //! sitewatch-bridge migrate --config /etc/sitewatch/bridge.toml  # schema only
 //! sitewatch-bridge forget camera SITE CAMERA --config ...        # retire a row
+//! sitewatch-bridge retention [--apply] --config ...              # history kept, sizes
 //! ```
 //!
 //! Exit status: 0 done (or stopped cleanly by SIGTERM/SIGINT); 1 failed
@@ -66,6 +67,14 @@ enum Command {
     Forget {
         #[command(subcommand)]
         what: ForgetWhat,
+    },
+    /// Print each history table's retention, partitions, oldest week kept
+    /// and size. With --apply, first create and drop partitions as the
+    /// running bridge does (needs the schema owner's database account).
+    Retention {
+        /// Run one partition maintenance round first.
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -189,6 +198,12 @@ fn main() -> ExitCode {
                 let mut client = sitewatch_bridge::sink::postgres::connect(&config.postgres).await?;
                 let done = sitewatch_bridge::forget::forget(&mut client, &what).await?;
                 println!("{done}");
+                Ok(())
+            }
+            Some(Command::Retention { apply }) => {
+                use sitewatch_bridge::sink::postgres::retention;
+                let text = retention::command(&config.postgres, &config.retention, apply).await?;
+                print!("{text}");
                 Ok(())
             }
             Some(Command::Migrate) => {

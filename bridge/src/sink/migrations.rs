@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "bridge_sessions",
         sql: include_str!("../../migrations/0007_bridge_sessions.sql"),
     },
+    Migration {
+        version: 8,
+        name: "partitioned_history",
+        sql: include_str!("../../migrations/0008_partitioned_history.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

@@ -81,6 +81,6 @@ SELECT x.site, x.boot, x.seq, ",
 FROM jsonb_to_recordset($1::jsonb) AS x(site text, boot text, seq int8, ts_ms int8, agent_ms int8,
     received_ms int8, event text, severity text, subject text, from_state text, to_state text,
     message text, numbers jsonb)
-ON CONFLICT (site, boot, seq) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING site, boot, seq"
 );

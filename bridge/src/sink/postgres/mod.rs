@@ -46,6 +46,7 @@ mod heartbeat;
 mod jsonb;
 mod logs;
 mod rejected;
+pub mod retention;
 mod sites;
 mod smart;
 mod status;
@@ -195,6 +196,7 @@ pub struct PgSink {
     conn: Option<Conn>,
     migrated: Option<MigrationReport>,
     max_skew: Option<Duration>,
+    retention: retention::RetentionSettings,
 }
 
 /// Default of `[clock] max_skew_secs`.
@@ -213,7 +215,15 @@ impl PgSink {
             conn: None,
             migrated: None,
             max_skew: Some(DEFAULT_MAX_SKEW),
+            retention: retention::RetentionSettings::keep_forever(),
         }
+    }
+
+    /// Sets `[retention]`: messages older than their table's retention
+    /// are rejected as `expired` instead of stored (see [`retention`]).
+    pub fn with_retention(mut self, retention: retention::RetentionSettings) -> PgSink {
+        self.retention = retention;
+        self
     }
 
     /// Sets the clock skew bound (`[clock] max_skew_secs`; `None`: never
@@ -317,9 +327,10 @@ impl PgSink {
             skews: site_skews(&batch.decoded),
             max_skew: self.max_skew,
         };
+        let (decoded, expired) = retention::split(&self.retention, batch, SystemTime::now())?;
+        let mut rejected: Vec<&Rejection> = batch.rejected.iter().chain(expired.iter()).collect();
+        rejected.sort_by_key(|r| r.index);
         let conn = self.conn_mut().await?;
-        let decoded: Vec<&Decoded> = batch.decoded.iter().collect();
-        let rejected: Vec<&Rejection> = batch.rejected.iter().collect();
         let first = async {
             let tx = conn.client.transaction().await?;
             let counts = write_rows(&tx, &conn.stmts, &clock, &decoded, &rejected).await?;
@@ -334,7 +345,7 @@ impl PgSink {
         match first {
             Ok(counts) => {
                 outcome.merge(counts);
-                outcome.rejected = batch.rejected.iter().map(|r| r.reason).collect();
+                outcome.rejected = rejected.iter().map(|r| r.reason).collect();
                 Ok(outcome)
             }
             Err(e) if classify(&e) == ErrorClass::Poison => {
@@ -344,7 +355,7 @@ impl PgSink {
                      retrying the batch one message at a time."
                 );
                 outcome.isolated = true;
-                isolate(conn, &clock, batch, &mut outcome).await?;
+                isolate(conn, &clock, batch, &decoded, &rejected, &mut outcome).await?;
                 Ok(outcome)
             }
             Err(e) => Err(e.into()),
@@ -438,17 +449,20 @@ where
     }
 }
 
-/// The batch again, one message at a time under savepoints; messages the
+/// The batch again (`decoded` and `rejected`: what [`PgSink::write`]
+/// kept of it), one message at a time under savepoints; messages the
 /// database refuses become `db_error` rejections.
 async fn isolate(
     conn: &mut Conn,
     clock: &Clock,
     batch: &Prepared<'_>,
+    decoded: &[&Decoded],
+    rejected: &[&Rejection],
     outcome: &mut BatchOutcome,
 ) -> anyhow::Result<()> {
     let mut tx = conn.client.transaction().await?;
     let mut extra: Vec<Rejection> = Vec::new();
-    for d in &batch.decoded {
+    for &d in decoded {
         let sp = tx.savepoint("one_message").await?;
         match write_rows(&sp, &conn.stmts, clock, &[d], &[]).await {
             Ok(counts) => {
@@ -468,7 +482,7 @@ async fn isolate(
             Err(e) => return Err(e.into()),
         }
     }
-    let mut all: Vec<&Rejection> = batch.rejected.iter().chain(extra.iter()).collect();
+    let mut all: Vec<&Rejection> = rejected.iter().copied().chain(extra.iter()).collect();
     all.sort_by_key(|r| r.index);
     let counts = write_rows(&tx, &conn.stmts, clock, &[], &all).await?;
     outcome.merge(counts);

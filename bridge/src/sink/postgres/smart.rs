@@ -136,7 +136,7 @@ FROM jsonb_to_recordset($1::jsonb) AS x(site text, boot text, seq int8, ts_ms in
     verdict text, reasons jsonb, model text, serial text, firmware text, capacity_bytes int8,
     temperature_c int2, power_on_hours int8, reallocated int8, pending int8, uncorrectable int8,
     crc_errors int8, nvme jsonb, attributes jsonb, detail text)
-ON CONFLICT (site, boot, seq) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING site, boot, seq"
 );
 

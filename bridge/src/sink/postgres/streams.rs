@@ -135,7 +135,7 @@ FROM jsonb_to_recordset($1::jsonb) AS x(site text, boot text, seq int8, ts_ms in
     status_code int4, ttff_ms int4, ttfk_ms int4, codec text, width int4, height int4,
     fps float4, fps_wall float4, bitrate_kbps int4, keyframe_interval_s float4, frames int4,
     lost_packets int8, rtp_wall_ratio float4)
-ON CONFLICT (site, boot, seq) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING site, boot, seq"
 );
 
