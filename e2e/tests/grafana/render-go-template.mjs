@@ -15,14 +15,17 @@ import { pathToFileURL } from "node:url";
 const dir = process.argv[2];
 const main = path.join(dir, "node_modules/@evertdespiegeleer/go-template/dist/main.js");
 const { parse } = await import(pathToFileURL(main).href);
+// The first call loads the WebAssembly, which defines globalThis.Render;
+// calling that directly keeps Go's whole error message (the wrapper's
+// error classes cut it).
+await parse("", {});
+const ERRORS = ["Template parse error:", "Template exec error:", "JSON parse error:"];
 const rl = readline.createInterface({ input: process.stdin });
 for await (const line of rl) {
     if (!line.trim()) continue;
     const req = JSON.parse(line);
-    try {
-        process.stdout.write(JSON.stringify({ ok: await parse(req.template, req.data) }) + "\n");
-    } catch (e) {
-        process.stdout.write(JSON.stringify({ error: `${e.name}: ${e.message}` }) + "\n");
-    }
+    const out = globalThis.Render(req.template, JSON.stringify(req.data));
+    const answer = ERRORS.some((e) => out.startsWith(e)) ? { error: out } : { ok: out };
+    process.stdout.write(JSON.stringify(answer) + "\n");
 }
 process.exit(0);
