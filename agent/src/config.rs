@@ -14,14 +14,13 @@
 //! `SITEWATCH_MQTT_URL`, `SITEWATCH_MQTT_USERNAME`, `SITEWATCH_MQTT_PASSWORD`
 //! and `SITEWATCH_MQTT_CA_FILE`.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sitewatch_mqtt::BrokerConfig;
-use sitewatch_wire::payload::{MAX_MOUNTS, MAX_PATH_LEN};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::sources::{self, Sections};
 
 /// Environment variable overriding `site_id`.
 pub const ENV_SITE_ID: &str = "SITEWATCH_SITE_ID";
@@ -52,60 +51,6 @@ pub fn default_path_with(exists: impl Fn(&Path) -> bool) -> PathBuf {
         .to_path_buf()
 }
 
-/// Longest accepted sampling interval (one day), for both sources.
-const MAX_INTERVAL_SECS: u32 = 86_400;
-
-fn default_heartbeat_secs() -> u32 {
-    30
-}
-fn default_disk_secs() -> u32 {
-    60
-}
-fn default_mounts() -> Vec<String> {
-    vec!["/".to_owned()]
-}
-fn default_statvfs_timeout_ms() -> u64 {
-    5_000
-}
-
-/// `[heartbeat]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeartbeatRaw {
-    #[serde(default = "default_heartbeat_secs")]
-    interval_secs: u32,
-}
-
-impl Default for HeartbeatRaw {
-    fn default() -> Self {
-        HeartbeatRaw {
-            interval_secs: default_heartbeat_secs(),
-        }
-    }
-}
-
-/// `[disk]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DiskRaw {
-    #[serde(default = "default_disk_secs")]
-    interval_secs: u32,
-    #[serde(default = "default_mounts")]
-    mounts: Vec<String>,
-    #[serde(default = "default_statvfs_timeout_ms")]
-    statvfs_timeout_ms: u64,
-}
-
-impl Default for DiskRaw {
-    fn default() -> Self {
-        DiskRaw {
-            interval_secs: default_disk_secs(),
-            mounts: default_mounts(),
-            statvfs_timeout_ms: default_statvfs_timeout_ms(),
-        }
-    }
-}
-
 /// `[log]` as written in the file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,20 +59,8 @@ struct LogRaw {
     level: Option<String>,
 }
 
-/// Known top-level keys; anything else is reported as unknown.
-const TOP_LEVEL_KEYS: [&str; 11] = [
-    "site_id",
-    "mqtt",
-    "heartbeat",
-    "disk",
-    "log",
-    "syslog",
-    "outbox",
-    "rtsp",
-    "cleanup",
-    "smart",
-    "status",
-];
+/// Top-level keys besides the sources' sections (`crate::sources::NAMES`).
+const OWN_KEYS: [&str; 5] = ["site_id", "mqtt", "log", "outbox", "status"];
 
 // One struct per section: each is parsed from the whole document on its own
 // (ignoring the other keys), so a mistake in one section does not hide a
@@ -141,57 +74,12 @@ struct MqttOnly {
     mqtt: Option<BrokerConfig>,
 }
 #[derive(Deserialize)]
-struct HeartbeatOnly {
-    heartbeat: Option<HeartbeatRaw>,
-}
-#[derive(Deserialize)]
-struct DiskOnly {
-    disk: Option<DiskRaw>,
-}
-#[derive(Deserialize)]
 struct LogOnly {
     log: Option<LogRaw>,
 }
 #[derive(Deserialize)]
 struct OutboxOnly {
     outbox: Option<crate::uplink::outbox::OutboxConfig>,
-}
-#[derive(Deserialize)]
-struct CleanupOnly {
-    cleanup: Option<crate::cleanup::config::CleanupRaw>,
-}
-#[derive(Deserialize)]
-struct SyslogOnly {
-    syslog: Option<crate::syslog::config::SyslogRaw>,
-}
-#[derive(Deserialize)]
-struct RtspOnly {
-    rtsp: Option<crate::rtsp::config::RtspRaw>,
-}
-#[derive(Deserialize)]
-struct SmartOnly {
-    smart: Option<crate::smart::config::SmartRaw>,
-}
-
-/// Validated heartbeat settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeartbeatConfig {
-    /// Period between heartbeats.
-    pub interval: Duration,
-}
-
-/// Validated disk settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskConfig {
-    /// Period between disk samples.
-    pub interval: Duration,
-    /// Absolute mount paths to report, at most [`MAX_MOUNTS`], without
-    /// trailing `/` (except `/` itself), no duplicates. May be empty, which
-    /// turns the disk source off.
-    pub mounts: Vec<String>,
-    /// Longest wait for one `statvfs`; a hung NFS/CIFS mount is then
-    /// reported as `timeout` instead of stalling the agent.
-    pub statvfs_timeout: Duration,
 }
 
 /// The validated agent configuration.
@@ -204,24 +92,14 @@ pub struct Config {
     /// Broker settings; `client_id` is always set (default
     /// `sitewatch-agent-{site_id}`). Its `Debug` redacts the password.
     pub mqtt: BrokerConfig,
-    /// Heartbeat source.
-    pub heartbeat: HeartbeatConfig,
-    /// Disk source.
-    pub disk: DiskConfig,
+    /// Every source's settings, one field per source (`[heartbeat]`,
+    /// `[disk]`, `[syslog]`, …; see [`crate::sources`]).
+    pub sources: Sections,
     /// `tracing` filter directive from `[log] level` (`info`, `debug`,
     /// `info,rumqttc=warn`…); `RUST_LOG` wins when set.
     pub log_level: Option<String>,
-    /// Syslog receiver; `None` (off) when the file has no `[syslog]` table.
-    pub syslog: Option<crate::syslog::SyslogConfig>,
     /// Store-and-forward outbox (defaults when there is no `[outbox]`).
     pub outbox: crate::uplink::outbox::OutboxConfig,
-    /// RTSP camera probes; `None` (off) when the file has no `[rtsp]` table.
-    pub rtsp: Option<crate::rtsp::RtspConfig>,
-    /// Retention cleanup; `None` (off) when the file has no `[cleanup]`.
-    pub cleanup: Option<crate::cleanup::CleanupConfig>,
-    /// SMART disk health; `None` (off) without a `[smart]` table or with
-    /// `enabled = false`.
-    pub smart: Option<crate::smart::SmartConfig>,
     /// `[status]`: where `sitewatch-agent status` finds this agent's
     /// state (always on; defaults when the table is absent).
     pub status: crate::status::StatusConfig,
@@ -304,25 +182,20 @@ impl Config {
             Err(e) => return Err(fail(vec![toml_problem(text, "", &e)])),
         };
         for key in table.keys() {
-            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            if !OWN_KEYS.contains(&key.as_str()) && !sources::NAMES.contains(&key.as_str()) {
+                let known: Vec<String> = sources::NAMES.iter().map(|n| format!("[{n}]")).collect();
                 problems.push(format!(
-                    "unknown setting `{key}` (known: site_id, [mqtt], [heartbeat], [disk], [log], [syslog], [outbox], [rtsp], [cleanup], [smart], [status])"
+                    "unknown setting `{key}` (known: site_id, [mqtt], {}, [log], [outbox], [status])",
+                    known.join(", ")
                 ));
             }
         }
 
         let site = section::<SiteOnly>(text, "", &mut problems).and_then(|s| s.site_id);
         let mqtt = section::<MqttOnly>(text, "[mqtt] ", &mut problems);
-        let heartbeat = section::<HeartbeatOnly>(text, "[heartbeat] ", &mut problems)
-            .map(|s| s.heartbeat.unwrap_or_default());
-        let disk =
-            section::<DiskOnly>(text, "[disk] ", &mut problems).map(|s| s.disk.unwrap_or_default());
+        let raw_sources = sources::RawSections::read(text, &mut problems);
         let log =
             section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
-        let syslog = section::<SyslogOnly>(text, "[syslog] ", &mut problems).map(|s| s.syslog);
-        let rtsp = section::<RtspOnly>(text, "[rtsp] ", &mut problems).map(|s| s.rtsp);
-        let cleanup = section::<CleanupOnly>(text, "[cleanup] ", &mut problems).map(|s| s.cleanup);
-        let smart = section::<SmartOnly>(text, "[smart] ", &mut problems).map(|s| s.smart);
         let status = crate::status::from_table(table.get("status"), &mut problems);
         let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
             let o = s.outbox.unwrap_or_default();
@@ -385,63 +258,24 @@ impl Config {
             (problems.len() == before).then_some(m)
         });
 
-        let heartbeat = heartbeat.and_then(|h| {
-            check_interval("heartbeat.interval_secs", h.interval_secs, &mut problems).map(|secs| {
-                HeartbeatConfig {
-                    interval: Duration::from_secs(secs.into()),
-                }
-            })
-        });
-        let disk = disk.and_then(|d| validate_disk(d, &mut problems));
+        let sources = raw_sources.validate(&mut problems);
         let log_level = log.and_then(|l| validate_log(l, &mut problems));
-        let syslog = syslog.and_then(|raw| match raw {
-            None => Some(None),
-            Some(raw) => crate::syslog::config::validate(raw, &mut problems).map(Some),
-        });
-        let rtsp = rtsp.and_then(|raw| match raw {
-            None => Some(None),
-            Some(raw) => crate::rtsp::config::validate(raw, &mut problems).map(Some),
-        });
 
-        let cleanup = cleanup.and_then(|raw| match raw {
-            None => Some(None),
-            Some(raw) => crate::cleanup::config::validate(raw, &mut problems).map(Some),
-        });
-
-        let smart = smart.and_then(|raw| match raw {
-            None => Some(None),
-            Some(raw) => crate::smart::config::validate(raw, &mut problems),
-        });
-
-        match (
-            site_id, mqtt, heartbeat, disk, log_level, syslog, outbox, rtsp, cleanup, smart,
-        ) {
-            (
-                Some(site_id),
-                Some(mqtt),
-                Some(heartbeat),
-                Some(disk),
-                Some(log_level),
-                Some(syslog),
-                Some(outbox),
-                Some(rtsp),
-                Some(cleanup),
-                Some(smart),
-            ) if problems.is_empty() => Ok(Config {
-                origin: origin.to_owned(),
-                site_id,
-                mqtt,
-                heartbeat,
-                disk,
-                log_level,
-                syslog,
-                outbox,
-                rtsp,
-                cleanup,
-                smart,
-                // Every problem above (a bad [status] too) fails the guard.
-                status: status.unwrap_or_default(),
-            }),
+        match (site_id, mqtt, sources, log_level, outbox) {
+            (Some(site_id), Some(mqtt), Some(sources), Some(log_level), Some(outbox))
+                if problems.is_empty() =>
+            {
+                Ok(Config {
+                    origin: origin.to_owned(),
+                    site_id,
+                    mqtt,
+                    sources,
+                    log_level,
+                    outbox,
+                    // Every problem above (a bad [status] too) fails the guard.
+                    status: status.unwrap_or_default(),
+                })
+            }
             _ => {
                 if problems.is_empty() {
                     // Cannot happen: every None above pushed a problem.
@@ -483,33 +317,11 @@ impl Config {
             };
             s.push_str(&format!("; username {u} ({pw})"));
         }
-        s.push_str(&format!(
-            "; heartbeat every {} s",
-            self.heartbeat.interval.as_secs()
-        ));
-        if self.disk.mounts.is_empty() {
-            s.push_str("; disk reporting off (no mounts)");
-        } else {
-            s.push_str(&format!(
-                "; disk every {} s: {}",
-                self.disk.interval.as_secs(),
-                self.disk.mounts.join(", ")
-            ));
-        }
-        match &self.syslog {
-            Some(sys) => s.push_str(&format!("; {}", sys.summary())),
-            None => s.push_str("; syslog receiver off (no [syslog] table)"),
-        }
-        match &self.rtsp {
-            Some(r) => s.push_str(&format!("; RTSP: {}", r.summary())),
-            None => s.push_str("; RTSP probes off (no [rtsp] table)"),
-        }
-        if let Some(c) = &self.cleanup {
-            s.push_str(&format!("; {}", c.summary()));
-        }
-        match &self.smart {
-            Some(sm) => s.push_str(&format!("; {}", sm.summary())),
-            None => s.push_str("; SMART off (no [smart] table)"),
+        for entry in sources::REGISTRY {
+            if let Some(part) = entry.summary(&self.sources) {
+                s.push_str("; ");
+                s.push_str(&part);
+            }
         }
         s
     }
@@ -517,7 +329,11 @@ impl Config {
 
 /// Parses one section struct from the whole document, recording a problem
 /// (with its line) on failure.
-fn section<T: DeserializeOwned>(text: &str, prefix: &str, problems: &mut Vec<String>) -> Option<T> {
+pub(crate) fn section<T: DeserializeOwned>(
+    text: &str,
+    prefix: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
     match toml::from_str::<T>(text) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -540,75 +356,6 @@ fn toml_problem(text: &str, prefix: &str, e: &toml::de::Error) -> String {
         }
         None => format!("{prefix}{msg}"),
     }
-}
-
-fn check_interval(key: &str, secs: u32, problems: &mut Vec<String>) -> Option<u32> {
-    if (1..=MAX_INTERVAL_SECS).contains(&secs) {
-        Some(secs)
-    } else {
-        problems.push(format!(
-            "{key} = {secs}: must be between 1 and {MAX_INTERVAL_SECS} seconds"
-        ));
-        None
-    }
-}
-
-fn validate_disk(d: DiskRaw, problems: &mut Vec<String>) -> Option<DiskConfig> {
-    let before = problems.len();
-    let interval = check_interval("disk.interval_secs", d.interval_secs, problems);
-    if !(1..=60_000).contains(&d.statvfs_timeout_ms) {
-        problems.push(format!(
-            "disk.statvfs_timeout_ms = {}: must be between 1 and 60000 milliseconds",
-            d.statvfs_timeout_ms
-        ));
-    }
-    if d.mounts.len() > MAX_MOUNTS {
-        problems.push(format!(
-            "disk.mounts lists {} paths; at most {MAX_MOUNTS} are allowed",
-            d.mounts.len()
-        ));
-    }
-    let mut mounts: Vec<String> = Vec::with_capacity(d.mounts.len());
-    for m in &d.mounts {
-        match normalize_mount(m) {
-            Err(e) => problems.push(format!("disk.mounts: `{m}` {e}")),
-            Ok(n) if mounts.contains(&n) => {
-                problems.push(format!("disk.mounts: `{m}` is listed twice"))
-            }
-            Ok(n) => mounts.push(n),
-        }
-    }
-    if problems.len() != before {
-        return None;
-    }
-    Some(DiskConfig {
-        interval: Duration::from_secs(interval?.into()),
-        mounts,
-        statvfs_timeout: Duration::from_millis(d.statvfs_timeout_ms),
-    })
-}
-
-/// Checks a configured mount path and drops trailing slashes (`/mnt/usb/`
-/// → `/mnt/usb`), because mount points are compared as strings.
-fn normalize_mount(path: &str) -> Result<String, &'static str> {
-    if !path.starts_with('/') {
-        return Err("is not an absolute path (it must start with /)");
-    }
-    if path.contains('\0') {
-        return Err("contains a NUL byte");
-    }
-    let trimmed = path.trim_end_matches('/');
-    let norm = if trimmed.is_empty() { "/" } else { trimmed };
-    if norm.len() > MAX_PATH_LEN {
-        return Err("is longer than 255 bytes");
-    }
-    if norm.split('/').any(|c| c == "." || c == "..") {
-        return Err("must not contain `.` or `..` components");
-    }
-    if norm.contains("//") {
-        return Err("must not contain `//`");
-    }
-    Ok(norm.to_owned())
 }
 
 fn validate_log(l: LogRaw, problems: &mut Vec<String>) -> Option<Option<String>> {
@@ -649,6 +396,7 @@ fn validate_log(l: LogRaw, problems: &mut Vec<String>) -> Option<Option<String>>
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -685,10 +433,10 @@ url = "mqtt://127.0.0.1:1883"
         let c = parse(MINIMAL).expect("valid");
         assert_eq!(c.site_id, "lokasi1");
         assert_eq!(c.client_id(), "sitewatch-agent-lokasi1");
-        assert_eq!(c.heartbeat.interval, Duration::from_secs(30));
-        assert_eq!(c.disk.interval, Duration::from_secs(60));
-        assert_eq!(c.disk.mounts, vec!["/".to_owned()]);
-        assert_eq!(c.disk.statvfs_timeout, Duration::from_millis(5000));
+        assert_eq!(c.sources.heartbeat.interval, Duration::from_secs(30));
+        assert_eq!(c.sources.disk.interval, Duration::from_secs(60));
+        assert_eq!(c.sources.disk.mounts, vec!["/".to_owned()]);
+        assert_eq!(c.sources.disk.statvfs_timeout, Duration::from_millis(5000));
         assert_eq!(c.log_level, None);
         assert_eq!(c.mqtt.keep_alive_secs, 30);
     }
@@ -798,7 +546,7 @@ level = "loud"
     fn mounts_are_validated_and_normalized() {
         let ok = format!("{MINIMAL}[disk]\nmounts = [\"/\", \"/srv/recordings/\", \"/tmp\"]\n");
         let c = parse(&ok).expect("valid");
-        assert_eq!(c.disk.mounts, vec!["/", "/srv/recordings", "/tmp"]);
+        assert_eq!(c.sources.disk.mounts, vec!["/", "/srv/recordings", "/tmp"]);
 
         let many: Vec<String> = (0..17).map(|i| format!("\"/m{i}\"")).collect();
         let text = format!("{MINIMAL}[disk]\nmounts = [{}]\n", many.join(","));
@@ -823,7 +571,7 @@ level = "loud"
         }
 
         let off = format!("{MINIMAL}[disk]\nmounts = []\n");
-        assert!(parse(&off).expect("valid").disk.mounts.is_empty());
+        assert!(parse(&off).expect("valid").sources.disk.mounts.is_empty());
     }
 
     #[test]
@@ -849,12 +597,12 @@ level = "loud"
 
     #[test]
     fn syslog_is_off_without_its_table_and_validated_with_it() {
-        assert!(parse(MINIMAL).expect("valid").syslog.is_none());
+        assert!(parse(MINIMAL).expect("valid").sources.syslog.is_none());
         let c = parse(&format!(
             "{MINIMAL}[syslog]\nudp = [\"0.0.0.0:1514\"]\ntcp = []\n"
         ))
         .expect("valid");
-        let sys = c.syslog.as_ref().expect("on");
+        let sys = c.sources.syslog.as_ref().expect("on");
         assert_eq!(sys.udp.len(), 1);
         assert!(sys.tcp.is_empty());
         assert!(c.summary().contains("syslog UDP 0.0.0.0:1514 and TCP off"));
@@ -870,20 +618,21 @@ level = "loud"
 
     #[test]
     fn smart_is_off_without_its_table_and_validated_with_it() {
-        assert!(parse(MINIMAL).expect("valid").smart.is_none());
+        assert!(parse(MINIMAL).expect("valid").sources.smart.is_none());
         let c = parse(&format!(
             "{MINIMAL}[smart]\ninterval_secs = 600\n[[smart.device]]\npath = \"/dev/sdb\"\ntype = \"sat12\"\n"
         ))
         .expect("valid");
-        let sm = c.smart.as_ref().expect("on");
+        let sm = c.sources.smart.as_ref().expect("on");
         assert_eq!(sm.interval.as_secs(), 600);
         assert_eq!(
             sm.type_for(Path::new("/dev/sdb")),
-            crate::smart::DeviceType::Sat12
+            crate::sources::smart::DeviceType::Sat12
         );
         assert!(c.summary().contains("SMART every 600 s"));
         assert!(parse(&format!("{MINIMAL}[smart]\nenabled = false\n"))
             .expect("valid")
+            .sources
             .smart
             .is_none());
         // SMART problems are listed with the others.

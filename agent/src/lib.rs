@@ -6,15 +6,17 @@
 //! Data flows one way: **sources → publish → outbox → pump → MQTT
 //! uplink**.
 //!
-//! - [`config`]: TOML → validated [`Config`]; collects every problem.
-//! - Sources, one module per capability, each a task that samples on its
-//!   own interval and hands messages to the [`uplink::publish::Publisher`]:
-//!   [`heartbeat`] (host metrics from [`host`]), [`disk`] (mount points)
-//!   and [`syslog`] (a syslog receiver relaying `log` batches).
-//! - Reporting sources stay free of MQTT and wire types: [`rtsp`] (camera
-//!   probes), [`smart`] and [`cleanup`] send their own reports over a
-//!   small channel to [`forward`], whose forwarders turn them into
-//!   retained state and `event`s for the publisher.
+//! - [`sources`]: one folder per capability and one contract,
+//!   [`sources::Source`]: a source's config section (raw → validated),
+//!   how it starts, its `check --online` rows, its `check` summary and its
+//!   `once` round. The registry at the end of `sources/mod.rs` lists them
+//!   (`heartbeat`, `disk`, `syslog`, `rtsp`, `smart`, `cleanup`); the
+//!   config loader, `check`, `once`, reload and shutdown only walk it, and
+//!   [`sources::Supervisor`] owns the running ones. Sources publish
+//!   through the [`uplink::publish::Publisher`] and never import each
+//!   other; `rtsp`, `smart` and `cleanup` report over a small channel to
+//!   their forwarders (`sources/forward.rs`), which turn reports into
+//!   retained state and `event`s.
 //! - [`uplink`]: everything from a source's message to the broker's
 //!   PUBACK, one folder: `publish` (stamps site/boot/seq, encodes with
 //!   `sitewatch_wire`, never blocks a source), `outbox` (store-and-forward,
@@ -22,21 +24,24 @@
 //!   the publisher, the pump and the uplink share), `mqtt` (the uplink
 //!   task: birth, Last Will, reconnects, graceful death) and `pkid`
 //!   (rumqttc packet ids → outbox records).
+//! - [`config`]: TOML → validated [`Config`]; collects every problem. It
+//!   reads `site_id`, `[mqtt]`, `[log]`, `[outbox]` and `[status]` itself
+//!   and every source's section through the registry.
+//! - [`reload`]: what a SIGHUP changes (diff of old and new config); the
+//!   sources' part is [`sources::Supervisor::reload`].
 //! - [`diagnose`] and [`check`]: plain-words connection diagnostics for
 //!   installers. `check --online` is a folder: the broker steps, the
-//!   certificate dates, the clock, the table, and one file of rows per
-//!   capability (`check/disk.rs`, `syslog.rs`, `rtsp.rs`, `smart.rs`,
-//!   `cleanup.rs`).
-//! - [`cleanup`]: retention cleanup of recording folders (oldest files
-//!   first, between watermarks); each pass is an `event` through
-//!   [`forward`].
+//!   certificate dates, the clock and the table; each source adds its own
+//!   rows (`sources/<name>/check.rs`).
 //! - [`notify`]: systemd readiness, status, watchdog (no-op elsewhere).
-//! - [`reload`]: what a SIGHUP changes (diff of old and new config).
-//! - [`smart`]: SMART disk health: parsers, verdict rules, state and the
-//!   polling task.
 //! - [`status`]: the status file a running agent rewrites (connection,
 //!   outbox, each source's last result) and `sitewatch-agent status`;
 //!   [`once`]: every source one round, printed (`sitewatch-agent once`).
+//! - Leaves: [`host`] (host metrics), [`clock`] (wall-clock checks),
+//!   [`perms`] (config file permissions).
+//!
+//! Imports point down: sources and `check` use the uplink's publisher and
+//! `check`'s row type; nothing below imports the crate root.
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and the
 //! runtime, and calls [`run_with`] with a shutdown future wired to SIGTERM
@@ -46,27 +51,25 @@
 #![warn(missing_docs)]
 
 pub mod check;
-pub mod cleanup;
 pub mod clock;
 pub mod config;
 pub mod diagnose;
-pub mod disk;
-pub mod forward;
-pub mod heartbeat;
 pub mod host;
 pub mod notify;
 pub mod once;
 pub mod perms;
 pub mod reload;
-pub mod rtsp;
-pub mod smart;
+pub mod sources;
 pub mod status;
-pub mod syslog;
 pub mod uplink;
+
+// The capability folders at their old paths, for the fuzz targets
+// (`fuzz/fuzz_targets/`), which name them so.
+pub use sources::{cleanup, rtsp, smart, syslog};
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -76,11 +79,6 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use uplink::publish::AGENT_VERSION;
 use uplink::{link, mqtt, outbox, publish};
-
-/// How long sources get to stop after shutdown is requested. They only
-/// wait on timers, except the syslog source, which publishes its pending
-/// batches first (bounded at 1.5 s).
-const SOURCES_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the uplink gets to say goodbye (its own steps are bounded too).
 const UPLINK_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,158 +117,9 @@ pub struct Extras {
     /// Applies a reloaded `[log] level`.
     pub set_log_level: Option<SetLogLevel>,
     /// Syslog sockets from systemd (socket activation).
-    pub inherited: syslog::Inherited,
+    pub inherited: sources::syslog::Inherited,
     /// Feed the systemd watchdog (from `WATCHDOG_USEC`).
     pub watchdog: bool,
-}
-
-/// The restartable sources.
-struct Sources {
-    publisher: publish::Publisher,
-    session_rx: tokio::sync::watch::Receiver<u32>,
-    started: tokio::time::Instant,
-    stop: CancellationToken,
-    heartbeat: Option<(CancellationToken, JoinHandle<()>)>,
-    disk: Option<(CancellationToken, JoinHandle<()>)>,
-    syslog: Option<syslog::Syslog>,
-    rtsp: Option<(CancellationToken, JoinHandle<()>)>,
-    cleanup: Option<(CancellationToken, JoinHandle<()>)>,
-    smart: Option<(CancellationToken, JoinHandle<()>)>,
-    /// Where the SMART task keeps previous raw values (growth across
-    /// restarts): systemd's `$STATE_DIRECTORY`, else the outbox directory
-    /// (the outbox only reads its own `*.seg` files), else nowhere.
-    state_dir: Option<PathBuf>,
-    inherited: Arc<Mutex<syslog::Inherited>>,
-}
-
-impl Sources {
-    fn first_connect(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.session_rx.clone();
-        async move {
-            // Err only if the uplink is gone; then there is nothing to wait for.
-            let _ = rx.wait_for(|s| *s > 0).await;
-        }
-    }
-
-    fn start_heartbeat(&mut self, cfg: &config::HeartbeatConfig) {
-        let stop = self.stop.child_token();
-        let task = tokio::spawn(heartbeat::run(
-            self.publisher.clone(),
-            cfg.interval,
-            self.started,
-            self.first_connect(),
-            stop.clone(),
-        ));
-        self.heartbeat = Some((stop, task));
-    }
-
-    fn start_disk(&mut self, cfg: &config::DiskConfig) {
-        let stop = self.stop.child_token();
-        let task = tokio::spawn(disk::run(
-            self.publisher.clone(),
-            cfg.clone(),
-            self.first_connect(),
-            stop.clone(),
-        ));
-        self.disk = Some((stop, task));
-    }
-
-    /// Runs a reporting source (camera probes, SMART, cleanup): `source`
-    /// sends its reports over a small bounded channel (it waits when the
-    /// forwarder is behind, it never grows memory) and `forward` turns them
-    /// into messages ([`forward`]). When the source stops it drops its
-    /// sender, so the forwarder drains what is left and ends.
-    fn spawn_reporting<T, S, SF, F, FF>(
-        &self,
-        source: S,
-        forward: F,
-    ) -> (CancellationToken, JoinHandle<()>)
-    where
-        T: Send + 'static,
-        S: FnOnce(tokio::sync::mpsc::Sender<T>, CancellationToken) -> SF + Send + 'static,
-        SF: Future<Output = ()> + Send + 'static,
-        F: FnOnce(publish::Publisher, tokio::sync::mpsc::Receiver<T>) -> FF + Send + 'static,
-        FF: Future<Output = ()> + Send + 'static,
-    {
-        let stop = self.stop.child_token();
-        let publisher = self.publisher.clone();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let forwarder = tokio::spawn(forward(publisher, rx));
-            source(tx, token).await;
-            let _ = forwarder.await;
-        });
-        (stop, task)
-    }
-
-    /// Camera probes (off when `cfg` is `None`).
-    fn start_rtsp(&mut self, cfg: Option<&rtsp::RtspConfig>) {
-        if let Some(cfg) = cfg.cloned() {
-            self.rtsp = Some(self.spawn_reporting(
-                move |tx, stop| rtsp::run(cfg, tx, stop),
-                forward::forward_rtsp,
-            ));
-        }
-    }
-
-    /// Retention cleanup (off when `cfg` is `None`), each pass an `event`.
-    fn start_cleanup(&mut self, cfg: Option<&cleanup::CleanupConfig>) {
-        if let Some(cfg) = cfg.cloned() {
-            self.cleanup = Some(self.spawn_reporting(
-                move |tx, stop| cleanup::run(cfg, tx, stop),
-                forward::forward_cleanup,
-            ));
-        }
-    }
-
-    /// SMART readings (off when `cfg` is `None`): native ioctls, disks from
-    /// the config or discovered in /sys/block.
-    fn start_smart(&mut self, cfg: Option<&smart::SmartConfig>) {
-        if let Some(cfg) = cfg.cloned() {
-            let state_dir = self.state_dir.clone();
-            let (reader, discover) = smart::task::native(&cfg);
-            self.smart = Some(self.spawn_reporting(
-                move |tx, stop| {
-                    smart::task::run_with(cfg, state_dir, reader, Some(discover), tx, stop)
-                },
-                forward::forward_smart,
-            ));
-        }
-    }
-
-    async fn stop_task(slot: &mut Option<(CancellationToken, JoinHandle<()>)>) {
-        if let Some((stop, task)) = slot.take() {
-            stop.cancel();
-            if tokio::time::timeout(SOURCES_STOP_TIMEOUT, task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("A source did not stop in time");
-            }
-        }
-    }
-
-    async fn stop_all(&mut self) {
-        self.stop.cancel();
-        let syslog = self.syslog.take();
-        let all = async {
-            Self::stop_task(&mut self.heartbeat).await;
-            Self::stop_task(&mut self.disk).await;
-            Self::stop_task(&mut self.rtsp).await;
-            Self::stop_task(&mut self.cleanup).await;
-            Self::stop_task(&mut self.smart).await;
-            if let Some(s) = syslog {
-                s.stop().await;
-            }
-        };
-        if tokio::time::timeout(SOURCES_STOP_TIMEOUT, all)
-            .await
-            .is_err()
-        {
-            tracing::warn!("Sources did not stop in time");
-        }
-    }
 }
 
 /// Runs the agent until `shutdown` completes, then publishes the retained
@@ -304,7 +153,8 @@ pub async fn run_with(
     let (client, eventloop) = mqtt::connect(&config)
         .with_context(|| format!("preparing the MQTT connection from {}", config.origin))
         .map_err(SetupError)?;
-    let heartbeat_secs = u32::try_from(config.heartbeat.interval.as_secs()).unwrap_or(u32::MAX);
+    let heartbeat_secs =
+        u32::try_from(config.sources.heartbeat.interval.as_secs()).unwrap_or(u32::MAX);
     let outbox = open_outbox(&config.outbox);
     let memory_only = outbox.dir().is_none();
     let shared = link::Shared::new(link::Link {
@@ -336,34 +186,16 @@ pub async fn run_with(
     );
 
     let (session_tx, session_rx) = tokio::sync::watch::channel(0u32);
-    let mut sources = Sources {
-        publisher: publisher.clone(),
-        session_rx,
+    let cx = sources::Context::new(
+        publisher.clone(),
         started,
-        stop: CancellationToken::new(),
-        heartbeat: None,
-        disk: None,
-        syslog: None,
-        rtsp: None,
-        cleanup: None,
-        smart: None,
-        state_dir: std::env::var_os("STATE_DIRECTORY")
+        session_rx,
+        std::env::var_os("STATE_DIRECTORY")
             .and_then(|v| std::env::split_paths(&v).next())
             .or_else(|| config.outbox.dir.clone()),
-        inherited: Arc::new(Mutex::new(inherited)),
-    };
-    sources.start_heartbeat(&config.heartbeat);
-    sources.start_disk(&config.disk);
-    sources.start_rtsp(config.rtsp.as_ref());
-    sources.start_cleanup(config.cleanup.as_ref());
-    sources.start_smart(config.smart.as_ref());
-    if let Some(sys) = config.syslog.clone() {
-        sources.syslog = Some(syslog::Syslog::start(
-            publisher.clone(),
-            sys,
-            Arc::clone(&sources.inherited),
-        ));
-    }
+        inherited,
+    );
+    let mut sources = sources::Supervisor::start(cx, &config.sources);
 
     let stop_uplink = CancellationToken::new();
     let (reconf_tx, reconf_rx) = tokio::sync::mpsc::channel(1);
@@ -412,7 +244,7 @@ pub async fn run_with(
 
     // Stop the sources first so the shutdown status is the last message.
     notify::stopping();
-    sources.stop_all().await;
+    sources.stop().await;
 
     // The pump stops first: the uplink's shutdown hands over the last
     // records itself, then the offline status.

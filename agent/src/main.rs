@@ -72,7 +72,7 @@ enum Command {
     },
     /// Probe an RTSP stream (or every configured camera) and say whether
     /// it plays; exit status 0 only when every stream is ok.
-    Probe(sitewatch_agent::rtsp::cli::ProbeArgs),
+    Probe(sitewatch_agent::sources::rtsp::cli::ProbeArgs),
     /// Run one retention cleanup pass over the [cleanup] roots and print
     /// what it deleted. Without --yes it only prints what it would delete.
     Cleanup {
@@ -94,7 +94,7 @@ enum Command {
         device: Option<PathBuf>,
         /// Force the protocol: sat, sat12 (old USB bridges), nvme or scsi.
         #[arg(long = "type", value_name = "TYPE")]
-        kind: Option<sitewatch_agent::smart::DeviceType>,
+        kind: Option<sitewatch_agent::sources::smart::DeviceType>,
         /// One JSON object (DEVICE given) or an array of them.
         #[arg(long)]
         json: bool,
@@ -128,17 +128,15 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config, allow_exposed),
         Command::Check { online } => check(&cli.config, online, allow_exposed),
-        Command::Probe(args) => ExitCode::from(sitewatch_agent::rtsp::cli::main(
+        Command::Probe(args) => ExitCode::from(sitewatch_agent::sources::rtsp::cli::main(
             &args,
             &cli.config,
             &mut std::io::stdout(),
         )),
         Command::Cleanup { dry_run, yes } => cleanup(&cli.config, dry_run || !yes),
-        Command::Smart { device, kind, json } => ExitCode::from(sitewatch_agent::smart::cli::run(
-            device.as_deref(),
-            kind,
-            json,
-        )),
+        Command::Smart { device, kind, json } => ExitCode::from(
+            sitewatch_agent::sources::smart::cli::run(device.as_deref(), kind, json),
+        ),
         Command::Status { json, file } => ExitCode::from(sitewatch_agent::status::main(
             &cli.config,
             file.as_deref(),
@@ -227,12 +225,12 @@ fn cleanup(path: &Path, dry_run: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Some(c) = cfg.cleanup else {
+    let Some(c) = cfg.sources.cleanup else {
         println!("{}: no [cleanup] table; nothing to do.", cfg.origin);
         return ExitCode::FAILURE;
     };
     let mut ok = true;
-    for o in sitewatch_agent::cleanup::pass(&c, dry_run, &|| false) {
+    for o in sitewatch_agent::sources::cleanup::pass(&c, dry_run, &|| false) {
         println!("{}", o.describe());
         ok &= match &o.result {
             Ok(r) => r.as_ref().is_none_or(|r| r.errors.total == 0),
@@ -322,11 +320,11 @@ fn run(path: &Path, allow_exposed: bool) -> ExitCode {
         tracing::warn!("{e} (allowed by --allow-insecure-permissions)");
     }
     // Before any thread starts: the descriptors belong to us from here.
-    let inherited = match sitewatch_agent::syslog::Inherited::from_env() {
+    let inherited = match sitewatch_agent::sources::syslog::Inherited::from_env() {
         Ok(i) => i,
         Err(e) => {
             tracing::error!(err = %e, "Cannot use the sockets passed by systemd (LISTEN_FDS)");
-            sitewatch_agent::syslog::Inherited::default()
+            sitewatch_agent::sources::syslog::Inherited::default()
         }
     };
     let rt = match runtime() {

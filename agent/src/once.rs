@@ -2,10 +2,10 @@
 //! messages it would publish are printed, one per line as `TOPIC PAYLOAD`
 //! (in the spirit of `telegraf --test`).
 //!
-//! It goes through the daemon's own code: each source's one-round function
-//! ([`heartbeat::Beat::once`], [`disk::once`], [`rtsp::cli::probe_all`],
-//! [`smart::task::once`], [`cleanup::pass`]) publishes through a real
-//! [`Publisher`] and the [`forward`] forwarders, so the payloads are exactly
+//! It goes through the daemon's own code: each source's one round
+//! ([`Source::once`](crate::sources::Source::once), in registry order)
+//! publishes through a real [`Publisher`] and the source's forwarder, so
+//! the payloads are exactly
 //! what the broker would get. That publisher sits on a private memory
 //! outbox and an MQTT client that is never polled: nothing connects to the
 //! broker, the configured outbox (and its directory) is not opened, and
@@ -18,14 +18,11 @@
 
 use std::io::Write;
 
-use tokio::time::Instant;
-
 use crate::config::Config;
 use crate::uplink::outbox::{Next, Outbox, OutboxConfig};
 use crate::uplink::pkid::PkidTracker;
 use crate::uplink::publish::Publisher;
 use crate::uplink::{link, publish};
-use crate::{cleanup, disk, forward, heartbeat, rtsp, smart};
 
 /// Memory for the private outbox: far more than one round makes.
 const CAPTURE_BYTES: u64 = 64 * 1024 * 1024;
@@ -61,7 +58,7 @@ fn capture_publisher(cfg: &Config) -> anyhow::Result<(Publisher, rumqttc::EventL
         connected: false,
         client,
     });
-    let hb = u32::try_from(cfg.heartbeat.interval.as_secs()).unwrap_or(u32::MAX);
+    let hb = u32::try_from(cfg.sources.heartbeat.interval.as_secs()).unwrap_or(u32::MAX);
     let p = Publisher::new(&cfg.site_id, publish::new_boot_id(), hb, shared)?;
     Ok((p, eventloop))
 }
@@ -107,78 +104,8 @@ fn drain(p: &Publisher) -> Vec<Captured> {
 pub async fn run(cfg: &Config, note: &mut dyn FnMut(String)) -> anyhow::Result<Vec<Captured>> {
     let (p, _eventloop) = capture_publisher(cfg)?;
 
-    heartbeat::Beat::new(cfg.heartbeat.interval, Instant::now()).once(&p);
-
-    if cfg.disk.mounts.is_empty() {
-        note("disk: no mounts configured; nothing to report".into());
-    } else {
-        disk::once(&p, &cfg.disk).await;
-    }
-
-    match &cfg.rtsp {
-        Some(r) if !r.cameras.is_empty() => {
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let fwd = tokio::spawn(forward::forward_rtsp(p.clone(), rx));
-            for report in rtsp::cli::probe_all(r.clone()).await {
-                let report = Box::new(report);
-                // As the scheduler's first probe of each camera.
-                let changed =
-                    rtsp::schedule::change(None, report.class).map(|kind| rtsp::Output::Changed {
-                        camera: report.camera.clone(),
-                        from: None,
-                        to: report.class,
-                        kind,
-                        report: report.clone(),
-                    });
-                for o in std::iter::once(rtsp::Output::Probed(report)).chain(changed) {
-                    let _ = tx.send(o).await;
-                }
-            }
-            drop(tx);
-            let _ = fwd.await;
-        }
-        _ => note("rtsp: no cameras configured".into()),
-    }
-
-    match &cfg.smart {
-        Some(s) => {
-            let (reader, discover) = smart::task::native(s);
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let fwd = tokio::spawn(forward::forward_smart(p.clone(), rx));
-            smart::task::once(s.clone(), reader, Some(discover), tx).await;
-            let _ = fwd.await;
-        }
-        None => note("smart: off (no [smart] table)".into()),
-    }
-
-    match &cfg.cleanup {
-        Some(c) => {
-            let c = c.clone();
-            // Always a dry run, whatever the config says.
-            // Blocking, on this one-shot runtime: nothing else waits.
-            let outcomes = cleanup::pass(&c, true, &|| false);
-            for o in outcomes {
-                match &o.result {
-                    Ok(Some(r)) => forward::publish_cleanup(&p, r),
-                    Ok(None) => note(format!(
-                        "cleanup: {} is below its high watermark; the daemon would publish nothing",
-                        o.root
-                    )),
-                    Err(e) => note(format!("cleanup: {}: {e}", o.root)),
-                }
-            }
-        }
-        None => note("cleanup: off (no [cleanup] table)".into()),
-    }
-
-    if cfg.syslog.is_some() {
-        note(
-            "syslog: a receiver has no round, so it is not run here (the running agent \
-             counts what it receives: `sitewatch-agent status`)"
-                .into(),
-        );
-    } else {
-        note("syslog: off (no [syslog] table)".into());
+    for entry in crate::sources::REGISTRY {
+        entry.once(&p, &cfg.sources, note).await;
     }
 
     Ok(drain(&p))

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use crate::Config;
+use crate::config::Config;
 
 /// Environment variable that allows exposed secrets (`1`/`true`/`yes`).
 pub const ENV_ALLOW: &str = "SITEWATCH_ALLOW_INSECURE_PERMISSIONS";

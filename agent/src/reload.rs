@@ -6,8 +6,8 @@
 //! |---|---|
 //! | `site_id` | refused: "restart required" (the old config stays) |
 //! | `[log] level` | new filter at once (unless `RUST_LOG` is set) |
-//! | `[heartbeat]`, `[disk]`, `[rtsp]`, `[cleanup]`, `[smart]` | that source restarts with the new settings |
-//! | `[syslog]` | new policy for the next line; only listeners whose address changed are closed/bound; sockets from systemd are never closed |
+//! | a source's section (`[heartbeat]`, `[disk]`, `[rtsp]`, `[cleanup]`, `[smart]`, …) | the [`Supervisor`] restarts that source with the new settings (or starts or stops it) |
+//! | `[syslog]` | the receiver takes it in place: new policy for the next line; only listeners whose address changed are closed/bound; sockets from systemd are never closed |
 //! | `[outbox]`, `[status]` | kept until a restart (logged) |
 //! | `[mqtt]` or the *contents* of its password, CA, certificate or key files | reconnect (new session and birth; same boot, sequence continues) |
 //!
@@ -15,13 +15,12 @@
 //! `STATUS=`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::sources::Supervisor;
 use crate::uplink::mqtt;
-use crate::{syslog, Sources};
 
 /// The log filter setter, borrowed.
 type SetLogLevelFn = dyn Fn(Option<&str>) -> Result<(), String> + Send;
@@ -31,7 +30,7 @@ pub(crate) async fn apply(
     path: &Path,
     current: &mut Config,
     mqtt_print: &mut u64,
-    sources: &mut Sources,
+    sources: &mut Supervisor,
     reconf_tx: &mpsc::Sender<mqtt::Reconfigure>,
     set_log_level: Option<&SetLogLevelFn>,
 ) -> String {
@@ -111,50 +110,7 @@ pub(crate) async fn apply(
             }
         }
     }
-    if new.heartbeat != current.heartbeat {
-        Sources::stop_task(&mut sources.heartbeat).await;
-        sources.start_heartbeat(&new.heartbeat);
-        changed.push("heartbeat");
-    }
-    if new.disk != current.disk {
-        Sources::stop_task(&mut sources.disk).await;
-        sources.start_disk(&new.disk);
-        changed.push("disk");
-    }
-    if new.rtsp != current.rtsp {
-        Sources::stop_task(&mut sources.rtsp).await;
-        sources.start_rtsp(new.rtsp.as_ref());
-        changed.push("rtsp");
-    }
-    if new.smart != current.smart {
-        Sources::stop_task(&mut sources.smart).await;
-        sources.start_smart(new.smart.as_ref());
-        changed.push("smart");
-    }
-    if new.cleanup != current.cleanup {
-        Sources::stop_task(&mut sources.cleanup).await;
-        sources.start_cleanup(new.cleanup.as_ref());
-        changed.push("cleanup");
-    }
-    if new.syslog != current.syslog {
-        match (sources.syslog.as_mut(), new.syslog.clone()) {
-            (Some(running), Some(cfg)) => running.update(cfg).await,
-            (Some(_), None) => {
-                if let Some(s) = sources.syslog.take() {
-                    s.stop().await;
-                }
-            }
-            (None, Some(cfg)) => {
-                sources.syslog = Some(syslog::Syslog::start(
-                    sources.publisher.clone(),
-                    cfg,
-                    Arc::clone(&sources.inherited),
-                ));
-            }
-            (None, None) => {}
-        }
-        changed.push("syslog");
-    }
+    changed.extend(sources.reload(&current.sources, &new.sources).await);
     *current = new;
     let line = if changed.is_empty() {
         "Config reloaded; nothing changed".to_owned()

@@ -34,8 +34,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::forward::human_bytes as bytes;
-use crate::smart::smartctl::Json;
+use crate::sources::forward::human_bytes as bytes;
+use crate::sources::smart::smartctl::Json;
 use crate::uplink::publish::{now_ms, Publisher};
 
 /// The status file when neither `[status] file` nor `$RUNTIME_DIRECTORY`
@@ -405,18 +405,20 @@ impl Board {
             s.connection.broker = u.to_string();
         }
         s.sources = Sources {
-            disk: cfg.disk.mounts.len(),
-            syslog: cfg.syslog.is_some(),
-            cameras: cfg.rtsp.as_ref().map_or(0, |r| r.cameras.len()),
-            smart: cfg.smart.is_some(),
-            cleanup: cfg.cleanup.as_ref().map_or(0, |c| c.roots.len()),
+            disk: cfg.sources.disk.mounts.len(),
+            syslog: cfg.sources.syslog.is_some(),
+            cameras: cfg.sources.rtsp.as_ref().map_or(0, |r| r.cameras.len()),
+            smart: cfg.sources.smart.is_some(),
+            cleanup: cfg.sources.cleanup.as_ref().map_or(0, |c| c.roots.len()),
         };
         s.camera_names = cfg
+            .sources
             .rtsp
             .iter()
             .flat_map(|r| r.cameras.iter().map(|c| c.target.name.clone()))
             .collect();
         s.cleanup_roots = cfg
+            .sources
             .cleanup
             .iter()
             .flat_map(|c| c.roots.iter().map(|r| r.path.clone()))
@@ -482,7 +484,7 @@ impl Board {
     }
 
     /// A camera was probed.
-    pub fn camera(&self, r: &crate::rtsp::ProbeReport, failures: u32) {
+    pub fn camera(&self, r: &crate::sources::rtsp::ProbeReport, failures: u32) {
         let c = CameraStatus {
             camera: r.camera.clone(),
             class: r.class.as_str().to_owned(),
@@ -494,8 +496,8 @@ impl Board {
     }
 
     /// A disk's SMART was read.
-    pub fn smart(&self, r: &crate::smart::DiskReport) {
-        use crate::smart::Reading;
+    pub fn smart(&self, r: &crate::sources::smart::DiskReport) {
+        use crate::sources::smart::Reading;
         let (state, detail) = match &r.reading {
             Reading::Standby => ("standby", Some("spun down; not woken".to_owned())),
             Reading::Unsupported { reason } => ("unsupported", Some(reason.clone())),
@@ -513,7 +515,7 @@ impl Board {
     }
 
     /// A cleanup pass reported on a root.
-    pub fn cleanup(&self, r: &crate::cleanup::CleanupReport) {
+    pub fn cleanup(&self, r: &crate::sources::cleanup::CleanupReport) {
         let c = CleanupStatus {
             root: r.root.clone(),
             dry_run: r.dry_run,
@@ -625,7 +627,7 @@ pub fn parse(text: &[u8]) -> Result<Status, String> {
     // The smartctl fallback's bounded JSON reader: the agent has no
     // serde_json, and serde's derived deserializers for this document
     // would cost the aarch64 binary far more than reusing it.
-    let v = crate::smart::smartctl::parse_json(text).map_err(|e| {
+    let v = crate::sources::smart::smartctl::parse_json(text).map_err(|e| {
         tracing::debug!(err = %e, "Status file is not JSON");
         "not valid JSON".to_owned()
     })?;
@@ -1029,7 +1031,7 @@ pub fn judge(s: &Status, now: u64, alive: Option<bool>) -> (Verdict, String) {
 
 /// Unix ms as `2026-12-06 20:30:01 UTC`.
 pub fn utc(ms: u64) -> String {
-    crate::syslog::time::utc_seconds(i64::try_from(ms / 1000).unwrap_or(i64::MAX))
+    crate::sources::syslog::time::utc_seconds(i64::try_from(ms / 1000).unwrap_or(i64::MAX))
 }
 
 /// How long before `now` `then` was, in words (`4 s ago`, `3 min ago`).

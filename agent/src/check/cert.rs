@@ -1,7 +1,7 @@
 //! Certificate dates: `notBefore` and `notAfter` read from an X.509
 //! certificate's DER, just enough of it to find them (no crate for this).
 //! The calendar arithmetic is the agent's shared date code
-//! ([`crate::syslog::time::unix_secs`]).
+//! ([`crate::sources::syslog::time::unix_secs`]).
 
 /// Reads one DER TLV at `d`: (tag, content, rest).
 fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -59,7 +59,7 @@ fn der_time(tag: u8, v: &[u8]) -> Option<i64> {
         return None;
     }
     // A leap second (60) counts as the next minute's first.
-    Some(crate::syslog::time::unix_secs(year, mo, d, h, mi, 0)? + i64::from(sec))
+    Some(crate::sources::syslog::time::unix_secs(year, mo, d, h, mi, 0)? + i64::from(sec))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ fn unix(t: std::time::SystemTime) -> i64 {
 
 /// `YYYY-MM-DD HH:MM UTC` for messages.
 fn date(secs: i64) -> String {
-    crate::syslog::time::utc_minutes(secs)
+    crate::sources::syslog::time::utc_minutes(secs)
 }
 
 /// Clock sanity: the local clock against this binary's date and against

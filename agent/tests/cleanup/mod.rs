@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use sitewatch_agent::cleanup::{self, delete, plan, walk, CleanupReport, RootConfig};
+use sitewatch_agent::sources::cleanup::{self, delete, plan, walk, CleanupReport, RootConfig};
 
 use crate::util::agent_bin;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use sitewatch_agent::rtsp::{self, ChangeKind, Class, Output};
+use sitewatch_agent::sources::rtsp::{self, ChangeKind, Class, Output};
 use sitewatch_testkit::ChildGuard;
 
 use crate::util::agent_bin;

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sitewatch_agent::syslog::parse::{parse, ParseCtx};
-use sitewatch_agent::syslog::time::{self, Civil};
+use sitewatch_agent::sources::syslog::parse::{parse, ParseCtx};
+use sitewatch_agent::sources::syslog::time::{self, Civil};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syslog")

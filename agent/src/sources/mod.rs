@@ -1,0 +1,418 @@
+//! The agent's sources: one folder per capability, one contract
+//! ([`Source`]), one registry ([`registry!`] at the end of this file).
+//!
+//! # Adding a source
+//!
+//! 1. A folder `sources/<name>/` whose `mod.rs` has a unit struct
+//!    implementing [`Source`]: its `[name]` section (raw serde struct →
+//!    validated settings, every problem collected), how it starts (a task
+//!    through [`Context::spawn`], or a reporting task and its forwarder
+//!    through [`Context::spawn_reporting`]), its `check --online` rows,
+//!    its `check` summary and, if it has one, its `once` round.
+//! 2. Its `pub mod` line and its line in the registry at the end of this
+//!    file.
+//!
+//! The config loader, `check`, `check --online`, `once`, reload (SIGHUP)
+//! and shutdown then know it: they only walk the registry, and the
+//! [`Supervisor`] owns the running sources. Sources publish through
+//! [`Publisher`] and never import each other or the uplink's other parts.
+//! The status file (`crate::status`) keeps its own per-source fields: a
+//! source that wants lines there adds them in `status.rs`.
+//!
+//! The registry is a list of trait objects, so the agent's generic code
+//! (start, stop, reload, the check table) exists once, not once per
+//! source.
+
+pub mod cleanup;
+pub mod disk;
+pub mod forward;
+pub mod heartbeat;
+pub mod rtsp;
+pub mod smart;
+pub mod syslog;
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::check::row::Row;
+use crate::uplink::publish::Publisher;
+
+/// How long a source task gets to stop after it is asked to. Sources only
+/// wait on timers, except the syslog receiver, which publishes its
+/// pending batches first (bounded at 1.5 s).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest accepted sampling interval (one day), for every
+/// `interval_secs`.
+pub const MAX_INTERVAL_SECS: u32 = 86_400;
+
+/// Checks a sampling interval (`key` names it in the problem).
+pub fn check_interval(key: &str, secs: u32, problems: &mut Vec<String>) -> Option<u32> {
+    if (1..=MAX_INTERVAL_SECS).contains(&secs) {
+        Some(secs)
+    } else {
+        problems.push(format!(
+            "{key} = {secs}: must be between 1 and {MAX_INTERVAL_SECS} seconds"
+        ));
+        None
+    }
+}
+
+/// A boxed future, as the registry's object-safe calls return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`BoxFuture`] without `Send`, for `check --online` and `once` (one
+/// thread; `once`'s note callback is not `Send`).
+pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The contract of a source: everything the agent needs to know about one
+/// capability. Implemented on a unit struct in the source's folder.
+pub trait Source {
+    /// The config section (`[NAME]`), and the source's name in reload
+    /// lines and logs.
+    const NAME: &'static str;
+
+    /// `[NAME]` as written in the file (serde, `deny_unknown_fields`).
+    type Raw;
+
+    /// Validated settings; `Option<_>` for a source that is off without
+    /// its table.
+    type Config: Clone + PartialEq + fmt::Debug + Send + Sync + 'static;
+
+    /// Reads `[NAME]` from the whole document (so toml names the line of
+    /// a mistake); pushes a problem and returns `None` if it cannot.
+    fn read(text: &str, problems: &mut Vec<String>) -> Option<Self::Raw>;
+
+    /// Validates what [`Source::read`] got; pushes every problem and
+    /// returns `None` if there was one. Pure: no sockets, no files but
+    /// those it names.
+    fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config>;
+
+    /// Its part of `check`'s one-paragraph summary, without secrets
+    /// (`None`: nothing to say).
+    fn summary(cfg: &Self::Config) -> Option<String>;
+
+    /// Starts it with these settings; `None` when they turn it off.
+    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running<Self::Config>>>;
+
+    /// Its rows in `check --online`: real probes, plain words.
+    fn check(cfg: &Self::Config) -> LocalBoxFuture<'_, Vec<Row>>;
+
+    /// One round for `sitewatch-agent once`, publishing through `p`;
+    /// `note` gets a plain-words line when it publishes nothing, and why.
+    fn once<'a>(
+        p: &'a Publisher,
+        cfg: &'a Self::Config,
+        note: &'a mut dyn FnMut(String),
+    ) -> LocalBoxFuture<'a, ()>;
+}
+
+/// A started source, as the supervisor holds it.
+pub trait Running<C>: Send {
+    /// Takes new settings in place (the syslog receiver keeps its
+    /// sockets). `false`: it cannot, so the supervisor restarts it.
+    fn update<'a>(&'a mut self, _cfg: &'a C) -> BoxFuture<'a, bool> {
+        Box::pin(async { false })
+    }
+
+    /// Stops it (bounded by the source itself or by [`STOP_TIMEOUT`]).
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// A source that is one task: cancelled, then awaited for at most
+/// [`STOP_TIMEOUT`].
+pub struct Task {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl<C> Running<C> for Task {
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
+                tracing::warn!("A source did not stop in time");
+            }
+        })
+    }
+}
+
+/// What a starting source gets from the agent.
+pub struct Context {
+    /// Where messages go.
+    pub publisher: Publisher,
+    /// When the agent process started (`agent_uptime_secs`).
+    pub started: tokio::time::Instant,
+    /// Counts MQTT sessions; sources that report at once wait for the
+    /// first one.
+    session: tokio::sync::watch::Receiver<u32>,
+    /// Where sources keep state across restarts: systemd's
+    /// `$STATE_DIRECTORY`, else the outbox directory (the outbox only
+    /// reads its own `*.seg` files), else nowhere.
+    pub state_dir: Option<PathBuf>,
+    /// Syslog sockets from systemd (socket activation), kept across
+    /// restarts of the receiver.
+    pub inherited: Arc<Mutex<syslog::Inherited>>,
+    /// Parent of every source task's token: shutdown cancels them all at
+    /// once.
+    stop: CancellationToken,
+}
+
+impl Context {
+    /// For sources publishing through `publisher`; `session` counts MQTT
+    /// sessions.
+    pub fn new(
+        publisher: Publisher,
+        started: tokio::time::Instant,
+        session: tokio::sync::watch::Receiver<u32>,
+        state_dir: Option<PathBuf>,
+        inherited: syslog::Inherited,
+    ) -> Context {
+        Context {
+            publisher,
+            started,
+            session,
+            state_dir,
+            inherited: Arc::new(Mutex::new(inherited)),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Completes at the first MQTT connection (so a first report is not
+    /// only queued), or when the uplink is gone.
+    pub fn first_connect(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.session.clone();
+        async move {
+            // Err only if the uplink is gone; then there is nothing to wait for.
+            let _ = rx.wait_for(|s| *s > 0).await;
+        }
+    }
+
+    /// Runs `task` with a stop token of its own.
+    pub fn spawn<F>(&self, task: impl FnOnce(CancellationToken) -> F) -> Box<Task>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.stop.child_token();
+        let task = tokio::spawn(task(stop.clone()));
+        Box::new(Task { stop, task })
+    }
+
+    /// Runs a reporting source (camera probes, SMART, cleanup): `source`
+    /// sends its own reports over a small bounded channel (it waits when
+    /// the forwarder is behind, it never grows memory) and `forward` turns
+    /// them into messages for the publisher. When the source stops it
+    /// drops its sender, so the forwarder drains what is left and ends.
+    pub fn spawn_reporting<T, S, SF, F, FF>(&self, source: S, forward: F) -> Box<Task>
+    where
+        T: Send + 'static,
+        S: FnOnce(tokio::sync::mpsc::Sender<T>, CancellationToken) -> SF + Send + 'static,
+        SF: Future<Output = ()> + Send + 'static,
+        F: FnOnce(Publisher, tokio::sync::mpsc::Receiver<T>) -> FF + Send + 'static,
+        FF: Future<Output = ()> + Send + 'static,
+    {
+        let publisher = self.publisher.clone();
+        self.spawn(move |token| async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let forwarder = tokio::spawn(forward(publisher, rx));
+            source(tx, token).await;
+            let _ = forwarder.await;
+        })
+    }
+}
+
+/// A registry entry: a [`Source`] behind an object-safe face, so the
+/// supervisor, the loader and `check` are written once.
+pub(crate) trait Entry: Sync {
+    /// [`Source::NAME`].
+    fn name(&self) -> &'static str;
+    /// Whether its settings differ.
+    fn changed(&self, old: &Sections, new: &Sections) -> bool;
+    /// [`Source::summary`].
+    fn summary(&self, s: &Sections) -> Option<String>;
+    /// [`Source::start`].
+    fn start(&self, cx: &Context, s: &Sections) -> Option<Box<dyn Live>>;
+    /// [`Source::check`].
+    fn check<'a>(&self, s: &'a Sections) -> LocalBoxFuture<'a, Vec<Row>>;
+    /// [`Source::once`].
+    fn once<'a>(
+        &self,
+        p: &'a Publisher,
+        s: &'a Sections,
+        note: &'a mut dyn FnMut(String),
+    ) -> LocalBoxFuture<'a, ()>;
+}
+
+/// A running source with its settings' place in [`Sections`].
+pub(crate) trait Live: Send {
+    /// [`Running::update`] with its own section of `s`.
+    fn update<'a>(&'a mut self, s: &'a Sections) -> BoxFuture<'a, bool>;
+    /// [`Running::stop`].
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// The [`Entry`] of source `S`, whose settings are `get(sections)`.
+struct Of<S: Source>(fn(&Sections) -> &S::Config);
+
+/// A running `S`.
+struct LiveOf<S: Source> {
+    get: fn(&Sections) -> &S::Config,
+    running: Box<dyn Running<S::Config>>,
+}
+
+impl<S: Source + 'static> Live for LiveOf<S> {
+    fn update<'a>(&'a mut self, s: &'a Sections) -> BoxFuture<'a, bool> {
+        self.running.update((self.get)(s))
+    }
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.running.stop()
+    }
+}
+
+impl<S: Source + 'static> Entry for Of<S> {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+    fn changed(&self, old: &Sections, new: &Sections) -> bool {
+        (self.0)(old) != (self.0)(new)
+    }
+    fn summary(&self, s: &Sections) -> Option<String> {
+        S::summary((self.0)(s))
+    }
+    fn start(&self, cx: &Context, s: &Sections) -> Option<Box<dyn Live>> {
+        let running = S::start(cx, (self.0)(s))?;
+        Some(Box::new(LiveOf::<S> {
+            get: self.0,
+            running,
+        }))
+    }
+    fn check<'a>(&self, s: &'a Sections) -> LocalBoxFuture<'a, Vec<Row>> {
+        S::check((self.0)(s))
+    }
+    fn once<'a>(
+        &self,
+        p: &'a Publisher,
+        s: &'a Sections,
+        note: &'a mut dyn FnMut(String),
+    ) -> LocalBoxFuture<'a, ()> {
+        S::once(p, (self.0)(s), note)
+    }
+}
+
+/// Owns the running sources: starts them, applies a reload to the ones
+/// whose section changed, stops them all at exit.
+pub struct Supervisor {
+    cx: Context,
+    /// One slot per [`REGISTRY`] entry, in order; `None` when off.
+    running: Vec<Option<Box<dyn Live>>>,
+}
+
+impl Supervisor {
+    /// Starts every source `s` turns on.
+    pub fn start(cx: Context, s: &Sections) -> Supervisor {
+        let running = REGISTRY.iter().map(|e| e.start(&cx, s)).collect();
+        Supervisor { cx, running }
+    }
+
+    /// Applies `new` over `old`: each source whose section changed takes
+    /// the new settings in place or restarts with them (or stops, or
+    /// starts). Returns the names of the sources that changed.
+    pub async fn reload(&mut self, old: &Sections, new: &Sections) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        for (entry, slot) in REGISTRY.iter().zip(&mut self.running) {
+            if !entry.changed(old, new) {
+                continue;
+            }
+            let kept = match slot.as_mut() {
+                Some(live) => live.update(new).await,
+                None => false,
+            };
+            if !kept {
+                if let Some(live) = slot.take() {
+                    live.stop().await;
+                }
+                *slot = entry.start(&self.cx, new);
+            }
+            changed.push(entry.name());
+        }
+        changed
+    }
+
+    /// Stops every source: all are told at once, then each is awaited
+    /// (bounded by [`STOP_TIMEOUT`] overall).
+    pub async fn stop(&mut self) {
+        self.cx.stop.cancel();
+        let running: Vec<_> = self.running.iter_mut().filter_map(Option::take).collect();
+        let all = async {
+            for live in running {
+                live.stop().await;
+            }
+        };
+        if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
+            tracing::warn!("Sources did not stop in time");
+        }
+    }
+}
+
+/// Builds [`Sections`], [`NAMES`] and [`REGISTRY`] from one list of
+/// `field: SourceType` lines, in the order sources start, appear in
+/// `check` and `once`, and are reloaded.
+macro_rules! registry {
+    ($($field:ident: $src:ty),* $(,)?) => {
+        /// Every source's validated settings: one field per source, named
+        /// after its `[section]`.
+        #[derive(Debug, Clone)]
+        pub struct Sections {
+            $(
+                #[doc = concat!("`[", stringify!($field), "]`: see [`", stringify!($src), "`].")]
+                pub $field: <$src as Source>::Config,
+            )*
+        }
+
+        /// Every source's name (and config section), in registry order.
+        pub const NAMES: &[&str] = &[$(<$src as Source>::NAME),*];
+
+        /// Every source's section as written; `None` where it could not
+        /// be read (a problem says why).
+        pub(crate) struct RawSections {
+            $($field: Option<<$src as Source>::Raw>,)*
+        }
+
+        impl RawSections {
+            /// Reads every source's section on its own, so a mistake in
+            /// one does not hide a mistake in another.
+            pub(crate) fn read(text: &str, problems: &mut Vec<String>) -> RawSections {
+                RawSections {
+                    $($field: <$src as Source>::read(text, problems),)*
+                }
+            }
+
+            /// Validates every section that could be read.
+            pub(crate) fn validate(self, problems: &mut Vec<String>) -> Option<Sections> {
+                $(let $field = self.$field.and_then(|raw| <$src as Source>::validate(raw, problems));)*
+                Some(Sections { $($field: $field?,)* })
+            }
+        }
+
+        /// The registry, one entry per source.
+        pub(crate) static REGISTRY: &[&dyn Entry] = &[
+            $(&Of::<$src>(|s: &Sections| &s.$field),)*
+        ];
+    };
+}
+
+registry! {
+    heartbeat: heartbeat::HeartbeatSource,
+    disk: disk::DiskSource,
+    syslog: syslog::SyslogSource,
+    rtsp: rtsp::RtspSource,
+    smart: smart::SmartSource,
+    cleanup: cleanup::CleanupSource,
+}
