@@ -1,0 +1,310 @@
+//! The centre-side probe against real parts: the project's GStreamer RTSP
+//! server (`scripts/rtsp-test-server.py`, Digest auth) as the camera, a
+//! throwaway PostgreSQL with the bridge's schema, and the real
+//! `sitewatch-live` binary. Every class that can be produced on loopback
+//! is asserted, in the binary's table and in the database rows:
+//!
+//! - `ok`: right path and password;
+//! - `auth`: wrong password;
+//! - `not_found`: wrong path;
+//! - `tcp_refused`: a closed port;
+//! - `dns`: a name under `.invalid` (RFC 6761: never resolves);
+//! - `tcp_timeout`: a listening socket with a backlog of 0 whose one
+//!   queue slot is taken, so the kernel drops further SYNs;
+//! - `rtsp_error`: the fixture's black-hole port (accepts, never answers).
+//!
+//! Plus the exit statuses of `check` and of a bad config (78), and that
+//! the RTSP password appears in no output and no row.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sitewatch_testkit::{ChildGuard, Postgres};
+
+const PYTHON: &str = "/usr/bin/python3";
+const SECRET: &str = "s3cret-Pa55-live";
+
+fn live_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sitewatch-live"))
+}
+
+/// A running fixture RTSP server.
+struct Server {
+    _child: ChildGuard,
+    port: u16,
+    blackhole: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/rtsp-test-server.py");
+        let mut child = ChildGuard::spawn(Command::new(PYTHON).arg(script).args([
+            "--port",
+            "0",
+            "--auth",
+            "digest",
+            "--user",
+            "admin",
+            "--password",
+            SECRET,
+        ]))
+        .expect("start rtsp-test-server.py (needs python3-gi gir1.2-gst-rtsp-server-1.0)");
+        child
+            .wait_for_log("READY port=", Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", child.log_contents()));
+        let log = child.log_contents();
+        let line = log
+            .lines()
+            .find(|l| l.starts_with("READY "))
+            .expect("READY line");
+        let field = |k: &str| -> u16 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        };
+        Server {
+            port: field("port="),
+            blackhole: field("blackhole="),
+            _child: child,
+        }
+    }
+}
+
+/// A socket that listens with a backlog of 0 and whose one accept-queue
+/// slot is taken: further connections get no SYN-ACK (a black-holing
+/// port forward, as seen from the centre).
+struct Blackhole {
+    _listener: socket2::Socket,
+    _filler: std::net::TcpStream,
+    port: u16,
+}
+
+impl Blackhole {
+    fn start() -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        s.bind(&addr.into()).expect("bind");
+        s.listen(0).expect("listen");
+        let port = s
+            .local_addr()
+            .expect("local addr")
+            .as_socket()
+            .expect("inet")
+            .port();
+        let filler = std::net::TcpStream::connect_timeout(
+            &format!("127.0.0.1:{port}").parse().expect("addr"),
+            Duration::from_secs(2),
+        )
+        .expect("fill the accept queue");
+        Blackhole {
+            _listener: s,
+            _filler: filler,
+            port,
+        }
+    }
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let p = l.local_addr().expect("addr").port();
+    drop(l);
+    p
+}
+
+/// The bridge's schema in a fresh database, through the bridge's own
+/// migrations (the schema owner).
+fn migrate(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        sitewatch_bridge::sink::migrations::migrate(&mut client)
+            .await
+            .expect("migrate");
+    });
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+fn every_class_in_the_table_and_in_postgres() {
+    let server = Server::start();
+    let hole = Blackhole::start();
+    let pg = Postgres::start().expect("start PostgreSQL");
+    let url = pg.create_database("live_probe").expect("database");
+    migrate(&url);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write(dir.path(), "good.pw", &format!("{SECRET}\n"));
+    let bad = write(dir.path(), "bad.pw", "wrong-password\n");
+    let p = server.port;
+    let config = format!(
+        r#"
+[postgres]
+url = "{url}"
+
+[probe]
+connect_timeout_ms = 700
+rtsp_timeout_ms = 1500
+
+[[sites]]
+site = "good"
+host = "127.0.0.1"
+port = {p}
+username = "admin"
+password_file = "{good}"
+[[sites.cameras]]
+camera = "secure"
+path = "/secure"
+[[sites.cameras]]
+camera = "wrong-path"
+path = "/nope"
+[[sites.cameras]]
+camera = "closed"
+port = {closed}
+path = "/cam1"
+[[sites.cameras]]
+camera = "no-answer"
+port = {hole}
+path = "/cam1"
+[[sites.cameras]]
+camera = "not-rtsp"
+port = {bh}
+path = "/cam1"
+
+[[sites]]
+site = "badpw"
+host = "127.0.0.1"
+port = {p}
+username = "admin"
+password_file = "{bad}"
+[[sites.cameras]]
+camera = "secure"
+path = "/secure"
+
+[[sites]]
+site = "stale-ddns"
+host = "no-such-site.invalid"
+[[sites.cameras]]
+camera = "cam1"
+path = "/cam1"
+"#,
+        good = good.display(),
+        bad = bad.display(),
+        closed = closed_port(),
+        hole = hole.port,
+        bh = server.blackhole,
+    );
+    let cfg = write(dir.path(), "live.toml", &config);
+
+    let ok = Command::new(live_bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run check");
+    assert!(ok.status.success(), "{ok:?}");
+
+    let out = Command::new(live_bin())
+        .args(["probe", "--store", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("run probe");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+
+    let want = [
+        ("good", "secure", "ok"),
+        ("good", "wrong-path", "not_found"),
+        ("good", "closed", "tcp_refused"),
+        ("good", "no-answer", "tcp_timeout"),
+        ("good", "not-rtsp", "rtsp_error"),
+        ("badpw", "secure", "auth"),
+        ("stale-ddns", "cam1", "dns"),
+    ];
+    for (site, camera, class) in want {
+        let line = stdout
+            .lines()
+            .find(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() >= 3 && w[0] == site && w[1] == camera
+            })
+            .unwrap_or_else(|| panic!("no line for {site}/{camera}:\n{stdout}"));
+        assert_eq!(
+            line.split_whitespace().nth(2),
+            Some(class),
+            "{site}/{camera}:\n{stdout}"
+        );
+    }
+
+    let rows = pg
+        .psql_db(
+            "live_probe",
+            "SELECT site, camera, class FROM camera_reachability_now ORDER BY site, camera",
+        )
+        .expect("query");
+    let mut expected: Vec<String> = want
+        .iter()
+        .map(|(s, c, k)| format!("{s}|{c}|{k}"))
+        .collect();
+    expected.sort();
+    let got: Vec<&str> = rows.lines().collect();
+    assert_eq!(got, expected, "{rows}");
+    let history = pg
+        .psql_db("live_probe", "SELECT count(*) FROM camera_reachability")
+        .expect("query");
+    assert_eq!(history, "7");
+    let dump = pg
+        .psql_db(
+            "live_probe",
+            "SELECT string_agg(detail || url || host, ' ') FROM camera_reachability_now",
+        )
+        .expect("query");
+    assert!(!dump.contains(SECRET), "{dump}");
+    // The DDNS name did not resolve: no address; the others have one.
+    let addr = pg
+        .psql_db(
+            "live_probe",
+            "SELECT site, addr IS NULL FROM camera_reachability_now WHERE camera IN ('cam1', 'secure') ORDER BY site",
+        )
+        .expect("query");
+    assert_eq!(addr, "badpw|f\ngood|f\nstale-ddns|t");
+}
+
+#[test]
+fn bad_config_exits_78_and_check_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write(
+        dir.path(),
+        "bad.toml",
+        "[postgres]\nurl = \"postgresql://x@127.0.0.1/x\"\n[[sites]]\nsite = \"Bad Site\"\nhost = \"h\"\n",
+    );
+    let run = Command::new(live_bin())
+        .args(["--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(78), "{run:?}");
+    let check = Command::new(live_bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("check");
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(err.contains(".site:") && err.contains("cameras"), "{err}");
+}
