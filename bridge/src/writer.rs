@@ -348,7 +348,17 @@ impl Writer {
                 }
             }
         };
-        let positions = batch::plan(&prepared.decoded, &delivered);
+        let mut positions = batch::plan(&prepared.decoded, &delivered);
+        // A message past its table's retention is rejected as `expired` by
+        // the PostgreSQL sink; it must not reach Loki first. `now` only
+        // grows, so what is expired here is expired there too.
+        let now = std::time::SystemTime::now();
+        positions.retain(|&pos| {
+            prepared.decoded.get(pos).is_some_and(|d| {
+                crate::sink::postgres::retention::expired(self.sink.retention(), &d.msg, now)
+                    .is_none()
+            })
+        });
         let Some(sink) = &self.loki else {
             return;
         };

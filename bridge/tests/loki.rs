@@ -647,3 +647,53 @@ async fn loki_throughput_report() {
         loki.requests()
     );
 }
+
+/// A `log` batch older than `log_batches`' retention is rejected as
+/// `expired` by the PostgreSQL sink; the writer must not push it to Loki
+/// first (it did: Loki then held lines the database says were never
+/// delivered). A fresh batch in the same run still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_log_batch_is_not_pushed_to_loki() {
+    let env = Env::start();
+    let loki = receiver();
+    let extra = format!(
+        "{}[retention]\nlog_batches_days = 30\n",
+        loki_section(&loki.url())
+    );
+    let bridge = start_bridge(env.config("bridge-loki-expired", &extra)).await;
+    let addr = bridge.http_addr();
+    let t = now_ms();
+    let old = t - 40 * 86_400_000;
+    let mut stale = log_msg(
+        "exp",
+        "b1",
+        1,
+        vec![log_record(Some(old), old, "h", "a", 6, "too old")],
+    );
+    let mut body: serde_json::Value = serde_json::from_slice(&stale.payload).expect("json");
+    body["ts"] = serde_json::json!(old);
+    stale.payload = serde_json::to_vec(&body).expect("json");
+    let fresh = log_msg(
+        "exp",
+        "b1",
+        2,
+        vec![log_record(Some(t), t, "h", "a", 6, "fresh")],
+    );
+    publish_all(&env.broker.url(), &[stale, fresh]).await;
+    eventually(WAIT, "both acked", || {
+        metric(addr, "sitewatch_bridge_acked_total") == Some(2.0)
+    })
+    .await;
+    let lines: Vec<String> = loki.entries().into_iter().map(|e| e.line).collect();
+    assert_eq!(
+        lines,
+        vec!["fresh".to_string()],
+        "only the fresh batch reaches Loki"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM rejected_messages WHERE reason = 'expired'"),
+        1
+    );
+    assert_eq!(env.count("SELECT count(*) FROM log_batches"), 1);
+    bridge.stop().await.expect("graceful stop");
+}

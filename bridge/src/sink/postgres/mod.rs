@@ -226,6 +226,12 @@ impl PgSink {
         self
     }
 
+    /// The `[retention]` in force, so the writer does not push to Loki a
+    /// `log` message this sink will reject as expired.
+    pub fn retention(&self) -> &retention::RetentionSettings {
+        &self.retention
+    }
+
     /// Sets the clock skew bound (`[clock] max_skew_secs`; `None`: never
     /// correct). Heartbeat and disk rows of a site whose batch skew (see
     /// [`site_skews`]) exceeds it are stored with `ts` = receive time.
