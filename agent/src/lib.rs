@@ -15,8 +15,9 @@
 //!   [`sources::Supervisor`] owns the running ones. Sources publish
 //!   through the [`uplink::publish::Publisher`] and never import each
 //!   other; `rtsp`, `smart` and `cleanup` report over a small channel to
-//!   their forwarders (`sources/forward.rs`), which turn reports into
-//!   retained state and `event`s.
+//!   their forwarders (`<name>/forward.rs`, shared bits in
+//!   `sources/forward.rs`), which turn reports into retained state and
+//!   `event`s.
 //! - [`uplink`]: everything from a source's message to the broker's
 //!   PUBACK, one folder: `publish` (stamps site/boot/seq, encodes with
 //!   `sitewatch_wire`, never blocks a source), `outbox` (store-and-forward,

@@ -1,5 +1,6 @@
 //! The agent's sources: one folder per capability, one contract
-//! ([`Source`]), one registry ([`registry!`] at the end of this file).
+//! ([`Source`]), one registry (the `registry!` list at the end of this
+//! file).
 //!
 //! # Adding a source
 //!
@@ -15,7 +16,9 @@
 //! The config loader, `check`, `check --online`, `once`, reload (SIGHUP)
 //! and shutdown then know it: they only walk the registry, and the
 //! [`Supervisor`] owns the running sources. Sources publish through
-//! [`Publisher`] and never import each other or the uplink's other parts.
+//! [`Publisher`] and use no other part of the uplink. They do not import
+//! each other, except two pure helpers `cleanup` borrows: the disk
+//! probe's `Usage` and syslog's civil-date arithmetic.
 //! The status file (`crate::status`) keeps its own per-source fields: a
 //! source that wants lines there adds them in `status.rs`.
 //!
@@ -117,9 +120,9 @@ pub trait Source {
 /// A started source, as the supervisor holds it.
 pub trait Running<C>: Send {
     /// Takes new settings in place (the syslog receiver keeps its
-    /// sockets). `false`: it cannot, so the supervisor restarts it.
-    fn update<'a>(&'a mut self, _cfg: &'a C) -> BoxFuture<'a, bool> {
-        Box::pin(async { false })
+    /// sockets). `None`: it cannot, so the supervisor restarts it.
+    fn update<'a>(&'a mut self, _cfg: &'a C) -> Option<BoxFuture<'a, ()>> {
+        None
     }
 
     /// Stops it (bounded by the source itself or by [`STOP_TIMEOUT`]).
@@ -133,14 +136,21 @@ pub struct Task {
     task: JoinHandle<()>,
 }
 
-impl<C> Running<C> for Task {
-    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+impl Task {
+    /// [`Running::stop`], written once for every settings type.
+    fn stop_now(self) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             self.stop.cancel();
             if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
                 tracing::warn!("A source did not stop in time");
             }
         })
+    }
+}
+
+impl<C> Running<C> for Task {
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        (*self).stop_now()
     }
 }
 
@@ -253,7 +263,7 @@ pub(crate) trait Entry: Sync {
 /// A running source with its settings' place in [`Sections`].
 pub(crate) trait Live: Send {
     /// [`Running::update`] with its own section of `s`.
-    fn update<'a>(&'a mut self, s: &'a Sections) -> BoxFuture<'a, bool>;
+    fn update<'a>(&'a mut self, s: &'a Sections) -> Option<BoxFuture<'a, ()>>;
     /// [`Running::stop`].
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
@@ -268,7 +278,7 @@ struct LiveOf<S: Source> {
 }
 
 impl<S: Source + 'static> Live for LiveOf<S> {
-    fn update<'a>(&'a mut self, s: &'a Sections) -> BoxFuture<'a, bool> {
+    fn update<'a>(&'a mut self, s: &'a Sections) -> Option<BoxFuture<'a, ()>> {
         self.running.update((self.get)(s))
     }
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
@@ -330,8 +340,11 @@ impl Supervisor {
             if !entry.changed(old, new) {
                 continue;
             }
-            let kept = match slot.as_mut() {
-                Some(live) => live.update(new).await,
+            let kept = match slot.as_mut().and_then(|live| live.update(new)) {
+                Some(update) => {
+                    update.await;
+                    true
+                }
                 None => false,
             };
             if !kept {

@@ -36,6 +36,7 @@
 mod check;
 pub mod config;
 pub mod delete;
+pub mod forward;
 pub mod glob;
 pub mod plan;
 pub mod walk;
@@ -447,7 +448,7 @@ impl RootOutcome {
 
 /// Retention cleanup in the registry (off without a `[cleanup]` table);
 /// each pass is reported to
-/// [`forward_cleanup`](super::forward::forward_cleanup).
+/// [`forward_cleanup`](forward::forward_cleanup).
 pub struct CleanupSource;
 
 impl Source for CleanupSource {
@@ -476,10 +477,7 @@ impl Source for CleanupSource {
 
     fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running<Self::Config>>> {
         let cfg = cfg.clone()?;
-        Some(cx.spawn_reporting(
-            move |tx, stop| run(cfg, tx, stop),
-            super::forward::forward_cleanup,
-        ))
+        Some(cx.spawn_reporting(move |tx, stop| run(cfg, tx, stop), forward::forward_cleanup))
     }
 
     fn check(cfg: &Self::Config) -> LocalBoxFuture<'_, Vec<Row>> {
@@ -500,7 +498,7 @@ impl Source for CleanupSource {
             // Blocking, on this one-shot runtime: nothing else waits.
             for o in pass(c, true, &|| false) {
                 match &o.result {
-                    Ok(Some(r)) => super::forward::publish_cleanup(p, r),
+                    Ok(Some(r)) => forward::publish_cleanup(p, r),
                     Ok(None) => note(format!(
                         "cleanup: {} is below its high watermark; the daemon would publish nothing",
                         o.root

@@ -14,6 +14,7 @@
 mod check;
 pub mod cli;
 pub mod config;
+pub mod forward;
 pub mod measure;
 pub mod probe;
 pub mod schedule;
@@ -30,7 +31,7 @@ use crate::check::Row;
 use crate::uplink::publish::Publisher;
 
 /// Camera probes in the registry (off without an `[rtsp]` table); the
-/// scheduler reports to [`forward_rtsp`](super::forward::forward_rtsp).
+/// scheduler reports to [`forward_rtsp`](forward::forward_rtsp).
 pub struct RtspSource;
 
 impl Source for RtspSource {
@@ -62,10 +63,7 @@ impl Source for RtspSource {
 
     fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running<Self::Config>>> {
         let cfg = cfg.clone()?;
-        Some(cx.spawn_reporting(
-            move |tx, stop| run(cfg, tx, stop),
-            super::forward::forward_rtsp,
-        ))
+        Some(cx.spawn_reporting(move |tx, stop| run(cfg, tx, stop), forward::forward_rtsp))
     }
 
     fn check(cfg: &Self::Config) -> LocalBoxFuture<'_, Vec<Row>> {
@@ -83,7 +81,7 @@ impl Source for RtspSource {
                 return;
             };
             let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let fwd = tokio::spawn(super::forward::forward_rtsp(p.clone(), rx));
+            let fwd = tokio::spawn(forward::forward_rtsp(p.clone(), rx));
             for report in cli::probe_all(r.clone()).await {
                 let report = Box::new(report);
                 // As the scheduler's first probe of each camera.

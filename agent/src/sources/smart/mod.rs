@@ -17,6 +17,7 @@ pub mod ata;
 mod check;
 pub mod cli;
 pub mod config;
+pub mod forward;
 pub mod io;
 pub mod nvme;
 pub mod report;
@@ -134,7 +135,7 @@ pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
 /// SMART disk health in the registry (off without a `[smart]` table or
 /// with `enabled = false`): native ioctls, disks from the config or
 /// discovered in /sys/block; readings go to
-/// [`forward_smart`](super::forward::forward_smart).
+/// [`forward_smart`](forward::forward_smart).
 pub struct SmartSource;
 
 impl super::Source for SmartSource {
@@ -170,7 +171,7 @@ impl super::Source for SmartSource {
         let (reader, discover) = task::native(&cfg);
         Some(cx.spawn_reporting(
             move |tx, stop| task::run_with(cfg, state_dir, reader, Some(discover), tx, stop),
-            super::forward::forward_smart,
+            forward::forward_smart,
         ))
     }
 
@@ -190,7 +191,7 @@ impl super::Source for SmartSource {
             };
             let (reader, discover) = task::native(s);
             let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let fwd = tokio::spawn(super::forward::forward_smart(p.clone(), rx));
+            let fwd = tokio::spawn(forward::forward_smart(p.clone(), rx));
             task::once(s.clone(), reader, Some(discover), tx).await;
             let _ = fwd.await;
         })

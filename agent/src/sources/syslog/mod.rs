@@ -347,17 +347,10 @@ pub async fn run(publisher: Publisher, cfg: SyslogConfig, stop: CancellationToke
 }
 
 impl Running<Option<SyslogConfig>> for Syslog {
-    fn update<'a>(&'a mut self, cfg: &'a Option<SyslogConfig>) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
-            match cfg {
-                Some(cfg) => {
-                    Syslog::update(self, cfg.clone()).await;
-                    true
-                }
-                // Turned off: the supervisor stops it.
-                None => false,
-            }
-        })
+    fn update<'a>(&'a mut self, cfg: &'a Option<SyslogConfig>) -> Option<BoxFuture<'a, ()>> {
+        // Turned off (`None`): the supervisor stops it.
+        let cfg = cfg.clone()?;
+        Some(Box::pin(Syslog::update(self, cfg)))
     }
 
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
