@@ -47,9 +47,29 @@ pub struct RawConfig {
     /// Live-view session limits.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Who may watch (live view and the page). Without it every request
+    /// but `/healthz` and `/metrics` answers 401: no anonymous access.
+    #[serde(default)]
+    pub auth: RawAuth,
     /// How the centre reaches each site's cameras.
     #[serde(default)]
     pub sites: Vec<RawSite>,
+}
+
+/// `[auth]`: who may watch.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// File whose first line is the viewer token (at least 16
+    /// characters), sent as `Authorization: Bearer TOKEN`, or once as
+    /// `/?token=TOKEN` (which sets an HttpOnly cookie).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// A header set by an authenticating reverse proxy (e.g.
+    /// `X-WEBAUTH-USER`); a request carrying it is let in. Only for a
+    /// service reachable through that proxy alone (listen on loopback).
+    #[serde(default)]
+    pub trusted_header: Option<String>,
 }
 
 /// `[http]`.
@@ -304,6 +324,10 @@ pub struct Config {
     pub probe: ProbeSettings,
     /// Session limits.
     pub limits: Limits,
+    /// Viewer token, if configured.
+    pub token: Option<Secret>,
+    /// Trusted reverse-proxy header (lowercase), if configured.
+    pub trusted_header: Option<String>,
     /// Sites, in file order.
     pub sites: Vec<Site>,
 }
@@ -401,6 +425,39 @@ impl Config {
                 raw.sites.len()
             ));
         }
+        let token = match &raw.auth.token_file {
+            None => None,
+            Some(path) => match read_password_file(path) {
+                Ok(t) if t.len() >= 16 => Some(Secret::new(t)),
+                Ok(_) => {
+                    problems.push(format!(
+                        "auth.token_file: the token in {} must be at least 16 characters",
+                        path.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("auth.token_file: {e}"));
+                    None
+                }
+            },
+        };
+        let trusted_header = match raw.auth.trusted_header.as_deref().map(str::trim) {
+            None => None,
+            Some(h)
+                if !h.is_empty()
+                    && h.len() <= 64
+                    && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
+                Some(h.to_ascii_lowercase())
+            }
+            Some(h) => {
+                problems.push(format!(
+                    "auth.trusted_header: must be a header name such as X-WEBAUTH-USER, not {h:?}"
+                ));
+                None
+            }
+        };
         let mut seen = HashSet::new();
         let mut sites = Vec::new();
         for (i, s) in raw.sites.iter().enumerate().take(MAX_SITES) {
@@ -420,6 +477,8 @@ impl Config {
                     sessions: l.sessions,
                     idle: Duration::from_secs(l.idle_secs),
                 },
+                token,
+                trusted_header,
                 sites,
             }),
             _ => Err(ConfigProblems(problems)),
@@ -674,10 +733,17 @@ url = "postgresql://sitewatch@127.0.0.1/sitewatch"
         let dir = tempfile::tempdir().expect("tempdir");
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "x\n").expect("write");
-        let text = include_str!("../../examples/live.toml").replace(
-            "/etc/sitewatch/live/shop-12.password",
-            &pw.display().to_string(),
-        );
+        let tok = dir.path().join("tok");
+        std::fs::write(&tok, "0123456789abcdef\n").expect("write");
+        let text = include_str!("../../examples/live.toml")
+            .replace(
+                "/etc/sitewatch/live/shop-12.password",
+                &pw.display().to_string(),
+            )
+            .replace(
+                "/etc/sitewatch/live/viewer.token",
+                &tok.display().to_string(),
+            );
         let c = Config::from_toml(&text, |k| {
             (k == "SITEWATCH_LIVE_PW_DEPOT_3").then(|| "x".to_owned())
         })

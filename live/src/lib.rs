@@ -9,16 +9,19 @@
 //! - [`prober`]: the periodic round, spread over the interval with
 //!   bounded concurrency, and the one database writer;
 //! - [`store`]: the rows in PostgreSQL (tables of the bridge's schema);
-//! - [`http`]: `/healthz` and `/metrics`;
+//! - [`fmp4`]: fragmented MP4 boxes (pure);
+//! - [`hls`]: live sessions (retina → fMP4 segments → HLS playlist), one
+//!   per camera, with the limits and the idle close;
+//! - [`http`]: the page, live view, auth, `/healthz` and `/metrics`;
 //! - [`metrics`]: the Prometheus registry.
-//!
-//! Live view (RTSP → fMP4/HLS) is not built yet: see `live/README.md`.
 //!
 //! [`run`] takes its shutdown future, so tests run the service in-process.
 
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod fmp4;
+pub mod hls;
 pub mod http;
 pub mod metrics;
 pub mod probe;
@@ -63,7 +66,13 @@ impl Service {
         tracing::info!(%http_addr, sites = config.sites.len(),
             cameras = config.cameras().count(), "HTTP endpoint listening.");
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(http::serve(listener, metrics.clone(), cancel.clone()));
+        let registry = hls::Registry::new(config.clone(), cancel.clone());
+        let state = Arc::new(http::AppState {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            registry,
+        });
+        tasks.spawn(http::serve(listener, state, cancel.clone()));
         if config.probe.interval.is_some() {
             tasks.spawn(prober::run(config.clone(), metrics.clone(), cancel.clone()));
         } else {

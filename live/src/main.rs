@@ -30,6 +30,7 @@ Exit status:
   78  the configuration is invalid (EX_CONFIG; every command but `check`)";
 
 /// Centre-side camera reachability (DDNS name, port forward, RTSP account)
+/// and live view (RTSP remuxed to fMP4/HLS for the browser)
 /// for sitewatch sites.
 #[derive(Parser)]
 #[command(name = "sitewatch-live", version, after_help = EXIT_STATUS_HELP)]

@@ -31,6 +31,16 @@ pub struct Metrics {
     pub cameras: Gauge,
     /// 1 when the last database write succeeded.
     pub db_up: Gauge,
+    /// Live RTSP sessions open now (one per camera, whatever the viewers).
+    pub sessions_open: Gauge,
+    /// Live sessions started since the service started.
+    pub sessions_started: Counter,
+    /// Segment bytes sent to viewers.
+    pub bytes_out: Counter,
+    /// Playlist requests refused by a session limit.
+    pub limit_refusals: Counter,
+    /// Requests refused for want of a token or proxy login.
+    pub unauthorized: Counter,
 }
 
 impl Metrics {
@@ -62,7 +72,42 @@ impl Metrics {
             "1 when the last database write succeeded",
             db_up.clone(),
         );
+        let sessions_open = Gauge::default();
+        registry.register(
+            "sessions_open",
+            "Live RTSP sessions open",
+            sessions_open.clone(),
+        );
+        let sessions_started = Counter::default();
+        registry.register(
+            "sessions_started",
+            "Live sessions started",
+            sessions_started.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "bytes_out",
+            "Segment bytes sent to viewers",
+            bytes_out.clone(),
+        );
+        let limit_refusals = Counter::default();
+        registry.register(
+            "limit_refusals",
+            "Live view requests refused by a session limit",
+            limit_refusals.clone(),
+        );
+        let unauthorized = Counter::default();
+        registry.register(
+            "unauthorized",
+            "Requests refused without a viewer token or proxy login",
+            unauthorized.clone(),
+        );
         Metrics {
+            sessions_open,
+            sessions_started,
+            bytes_out,
+            limit_refusals,
+            unauthorized,
             registry,
             probes,
             store_failures,
