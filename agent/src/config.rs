@@ -317,12 +317,7 @@ impl Config {
             };
             s.push_str(&format!("; username {u} ({pw})"));
         }
-        for entry in sources::REGISTRY {
-            if let Some(part) = entry.summary(&self.sources) {
-                s.push_str("; ");
-                s.push_str(&part);
-            }
-        }
+        self.sources.summary(&mut s);
         s
     }
 }

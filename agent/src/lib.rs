@@ -10,11 +10,11 @@
 //!   [`sources::Source`]: a source's config section (raw → validated),
 //!   how it starts, its `check --online` rows, its `check` summary and its
 //!   `once` round. The registry at the end of `sources/mod.rs` lists them
-//!   (`heartbeat`, `disk`, `syslog`, `rtsp`, `smart`, `cleanup`); the
-//!   config loader, `check`, `once`, reload and shutdown only walk it, and
-//!   [`sources::Supervisor`] owns the running ones. Sources publish
-//!   through the [`uplink::publish::Publisher`] and never import each
-//!   other; `rtsp`, `smart` and `cleanup` report over a small channel to
+//!   (`heartbeat`, `disk`, `syslog`, `rtsp`, `smart`, `cleanup`) and
+//!   expands to the per-source code the config loader, `check`, `once`,
+//!   reload and shutdown call; [`sources::Supervisor`] owns the running
+//!   ones. Sources publish through the [`uplink::publish::Publisher`];
+//!   `rtsp`, `smart` and `cleanup` report over a small channel to
 //!   their forwarders (`<name>/forward.rs`, shared bits in
 //!   `sources/forward.rs`), which turn reports into retained state and
 //!   `event`s.

@@ -104,9 +104,7 @@ fn drain(p: &Publisher) -> Vec<Captured> {
 pub async fn run(cfg: &Config, note: &mut dyn FnMut(String)) -> anyhow::Result<Vec<Captured>> {
     let (p, _eventloop) = capture_publisher(cfg)?;
 
-    for entry in crate::sources::REGISTRY {
-        entry.once(&p, &cfg.sources, note).await;
-    }
+    cfg.sources.once(&p, note).await;
 
     Ok(drain(&p))
 }

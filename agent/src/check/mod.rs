@@ -41,9 +41,7 @@ pub use table::print_table;
 pub async fn online(cfg: &Config, out: &mut impl Write) -> bool {
     let mut rows = clock::rows(cfg, std::time::SystemTime::now());
     rows.extend(broker::rows(cfg).await);
-    for entry in crate::sources::REGISTRY {
-        rows.extend(entry.check(&cfg.sources).await);
-    }
+    rows.extend(cfg.sources.check().await);
     print_table(out, &rows);
     let failed = rows.iter().filter(|r| r.verdict == Verdict::Failed).count();
     let _ = if failed == 0 {

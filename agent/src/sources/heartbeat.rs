@@ -15,7 +15,7 @@ use sitewatch_wire::topic::Kind;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, LocalBoxFuture, Running, Source};
+use super::{Context, Running, Source};
 use crate::check::Row;
 use crate::clock::ClockWatch;
 use crate::host;
@@ -168,23 +168,19 @@ impl Source for HeartbeatSource {
         Some(format!("heartbeat every {} s", cfg.interval.as_secs()))
     }
 
-    fn start(cx: &Context, cfg: &HeartbeatConfig) -> Option<Box<dyn Running<HeartbeatConfig>>> {
+    fn start(cx: &Context, cfg: &HeartbeatConfig) -> Option<Box<dyn Running>> {
         let publisher = cx.publisher.clone();
         let (interval, started, first) = (cfg.interval, cx.started, cx.first_connect());
         Some(cx.spawn(move |stop| run(publisher, interval, started, first, stop)))
     }
 
-    fn check(_cfg: &HeartbeatConfig) -> LocalBoxFuture<'_, Vec<Row>> {
+    async fn check(_cfg: &HeartbeatConfig) -> Vec<Row> {
         // Nothing to probe: the broker rows cover where heartbeats go.
-        Box::pin(async { Vec::new() })
+        Vec::new()
     }
 
-    fn once<'a>(
-        p: &'a Publisher,
-        cfg: &'a HeartbeatConfig,
-        _note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()> {
-        Box::pin(async move { Beat::new(cfg.interval, Instant::now()).once(p) })
+    async fn once(p: &Publisher, cfg: &HeartbeatConfig, _note: &mut dyn FnMut(String)) {
+        Beat::new(cfg.interval, Instant::now()).once(p)
     }
 }
 

@@ -14,17 +14,17 @@
 //!    file.
 //!
 //! The config loader, `check`, `check --online`, `once`, reload (SIGHUP)
-//! and shutdown then know it: they only walk the registry, and the
-//! [`Supervisor`] owns the running sources. Sources publish through
+//! and shutdown then know it: they call what the registry generates
+//! ([`Sections`], the [`Supervisor`], which owns the running sources). Sources publish through
 //! [`Publisher`] and use no other part of the uplink. They do not import
 //! each other, except two pure helpers `cleanup` borrows: the disk
 //! probe's `Usage` and syslog's civil-date arithmetic.
 //! The status file (`crate::status`) keeps its own per-source fields: a
 //! source that wants lines there adds them in `status.rs`.
 //!
-//! The registry is a list of trait objects, so the agent's generic code
-//! (start, stop, reload, the check table) exists once, not once per
-//! source.
+//! The registry is a macro that expands to plain code per source (what
+//! was written by hand before it), so the contract costs no boxed
+//! objects or per-source copies of generic code in the binary.
 
 pub mod cleanup;
 pub mod disk;
@@ -68,12 +68,8 @@ pub fn check_interval(key: &str, secs: u32, problems: &mut Vec<String>) -> Optio
     }
 }
 
-/// A boxed future, as the registry's object-safe calls return.
+/// A boxed future, as a running source's object-safe calls return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// [`BoxFuture`] without `Send`, for `check --online` and `once` (one
-/// thread; `once`'s note callback is not `Send`).
-pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// The contract of a source: everything the agent needs to know about one
 /// capability. Implemented on a unit struct in the source's folder.
@@ -103,25 +99,26 @@ pub trait Source {
     fn summary(cfg: &Self::Config) -> Option<String>;
 
     /// Starts it with these settings; `None` when they turn it off.
-    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running<Self::Config>>>;
+    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running>>;
 
     /// Its rows in `check --online`: real probes, plain words.
-    fn check(cfg: &Self::Config) -> LocalBoxFuture<'_, Vec<Row>>;
+    fn check(cfg: &Self::Config) -> impl Future<Output = Vec<Row>>;
 
     /// One round for `sitewatch-agent once`, publishing through `p`;
     /// `note` gets a plain-words line when it publishes nothing, and why.
-    fn once<'a>(
-        p: &'a Publisher,
-        cfg: &'a Self::Config,
-        note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()>;
+    fn once(
+        p: &Publisher,
+        cfg: &Self::Config,
+        note: &mut dyn FnMut(String),
+    ) -> impl Future<Output = ()>;
 }
 
 /// A started source, as the supervisor holds it.
-pub trait Running<C>: Send {
+pub trait Running: Send {
     /// Takes new settings in place (the syslog receiver keeps its
-    /// sockets). `None`: it cannot, so the supervisor restarts it.
-    fn update<'a>(&'a mut self, _cfg: &'a C) -> Option<BoxFuture<'a, ()>> {
+    /// sockets); `new` holds every source's section and a source reads
+    /// its own. `None`: it cannot, so the supervisor restarts it.
+    fn update<'a>(&'a mut self, _new: &'a Sections) -> Option<BoxFuture<'a, ()>> {
         None
     }
 
@@ -136,21 +133,14 @@ pub struct Task {
     task: JoinHandle<()>,
 }
 
-impl Task {
-    /// [`Running::stop`], written once for every settings type.
-    fn stop_now(self) -> BoxFuture<'static, ()> {
+impl Running for Task {
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             self.stop.cancel();
             if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
                 tracing::warn!("A source did not stop in time");
             }
         })
-    }
-}
-
-impl<C> Running<C> for Task {
-    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
-        (*self).stop_now()
     }
 }
 
@@ -238,145 +228,50 @@ impl Context {
     }
 }
 
-/// A registry entry: a [`Source`] behind an object-safe face, so the
-/// supervisor, the loader and `check` are written once.
-pub(crate) trait Entry: Sync {
-    /// [`Source::NAME`].
-    fn name(&self) -> &'static str;
-    /// Whether its settings differ.
-    fn changed(&self, old: &Sections, new: &Sections) -> bool;
-    /// [`Source::summary`].
-    fn summary(&self, s: &Sections) -> Option<String>;
-    /// [`Source::start`].
-    fn start(&self, cx: &Context, s: &Sections) -> Option<Box<dyn Live>>;
-    /// [`Source::check`].
-    fn check<'a>(&self, s: &'a Sections) -> LocalBoxFuture<'a, Vec<Row>>;
-    /// [`Source::once`].
-    fn once<'a>(
-        &self,
-        p: &'a Publisher,
-        s: &'a Sections,
-        note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()>;
-}
-
-/// A running source with its settings' place in [`Sections`].
-pub(crate) trait Live: Send {
-    /// [`Running::update`] with its own section of `s`.
-    fn update<'a>(&'a mut self, s: &'a Sections) -> Option<BoxFuture<'a, ()>>;
-    /// [`Running::stop`].
-    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
-}
-
-/// The [`Entry`] of source `S`, whose settings are `get(sections)`.
-struct Of<S: Source>(fn(&Sections) -> &S::Config);
-
-/// A running `S`.
-struct LiveOf<S: Source> {
-    get: fn(&Sections) -> &S::Config,
-    running: Box<dyn Running<S::Config>>,
-}
-
-impl<S: Source + 'static> Live for LiveOf<S> {
-    fn update<'a>(&'a mut self, s: &'a Sections) -> Option<BoxFuture<'a, ()>> {
-        self.running.update((self.get)(s))
-    }
-    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
-        self.running.stop()
-    }
-}
-
-impl<S: Source + 'static> Entry for Of<S> {
-    fn name(&self) -> &'static str {
-        S::NAME
-    }
-    fn changed(&self, old: &Sections, new: &Sections) -> bool {
-        (self.0)(old) != (self.0)(new)
-    }
-    fn summary(&self, s: &Sections) -> Option<String> {
-        S::summary((self.0)(s))
-    }
-    fn start(&self, cx: &Context, s: &Sections) -> Option<Box<dyn Live>> {
-        let running = S::start(cx, (self.0)(s))?;
-        Some(Box::new(LiveOf::<S> {
-            get: self.0,
-            running,
-        }))
-    }
-    fn check<'a>(&self, s: &'a Sections) -> LocalBoxFuture<'a, Vec<Row>> {
-        S::check((self.0)(s))
-    }
-    fn once<'a>(
-        &self,
-        p: &'a Publisher,
-        s: &'a Sections,
-        note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()> {
-        S::once(p, (self.0)(s), note)
-    }
-}
-
 /// Owns the running sources: starts them, applies a reload to the ones
 /// whose section changed, stops them all at exit.
 pub struct Supervisor {
     cx: Context,
-    /// One slot per [`REGISTRY`] entry, in order; `None` when off.
-    running: Vec<Option<Box<dyn Live>>>,
+    /// One slot per source; `None` when off.
+    running: Slots,
 }
 
 impl Supervisor {
-    /// Starts every source `s` turns on.
-    pub fn start(cx: Context, s: &Sections) -> Supervisor {
-        let running = REGISTRY.iter().map(|e| e.start(&cx, s)).collect();
-        Supervisor { cx, running }
-    }
-
-    /// Applies `new` over `old`: each source whose section changed takes
-    /// the new settings in place or restarts with them (or stops, or
-    /// starts). Returns the names of the sources that changed.
-    pub async fn reload(&mut self, old: &Sections, new: &Sections) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        for (entry, slot) in REGISTRY.iter().zip(&mut self.running) {
-            if !entry.changed(old, new) {
-                continue;
-            }
-            let kept = match slot.as_mut().and_then(|live| live.update(new)) {
-                Some(update) => {
-                    update.await;
-                    true
-                }
-                None => false,
-            };
-            if !kept {
-                if let Some(live) = slot.take() {
-                    live.stop().await;
-                }
-                *slot = entry.start(&self.cx, new);
-            }
-            changed.push(entry.name());
-        }
-        changed
-    }
-
     /// Stops every source: all are told at once, then each is awaited
     /// (bounded by [`STOP_TIMEOUT`] overall).
     pub async fn stop(&mut self) {
         self.cx.stop.cancel();
-        let running: Vec<_> = self.running.iter_mut().filter_map(Option::take).collect();
-        let all = async {
-            for live in running {
-                live.stop().await;
-            }
-        };
-        if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
+        if tokio::time::timeout(STOP_TIMEOUT, self.stop_each())
+            .await
+            .is_err()
+        {
             tracing::warn!("Sources did not stop in time");
         }
     }
 }
 
-/// Builds [`Sections`], [`NAMES`] and [`REGISTRY`] from one list of
-/// `field: SourceType` lines, in the order sources start, appear in
-/// `check` and `once`, and are reloaded.
+/// Applies new settings to one source: in place if it can take them,
+/// else a restart (or a stop, or a start).
+async fn reload_one(
+    slot: &mut Option<Box<dyn Running>>,
+    new: &Sections,
+    start: &dyn Fn() -> Option<Box<dyn Running>>,
+) {
+    if let Some(update) = slot.as_mut().and_then(|r| r.update(new)) {
+        update.await;
+        return;
+    }
+    if let Some(old) = slot.take() {
+        old.stop().await;
+    }
+    *slot = start();
+}
+
+/// Builds, from one list of `field: SourceType` lines (in the order
+/// sources start, appear in `check` and `once`, are reloaded and stop):
+/// [`Sections`], [`NAMES`], the raw sections the loader reads, and the
+/// [`Supervisor`]'s slots. It expands to plain code per source, as if
+/// written by hand: no registry of boxed objects to pay for.
 macro_rules! registry {
     ($($field:ident: $src:ty),* $(,)?) => {
         /// Every source's validated settings: one field per source, named
@@ -414,10 +309,71 @@ macro_rules! registry {
             }
         }
 
-        /// The registry, one entry per source.
-        pub(crate) static REGISTRY: &[&dyn Entry] = &[
-            $(&Of::<$src>(|s: &Sections| &s.$field),)*
-        ];
+        impl Sections {
+            /// Every source's part of `check`'s summary, each after `"; "`.
+            pub(crate) fn summary(&self, out: &mut String) {
+                $(
+                    if let Some(part) = <$src as Source>::summary(&self.$field) {
+                        out.push_str("; ");
+                        out.push_str(&part);
+                    }
+                )*
+            }
+
+            /// Every source's rows in `check --online`.
+            pub(crate) async fn check(&self) -> Vec<Row> {
+                let mut rows = Vec::new();
+                $(rows.extend(<$src as Source>::check(&self.$field).await);)*
+                rows
+            }
+
+            /// Every source's round for `sitewatch-agent once`.
+            pub(crate) async fn once(&self, p: &Publisher, note: &mut dyn FnMut(String)) {
+                $(<$src as Source>::once(p, &self.$field, note).await;)*
+            }
+        }
+
+        /// The running sources, one slot per source.
+        struct Slots {
+            $($field: Option<Box<dyn Running>>,)*
+        }
+
+        impl Supervisor {
+            /// Starts every source `s` turns on.
+            pub fn start(cx: Context, s: &Sections) -> Supervisor {
+                let running = Slots {
+                    $($field: <$src as Source>::start(&cx, &s.$field),)*
+                };
+                Supervisor { cx, running }
+            }
+
+            /// Applies `new` over `old`: each source whose section changed
+            /// takes the new settings in place or restarts with them (or
+            /// stops, or starts). Returns the names of those sources.
+            pub async fn reload(&mut self, old: &Sections, new: &Sections) -> Vec<&'static str> {
+                let mut changed = Vec::new();
+                $(
+                    if old.$field != new.$field {
+                        let cx = &self.cx;
+                        reload_one(&mut self.running.$field, new, &|| {
+                            <$src as Source>::start(cx, &new.$field)
+                        })
+                        .await;
+                        changed.push(<$src as Source>::NAME);
+                    }
+                )*
+                changed
+            }
+
+            /// Awaits each source's stop, in registry order.
+            async fn stop_each(&mut self) {
+                $(
+                    if let Some(r) = self.running.$field.take() {
+                        r.stop().await;
+                    }
+                )*
+            }
+        }
     };
 }
 

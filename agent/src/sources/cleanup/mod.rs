@@ -41,6 +41,7 @@ pub mod glob;
 pub mod plan;
 pub mod walk;
 
+use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -50,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{CleanupConfig, RootConfig};
 pub use walk::OpenRoot;
 
-use super::{Context, LocalBoxFuture, Running, Source};
+use super::{Context, Running, Source};
 use crate::check::Row;
 use crate::uplink::publish::Publisher;
 
@@ -475,38 +476,32 @@ impl Source for CleanupSource {
         cfg.as_ref().map(CleanupConfig::summary)
     }
 
-    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running<Self::Config>>> {
+    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running>> {
         let cfg = cfg.clone()?;
         Some(cx.spawn_reporting(move |tx, stop| run(cfg, tx, stop), forward::forward_cleanup))
     }
 
-    fn check(cfg: &Self::Config) -> LocalBoxFuture<'_, Vec<Row>> {
-        Box::pin(check::rows(cfg.as_ref()))
+    fn check(cfg: &Self::Config) -> impl Future<Output = Vec<Row>> {
+        check::rows(cfg.as_ref())
     }
 
-    fn once<'a>(
-        p: &'a Publisher,
-        cfg: &'a Self::Config,
-        note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()> {
-        Box::pin(async move {
-            let Some(c) = cfg else {
-                note("cleanup: off (no [cleanup] table)".into());
-                return;
-            };
-            // Always a dry run, whatever the config says.
-            // Blocking, on this one-shot runtime: nothing else waits.
-            for o in pass(c, true, &|| false) {
-                match &o.result {
-                    Ok(Some(r)) => forward::publish_cleanup(p, r),
-                    Ok(None) => note(format!(
-                        "cleanup: {} is below its high watermark; the daemon would publish nothing",
-                        o.root
-                    )),
-                    Err(e) => note(format!("cleanup: {}: {e}", o.root)),
-                }
+    async fn once(p: &Publisher, cfg: &Self::Config, note: &mut dyn FnMut(String)) {
+        let Some(c) = cfg else {
+            note("cleanup: off (no [cleanup] table)".into());
+            return;
+        };
+        // Always a dry run, whatever the config says.
+        // Blocking, on this one-shot runtime: nothing else waits.
+        for o in pass(c, true, &|| false) {
+            match &o.result {
+                Ok(Some(r)) => forward::publish_cleanup(p, r),
+                Ok(None) => note(format!(
+                    "cleanup: {} is below its high watermark; the daemon would publish nothing",
+                    o.root
+                )),
+                Err(e) => note(format!("cleanup: {}: {e}", o.root)),
             }
-        })
+        }
     }
 }
 

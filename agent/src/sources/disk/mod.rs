@@ -16,6 +16,7 @@ pub mod config;
 pub mod mountinfo;
 pub mod probe;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::DiskConfig;
 
-use super::{Context, LocalBoxFuture, Running, Source};
+use super::{Context, Running, Source};
 use crate::check::Row;
 use crate::uplink::publish::{Counters, Publisher};
 use probe::{Mounted, ProbeError};
@@ -252,27 +253,21 @@ impl Source for DiskSource {
         })
     }
 
-    fn start(cx: &Context, cfg: &DiskConfig) -> Option<Box<dyn Running<DiskConfig>>> {
+    fn start(cx: &Context, cfg: &DiskConfig) -> Option<Box<dyn Running>> {
         let (publisher, cfg, first) = (cx.publisher.clone(), cfg.clone(), cx.first_connect());
         Some(cx.spawn(move |stop| run(publisher, cfg, first, stop)))
     }
 
-    fn check(cfg: &DiskConfig) -> LocalBoxFuture<'_, Vec<Row>> {
-        Box::pin(check::rows(cfg))
+    fn check(cfg: &DiskConfig) -> impl Future<Output = Vec<Row>> {
+        check::rows(cfg)
     }
 
-    fn once<'a>(
-        p: &'a Publisher,
-        cfg: &'a DiskConfig,
-        note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()> {
-        Box::pin(async move {
-            if cfg.mounts.is_empty() {
-                note("disk: no mounts configured; nothing to report".into());
-            } else {
-                once(p, cfg).await;
-            }
-        })
+    async fn once(p: &Publisher, cfg: &DiskConfig, note: &mut dyn FnMut(String)) {
+        if cfg.mounts.is_empty() {
+            note("disk: no mounts configured; nothing to report".into());
+        } else {
+            once(p, cfg).await;
+        }
     }
 }
 

@@ -26,9 +26,10 @@ pub use probe::{probe, ProbeReport};
 pub use schedule::{run, Output};
 pub use verdict::{ChangeKind, Class, Warning};
 
-use super::{Context, LocalBoxFuture, Running, Source};
+use super::{Context, Running, Source};
 use crate::check::Row;
 use crate::uplink::publish::Publisher;
+use std::future::Future;
 
 /// Camera probes in the registry (off without an `[rtsp]` table); the
 /// scheduler reports to [`forward_rtsp`](forward::forward_rtsp).
@@ -61,43 +62,37 @@ impl Source for RtspSource {
         })
     }
 
-    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running<Self::Config>>> {
+    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running>> {
         let cfg = cfg.clone()?;
         Some(cx.spawn_reporting(move |tx, stop| run(cfg, tx, stop), forward::forward_rtsp))
     }
 
-    fn check(cfg: &Self::Config) -> LocalBoxFuture<'_, Vec<Row>> {
-        Box::pin(check::rows(cfg.as_ref()))
+    fn check(cfg: &Self::Config) -> impl Future<Output = Vec<Row>> {
+        check::rows(cfg.as_ref())
     }
 
-    fn once<'a>(
-        p: &'a Publisher,
-        cfg: &'a Self::Config,
-        note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()> {
-        Box::pin(async move {
-            let Some(r) = cfg.as_ref().filter(|r| !r.cameras.is_empty()) else {
-                note("rtsp: no cameras configured".into());
-                return;
-            };
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let fwd = tokio::spawn(forward::forward_rtsp(p.clone(), rx));
-            for report in cli::probe_all(r.clone()).await {
-                let report = Box::new(report);
-                // As the scheduler's first probe of each camera.
-                let changed = schedule::change(None, report.class).map(|kind| Output::Changed {
-                    camera: report.camera.clone(),
-                    from: None,
-                    to: report.class,
-                    kind,
-                    report: report.clone(),
-                });
-                for o in std::iter::once(Output::Probed(report)).chain(changed) {
-                    let _ = tx.send(o).await;
-                }
+    async fn once(p: &Publisher, cfg: &Self::Config, note: &mut dyn FnMut(String)) {
+        let Some(r) = cfg.as_ref().filter(|r| !r.cameras.is_empty()) else {
+            note("rtsp: no cameras configured".into());
+            return;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let fwd = tokio::spawn(forward::forward_rtsp(p.clone(), rx));
+        for report in cli::probe_all(r.clone()).await {
+            let report = Box::new(report);
+            // As the scheduler's first probe of each camera.
+            let changed = schedule::change(None, report.class).map(|kind| Output::Changed {
+                camera: report.camera.clone(),
+                from: None,
+                to: report.class,
+                kind,
+                report: report.clone(),
+            });
+            for o in std::iter::once(Output::Probed(report)).chain(changed) {
+                let _ = tx.send(o).await;
             }
-            drop(tx);
-            let _ = fwd.await;
-        })
+        }
+        drop(tx);
+        let _ = fwd.await;
     }
 }

@@ -32,8 +32,9 @@ pub use report::{DeviceType, DiskReport, Reading, Source};
 pub use rules::{judge, Level, Reason, Verdict};
 
 use std::fmt;
+use std::future::Future;
 
-use super::{Context, LocalBoxFuture, Running};
+use super::{Context, Running};
 use crate::check::Row;
 use crate::uplink::publish::Publisher;
 
@@ -165,7 +166,7 @@ impl super::Source for SmartSource {
         })
     }
 
-    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running<Self::Config>>> {
+    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running>> {
         let cfg = cfg.clone()?;
         let state_dir = cx.state_dir.clone();
         let (reader, discover) = task::native(&cfg);
@@ -175,25 +176,19 @@ impl super::Source for SmartSource {
         ))
     }
 
-    fn check(cfg: &Self::Config) -> LocalBoxFuture<'_, Vec<Row>> {
-        Box::pin(check::rows(cfg.as_ref()))
+    fn check(cfg: &Self::Config) -> impl Future<Output = Vec<Row>> {
+        check::rows(cfg.as_ref())
     }
 
-    fn once<'a>(
-        p: &'a Publisher,
-        cfg: &'a Self::Config,
-        note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()> {
-        Box::pin(async move {
-            let Some(s) = cfg else {
-                note("smart: off (no [smart] table)".into());
-                return;
-            };
-            let (reader, discover) = task::native(s);
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let fwd = tokio::spawn(forward::forward_smart(p.clone(), rx));
-            task::once(s.clone(), reader, Some(discover), tx).await;
-            let _ = fwd.await;
-        })
+    async fn once(p: &Publisher, cfg: &Self::Config, note: &mut dyn FnMut(String)) {
+        let Some(s) = cfg else {
+            note("smart: off (no [smart] table)".into());
+            return;
+        };
+        let (reader, discover) = task::native(s);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let fwd = tokio::spawn(forward::forward_smart(p.clone(), rx));
+        task::once(s.clone(), reader, Some(discover), tx).await;
+        let _ = fwd.await;
     }
 }

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::SyslogConfig;
 
-use super::{BoxFuture, Context, LocalBoxFuture, Running, Source};
+use super::{BoxFuture, Context, Running, Sections, Source};
 use crate::check::Row;
 use crate::uplink::publish::Publisher;
 
@@ -346,10 +346,10 @@ pub async fn run(publisher: Publisher, cfg: SyslogConfig, stop: CancellationToke
     s.stop().await;
 }
 
-impl Running<Option<SyslogConfig>> for Syslog {
-    fn update<'a>(&'a mut self, cfg: &'a Option<SyslogConfig>) -> Option<BoxFuture<'a, ()>> {
+impl Running for Syslog {
+    fn update<'a>(&'a mut self, new: &'a Sections) -> Option<BoxFuture<'a, ()>> {
         // Turned off (`None`): the supervisor stops it.
-        let cfg = cfg.clone()?;
+        let cfg = new.syslog.clone()?;
         Some(Box::pin(Syslog::update(self, cfg)))
     }
 
@@ -390,7 +390,7 @@ impl Source for SyslogSource {
         })
     }
 
-    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running<Self::Config>>> {
+    fn start(cx: &Context, cfg: &Self::Config) -> Option<Box<dyn Running>> {
         let cfg = cfg.clone()?;
         Some(Box::new(Syslog::start(
             cx.publisher.clone(),
@@ -399,25 +399,19 @@ impl Source for SyslogSource {
         )))
     }
 
-    fn check(cfg: &Self::Config) -> LocalBoxFuture<'_, Vec<Row>> {
-        Box::pin(async move { check::rows(cfg.as_ref()) })
+    async fn check(cfg: &Self::Config) -> Vec<Row> {
+        check::rows(cfg.as_ref())
     }
 
-    fn once<'a>(
-        _p: &'a Publisher,
-        cfg: &'a Self::Config,
-        note: &'a mut dyn FnMut(String),
-    ) -> LocalBoxFuture<'a, ()> {
-        Box::pin(async move {
-            if cfg.is_some() {
-                note(
-                    "syslog: a receiver has no round, so it is not run here (the running agent \
+    async fn once(_p: &Publisher, cfg: &Self::Config, note: &mut dyn FnMut(String)) {
+        if cfg.is_some() {
+            note(
+                "syslog: a receiver has no round, so it is not run here (the running agent \
                      counts what it receives: `sitewatch-agent status`)"
-                        .into(),
-                );
-            } else {
-                note("syslog: off (no [syslog] table)".into());
-            }
-        })
+                    .into(),
+            );
+        } else {
+            note("syslog: off (no [syslog] table)".into());
+        }
     }
 }
