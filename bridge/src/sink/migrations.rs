@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "partitioned_history",
         sql: include_str!("../../migrations/0008_partitioned_history.sql"),
     },
+    Migration {
+        version: 9,
+        name: "ingest_minutes",
+        sql: include_str!("../../migrations/0009_ingest_minutes.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only
