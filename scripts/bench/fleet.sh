@@ -39,7 +39,8 @@
 #
 # The server and its data dir are removed at exit (--keep leaves them and
 # prints how to connect). Results (table, plans, sizes) stay in --out
-# (default /tmp/sitewatch-fleet-<date>).
+# (default /tmp/sitewatch-fleet-<date>). $FLEET_TIMEOUT_S: statement
+# timeout per query (default 300 s; a query over it is reported as an error).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
@@ -97,7 +98,7 @@ PG_PORT=$(free_port)
 # except shared_buffers; durability is off for the load only (it does not
 # change how reads run).
 start_throwaway_postgres "$WORK" "$PG_PORT" "-c shared_buffers=2GB -c maintenance_work_mem=512MB \
--c max_wal_size=16GB -c checkpoint_timeout=30min -c fsync=off -c synchronous_commit=off \
+-c max_wal_size=4GB -c checkpoint_timeout=30min -c fsync=off -c synchronous_commit=off \
 -c full_page_writes=off -c wal_level=minimal -c max_wal_senders=0 -c autovacuum=off"
 POSTMASTER=$(head -1 "$WORK/pg/postmaster.pid")
 renice -n 10 -p "$POSTMASTER" >/dev/null
@@ -142,7 +143,9 @@ fi
 
 [ -n "$SITE" ] || SITE=$("${PSQLF[@]}" -c "select site from bench.site where root_filling and not offline and end_at > (select t_end from bench.params) order by n limit 1")
 # The history ends at T_END; the fleet's "now" is when the queries run.
-"${PSQLF[@]}" -c "update sites s set last_seen = now() - b.jitter * interval '1 second'
+# last_seen goes 30 min ahead so that the fleet view still counts the
+# sites online (silent for less than 3 heartbeats) when the last query runs.
+"${PSQLF[@]}" -c "update sites s set last_seen = now() + interval '30 minutes' - b.jitter * interval '1 second'
     from bench.site b where b.site = s.site and s.state = 'online' and b.end_at > (select t_end from bench.params)" \
     -c "update sites s set last_seen = now() - interval '10 minutes' from bench.site b
     where b.site = s.site and s.state = 'online' and b.end_at <= (select t_end from bench.params)" \
@@ -159,7 +162,7 @@ log "Running $(wc -l < "$WORK/queries.jsonl") queries"
 MD=(); [ "$MARKDOWN" = 1 ] && MD=(--markdown)
 [ -n "$ONLY" ] && MD+=(--only "$ONLY")
 python3 scripts/bench/fleet-queries.py --psql "$PGBIN/psql" --url "$URL" --queries "$WORK/queries.jsonl" \
-    --plans "$OUT/plans.txt" --slowest 5 "${MD[@]}" >"$OUT/queries.md" || true
+    --timeout-s "${FLEET_TIMEOUT_S:-300}" --plans "$OUT/plans.txt" --slowest 5 "${MD[@]}" >"$OUT/queries.md" || true
 
 "${PSQLF[@]}" -F ' | ' -c "
 with t as (
