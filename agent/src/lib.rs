@@ -41,8 +41,8 @@
 //! - Leaves: [`host`] (host metrics), [`clock`] (wall-clock checks),
 //!   [`perms`] (config file permissions).
 //!
-//! Imports point down: sources and `check` use the uplink's publisher and
-//! `check`'s row type; nothing below imports the crate root.
+//! Imports point down: sources use the uplink's publisher and the leaf
+//! `check::row` for their rows; no module imports the crate root.
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and the
 //! runtime, and calls [`run_with`] with a shutdown future wired to SIGTERM

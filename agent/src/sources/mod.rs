@@ -15,16 +15,19 @@
 //!
 //! The config loader, `check`, `check --online`, `once`, reload (SIGHUP)
 //! and shutdown then know it: they call what the registry generates
-//! ([`Sections`], the [`Supervisor`], which owns the running sources). Sources publish through
-//! [`Publisher`] and use no other part of the uplink. They do not import
-//! each other, except two pure helpers `cleanup` borrows: the disk
-//! probe's `Usage` and syslog's civil-date arithmetic.
-//! The status file (`crate::status`) keeps its own per-source fields: a
-//! source that wants lines there adds them in `status.rs`.
+//! ([`Sections`], and the [`Supervisor`], which owns the running
+//! sources). Sources publish through [`Publisher`] and use no other part
+//! of the uplink. They do not import each other, except two pure helpers
+//! `cleanup` borrows: the disk probe's `Usage` and syslog's civil-date
+//! arithmetic. The status file (`crate::status`) keeps its own
+//! per-source fields: a source that wants lines there adds them in
+//! `status.rs`.
 //!
 //! The registry is a macro that expands to plain code per source (what
-//! was written by hand before it), so the contract costs no boxed
-//! objects or per-source copies of generic code in the binary.
+//! was written by hand before it) rather than a table of trait objects:
+//! only a running source is boxed (`Box<dyn Running>`, one vtable for
+//! every task-shaped source), and nothing generic is copied per source
+//! beyond the spawn helpers, as before.
 
 pub mod cleanup;
 pub mod disk;
