@@ -10,7 +10,6 @@
 //! session; a site's session limit answers 503 with the reason; an idle
 //! session closes; the RTSP password is in no answer, log line or metric.
 
-use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
@@ -19,46 +18,9 @@ use std::time::{Duration, Instant};
 use sitewatch_testkit::{free_port, wait_until, ChildGuard, Postgres};
 
 mod util;
-use util::{live_bin, migrate, write, Server, SECRET};
+use util::{get, live_bin, migrate, text, write, Server, SECRET};
 
 const TOKEN: &str = "viewer-token-0123456789";
-
-/// A minimal HTTP/1.1 GET: (status, headers, body).
-fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n"
-    )
-    .expect("send");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read");
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let body = buf[split + 4..].to_vec();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    (status, head, body)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ffmpeg_available() -> bool {
-    Command::new("ffprobe").arg("-version").output().is_ok()
-}
 
 /// ffprobe of init + one segment: (codec, width, height, first frame is a
 /// keyframe, frames).
@@ -118,10 +80,7 @@ fn metric(port: u16, name: &str) -> f64 {
 
 #[test]
 fn live_view_end_to_end() {
-    assert!(
-        ffmpeg_available(),
-        "ffprobe missing: install Debian's ffmpeg (scripts/lib/common.sh SITEWATCH_RTSP_PACKAGES)"
-    );
+    util::ensure_package("ffprobe", "ffmpeg");
     let server = Server::start();
     let pg = Postgres::start().expect("PostgreSQL");
     let url = pg.create_database("live_view").expect("database");
