@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ingest_minutes",
         sql: include_str!("../../migrations/0009_ingest_minutes.sql"),
     },
+    Migration {
+        version: 10,
+        name: "camera_reachability",
+        sql: include_str!("../../migrations/0010_camera_reachability.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

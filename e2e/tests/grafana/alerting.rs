@@ -441,6 +441,7 @@ fn sample_labels(uid: &str, n: usize) -> Vec<(&'static str, String)> {
         "sitewatch-sequence-gaps" | "sitewatch-clock-skew" => l(&[]),
         "sitewatch-camera-down" => l(&[("camera", "gate"), ("class", "auth")]),
         "sitewatch-camera-degraded" => l(&[("camera", "yard"), ("class", "frozen")]),
+        "sitewatch-centre-unreachable" => l(&[("classes", "tcp_timeout")]),
         "sitewatch-smart-critical" => l(&[
             ("device", "sda"),
             ("reason", "pending_growing"),
@@ -465,6 +466,7 @@ fn sample_value(uid: &str) -> f64 {
         "sitewatch-sequence-gaps" => 42.0,
         "sitewatch-camera-down" => 14.0,
         "sitewatch-camera-degraded" => 41.0,
+        "sitewatch-centre-unreachable" => 22.0,
         "sitewatch-smart-critical" => 2.5,
         "sitewatch-clock-skew" => 3600.0,
         "sitewatch-bridge-gone" => 5.0,

@@ -464,6 +464,21 @@ fn panels() -> Vec<Panel> {
         },
         Panel {
             dashboard: SITE,
+            title: "Cameras from the centre",
+            check: |res| {
+                let t = "Cameras from the centre";
+                let online = res.r(SITE, t, "site-online");
+                assert_eq!(online.column("camera"), ["till", "door"], "failing first");
+                assert_eq!(online.column("class"), ["auth", "ok"]);
+                assert_eq!(online.get(1, "resolved_to"), "198.51.100.2");
+                let down = res.r(SITE, t, "site-down");
+                assert_eq!(down.column("class"), ["dns"]);
+                assert_eq!(down.get(0, "resolved_to"), "", "a name that does not resolve");
+                assert!(res.r(SITE, t, "site-disk").rows.is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
             title: "Camera class",
             check: |res| {
                 let timeline = res.r(SITE, "Camera class", "site-cams");
@@ -667,6 +682,23 @@ fn panels() -> Vec<Panel> {
                     res.fires("Camera down"),
                     ["site=site-cams,camera=lobby,class=stalled"],
                     "stalled for 20 min > CAMERA_DOWN_MINUTES=10; auth for 4 min not yet; frozen is not down"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Cameras unreachable from the centre",
+            check: |res| {
+                let t = "Cameras unreachable from the centre";
+                assert_eq!(
+                    res.r(ALERT, t, "").column("site"),
+                    ["site-cams"],
+                    "only the online site whose fresh probes all fail"
+                );
+                assert_eq!(
+                    res.fires(t),
+                    ["site=site-cams,classes=tcp_timeout"],
+                    "all unreachable for 20 min > CENTRE_UNREACHABLE_MINUTES=15"
                 );
             },
         },
