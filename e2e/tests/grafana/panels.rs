@@ -473,7 +473,11 @@ fn panels() -> Vec<Panel> {
                 assert_eq!(online.get(1, "resolved_to"), "198.51.100.2");
                 let down = res.r(SITE, t, "site-down");
                 assert_eq!(down.column("class"), ["dns"]);
-                assert_eq!(down.get(0, "resolved_to"), "", "a name that does not resolve");
+                assert_eq!(
+                    down.get(0, "resolved_to"),
+                    "",
+                    "a name that does not resolve"
+                );
                 assert!(res.r(SITE, t, "site-disk").rows.is_empty());
             },
         },
