@@ -103,8 +103,9 @@ impl Default for RawConsumer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBatch {
-    /// Most messages per transaction. Also the MQTT Receive Maximum: the
-    /// broker never has more unacknowledged messages in flight to us.
+    /// Most messages per transaction. Twice this is the MQTT Receive
+    /// Maximum: the broker never has more unacknowledged messages in
+    /// flight to us (the next batch arrives while one commits).
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
     /// Longest a message waits for its batch to fill up.

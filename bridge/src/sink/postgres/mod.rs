@@ -23,6 +23,18 @@
 //! on the message identity so that redelivered messages are stored once.
 //! Prepared statements are cached per connection.
 //!
+//! Round trips: statements that do not need each other's results are
+//! *pipelined* (tokio-postgres sends the requests of futures polled
+//! together without waiting for the answers, and the server runs them in
+//! the order sent): the three `sites` statements; the inserts of every
+//! message table; the `boots` / version / `last_seq` bookkeeping. A
+//! batch of heartbeats and disk messages is then BEGIN, three pipelines
+//! and COMMIT, where each statement used to wait for the previous one's
+//! answer. Futures are joined `biased` (polled, so sent, in statement
+//! order), and their results are checked in that order, so that a poison
+//! error is reported by the statement that caused it, not by a later one
+//! that only saw the transaction aborted (25P02).
+//!
 //! Errors: [`PgSink::write`] only returns errors worth retrying (after
 //! which the connection is dropped and re-opened on the next attempt). A
 //! poison error (see [`super::classify`]) makes it redo the batch one
@@ -588,16 +600,32 @@ async fn write_rows<C: GenericClient + Sync>(
     let current = sites::touch_sites(tx, &st.sites, clock, decoded).await?;
     let applied = status::apply_states(tx, &st.status, decoded, current).await?;
     let mut counts = status::write_status(tx, &st.status, decoded, applied).await?;
-    counts.add(heartbeat::write_heartbeats(tx, &st.heartbeat, clock, decoded).await?);
-    counts.add(disk::write_disk(tx, &st.disk, clock, decoded).await?);
-    counts.add(logs::write_logs(tx, &st.logs, decoded).await?);
-    counts.add(streams::write_streams(tx, &st.streams, clock, decoded).await?);
-    counts.add(smart::write_smart(tx, &st.smart, clock, decoded).await?);
-    counts.add(events::write_events(tx, &st.events, clock, decoded).await?);
-    counts.add(rejected::write_rejected(tx, &st.rejected, rejected).await?);
-    boots::write_boots(tx, &st.boots, decoded, &counts.new_ids).await?;
-    heartbeat::write_versions(tx, &st.heartbeat, decoded).await?;
-    boots::write_last_seq(tx, &st.boots, decoded).await?;
+    // The message tables do not depend on each other: one pipeline (see
+    // the module documentation), results checked in statement order.
+    let (hb, disk, logs, streams, smart, events, rejected) = tokio::join!(
+        biased;
+        heartbeat::write_heartbeats(tx, &st.heartbeat, clock, decoded),
+        disk::write_disk(tx, &st.disk, clock, decoded),
+        logs::write_logs(tx, &st.logs, decoded),
+        streams::write_streams(tx, &st.streams, clock, decoded),
+        smart::write_smart(tx, &st.smart, clock, decoded),
+        events::write_events(tx, &st.events, clock, decoded),
+        rejected::write_rejected(tx, &st.rejected, rejected),
+    );
+    for c in [hb, disk, logs, streams, smart, events, rejected] {
+        counts.add(c?);
+    }
+    // Bookkeeping, one pipeline: `boots` is upserted before `last_seq`
+    // reads it (the server runs a pipeline in the order it was sent).
+    let (boots_done, versions, last_seq) = tokio::join!(
+        biased;
+        boots::write_boots(tx, &st.boots, decoded, &counts.new_ids),
+        heartbeat::write_versions(tx, &st.heartbeat, decoded),
+        boots::write_last_seq(tx, &st.boots, decoded),
+    );
+    boots_done?;
+    versions?;
+    last_seq?;
     counts.duplicates = decoded.len().saturating_sub(counts.stored);
     Ok(counts)
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Statement};
 
 use super::Clock;
@@ -92,8 +93,34 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
             .map(|s| s.live.or(s.retained).unwrap_or_else(SystemTime::now))
             .collect();
         let live: Vec<Option<SystemTime>> = seen.values().map(|s| s.live).collect();
-        tx.execute(&st.ensure, &[&sites, &first]).await?;
-        for row in tx.query(&st.touch, &[&sites, &live]).await? {
+        let skews: Vec<(&str, &SiteSkew)> = seen
+            .keys()
+            .filter_map(|site| clock.skews.get(*site).map(|s| (*site, s)))
+            .collect();
+        let skew_site: Vec<&str> = skews.iter().map(|s| s.0).collect();
+        let skew_ms: Vec<i64> = skews.iter().map(|s| s.1.skew_ms).collect();
+        let skew_at: Vec<SystemTime> = skews.iter().map(|s| s.1.at).collect();
+        // One pipeline, run by the server in this order: create, lock and
+        // touch, then the skew (see the module documentation of
+        // `postgres` on pipelining).
+        let ensure_params: [&(dyn ToSql + Sync); 2] = [&sites, &first];
+        let touch_params: [&(dyn ToSql + Sync); 2] = [&sites, &live];
+        let (ensured, touched, skewed) = tokio::join!(
+            biased;
+            tx.execute(&st.ensure, &ensure_params),
+            tx.query(&st.touch, &touch_params),
+            async {
+                if skews.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(&st.clock_skew, &[&skew_site, &skew_ms, &skew_at])
+                    .await
+            },
+        );
+        ensured?;
+        let touched = touched?;
+        skewed?;
+        for row in touched {
             let site: String = row.try_get(0)?;
             let boot: Option<String> = row.try_get(1)?;
             let session: Option<i32> = row.try_get(2)?;
@@ -109,16 +136,6 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
                 _ => None,
             };
             current.insert(site, key);
-        }
-        let skews: Vec<(&str, &SiteSkew)> = seen
-            .keys()
-            .filter_map(|site| clock.skews.get(*site).map(|s| (*site, s)))
-            .collect();
-        if !skews.is_empty() {
-            let site: Vec<&str> = skews.iter().map(|s| s.0).collect();
-            let skew: Vec<i64> = skews.iter().map(|s| s.1.skew_ms).collect();
-            let at: Vec<SystemTime> = skews.iter().map(|s| s.1.at).collect();
-            tx.execute(&st.clock_skew, &[&site, &skew, &at]).await?;
         }
     }
     Ok(current)
