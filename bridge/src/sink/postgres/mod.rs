@@ -26,7 +26,7 @@
 //! Round trips: statements that do not need each other's results are
 //! *pipelined* (tokio-postgres sends the requests of futures polled
 //! together without waiting for the answers, and the server runs them in
-//! the order sent): the three `sites` statements; the inserts of every
+//! the order sent): the two `sites` statements; the inserts of every
 //! message table; the `boots` / version / `last_seq` bookkeeping. A
 //! batch of heartbeats and disk messages is then BEGIN, three pipelines
 //! and COMMIT, where each statement used to wait for the previous one's

@@ -21,25 +21,31 @@ INSERT INTO sites (site, first_seen, last_seen)
 SELECT u.site, u.seen, u.seen FROM UNNEST($1::text[], $2::timestamptz[]) AS u(site, seen)
 ON CONFLICT (site) DO NOTHING";
 
-/// Locks the batch's sites, moves `last_seen`, returns the current state.
+/// Locks the batch's sites, moves `last_seen`, stores the latest measured
+/// clock skew (a measurement older than the stored one, from a batch
+/// retried late, does not overwrite it; `skew_at` NULL: none for the
+/// site), returns the current state. One statement, so that each site row
+/// gets one new version for both instead of one per statement (the skew
+/// was a separate `UPDATE`: 220 ms of server time per 100k messages in
+/// `scripts/bench/ingest.sh`).
 const SQL_TOUCH_SITES: &str = "\
-UPDATE sites AS s SET last_seen = GREATEST(s.last_seen, u.live)
-FROM UNNEST($1::text[], $2::timestamptz[]) AS u(site, live)
+UPDATE sites AS s SET
+    last_seen = GREATEST(s.last_seen, u.live),
+    clock_skew_ms = CASE WHEN u.skew_at IS NOT NULL
+                          AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.skew_at)
+                         THEN u.skew_ms ELSE s.clock_skew_ms END,
+    clock_skew_at = CASE WHEN u.skew_at IS NOT NULL
+                          AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.skew_at)
+                         THEN u.skew_at ELSE s.clock_skew_at END
+FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[])
+    AS u(site, live, skew_ms, skew_at)
 WHERE s.site = u.site
 RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts";
-
-/// Latest measured clock skew per site (a measurement older than the
-/// stored one, from a batch retried late, does not overwrite it).
-const SQL_CLOCK_SKEW: &str = "\
-UPDATE sites AS s SET clock_skew_ms = u.skew_ms, clock_skew_at = u.at
-FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) AS u(site, skew_ms, at)
-WHERE s.site = u.site AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.at)";
 
 /// This family's prepared statements.
 pub(super) struct Stmts {
     ensure: Statement,
     touch: Statement,
-    clock_skew: Statement,
 }
 
 impl Stmts {
@@ -48,7 +54,6 @@ impl Stmts {
         Ok(Stmts {
             ensure: c.prepare(SQL_ENSURE_SITES).await?,
             touch: c.prepare(SQL_TOUCH_SITES).await?,
-            clock_skew: c.prepare(SQL_CLOCK_SKEW).await?,
         })
     }
 }
@@ -93,33 +98,21 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
             .map(|s| s.live.or(s.retained).unwrap_or_else(SystemTime::now))
             .collect();
         let live: Vec<Option<SystemTime>> = seen.values().map(|s| s.live).collect();
-        let skews: Vec<(&str, &SiteSkew)> = seen
-            .keys()
-            .filter_map(|site| clock.skews.get(*site).map(|s| (*site, s)))
-            .collect();
-        let skew_site: Vec<&str> = skews.iter().map(|s| s.0).collect();
-        let skew_ms: Vec<i64> = skews.iter().map(|s| s.1.skew_ms).collect();
-        let skew_at: Vec<SystemTime> = skews.iter().map(|s| s.1.at).collect();
-        // One pipeline, run by the server in this order: create, lock and
-        // touch, then the skew (see the module documentation of
-        // `postgres` on pipelining).
+        let skew: Vec<Option<&SiteSkew>> = seen.keys().map(|site| clock.skews.get(*site)).collect();
+        let skew_ms: Vec<Option<i64>> = skew.iter().map(|s| s.map(|s| s.skew_ms)).collect();
+        let skew_at: Vec<Option<SystemTime>> = skew.iter().map(|s| s.map(|s| s.at)).collect();
         let ensure_params: [&(dyn ToSql + Sync); 2] = [&sites, &first];
-        let touch_params: [&(dyn ToSql + Sync); 2] = [&sites, &live];
-        let (ensured, touched, skewed) = tokio::join!(
+        let touch_params: [&(dyn ToSql + Sync); 4] = [&sites, &live, &skew_ms, &skew_at];
+        // One pipeline, run by the server in this order: create, then lock
+        // and touch (see the module documentation of `postgres` on
+        // pipelining).
+        let (ensured, touched) = tokio::join!(
             biased;
             tx.execute(&st.ensure, &ensure_params),
             tx.query(&st.touch, &touch_params),
-            async {
-                if skews.is_empty() {
-                    return Ok(0);
-                }
-                tx.execute(&st.clock_skew, &[&skew_site, &skew_ms, &skew_at])
-                    .await
-            },
         );
         ensured?;
         let touched = touched?;
-        skewed?;
         for row in touched {
             let site: String = row.try_get(0)?;
             let boot: Option<String> = row.try_get(1)?;
