@@ -1,4 +1,4 @@
-//! Fuzzes the outbox's segment reader (`sitewatch_agent::outbox::frame`)
+//! Fuzzes the outbox's segment reader (`sitewatch_agent::uplink::outbox::frame`)
 //! with arbitrary file contents: damaged, torn, zero-filled or hostile
 //! segments must never panic, loop or over-allocate, and must read the
 //! same whether a file is read whole or piecewise (as the run-time reader
@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sitewatch_agent::outbox::frame::{self, Frame, Step};
+use sitewatch_agent::uplink::outbox::frame::{self, Frame, Step};
 
 fuzz_target!(|data: &[u8]| {
     let whole = frame::scan(data);
