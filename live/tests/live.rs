@@ -245,6 +245,13 @@ path = "/lowfps"
     }
 
     // The site's limit (2): a third camera is refused, in plain words.
+    // Both sessions are watched again first: on a loaded machine the H.264
+    // one could otherwise reach idle_secs while the H.265 segments were
+    // fetched, and its slot would be free (seen in a full-suite run).
+    for camera in ["cam", "hevc"] {
+        let (code, _, _) = get(port, &format!("/live/s1/{camera}/index.m3u8"), Some(TOKEN));
+        assert_eq!(code, 200, "{camera} is watched again");
+    }
     let (code, _, body) = get(port, "/live/s1/third/index.m3u8", Some(TOKEN));
     let why = text(&body);
     assert_eq!(code, 503, "{why}");
