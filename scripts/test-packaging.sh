@@ -96,7 +96,8 @@ DROPINS=(systemd/dropins/*.conf)
 shopt -u nullglob
 cp "${UNITS[@]}" "$U/"
 # verify wants ExecStart= binaries to exist; point them at one that does.
-sed -i -e "s#/usr/bin/sitewatch-agent#${AGENT:-/bin/true}#" -e "s#/usr/bin/sitewatch-bridge#/bin/true#" "$U"/*
+sed -i -e "s#/usr/bin/sitewatch-agent#${AGENT:-/bin/true}#" -e "s#/usr/bin/sitewatch-bridge#/bin/true#" \
+    -e "s#/usr/bin/sitewatch-live#/bin/true#" "$U"/*
 for unit in "$U"/*; do
     name=$(basename "$unit")
     # verify exits 0 on settings it ignores ("Failed to parse ..., ignoring"):
@@ -137,6 +138,7 @@ mkdir -p "$X/bin" "$X/etc"
 exec_binaries() {
     local want=() out
     [ -n "${SITEWATCH_BRIDGE_BIN:-}" ] || want+=(--bin sitewatch-bridge)
+    [ -n "${SITEWATCH_LIVE_BIN:-}" ] || want+=(--bin sitewatch-live)
     [ -n "${SITEWATCH_AGENT_BIN:-}" ] || [ -n "$AGENT" ] || want+=(--bin sitewatch-agent)
     if [ ${#want[@]} -gt 0 ]; then
         cargo build --locked "${want[@]}" --message-format=json-render-diagnostics 2>"$WORK/cargo-build.log" \
@@ -148,7 +150,9 @@ for l in sys.stdin:
     fi
     ln -sf "${SITEWATCH_AGENT_BIN:-${AGENT:-$(grep '/sitewatch-agent$' "$WORK/built")}}" "$X/bin/sitewatch-agent"
     ln -sf "${SITEWATCH_BRIDGE_BIN:-$(grep '/sitewatch-bridge$' "$WORK/built")}" "$X/bin/sitewatch-bridge"
-    out=$(PATH="$X/bin:$PATH" sitewatch-agent --version && PATH="$X/bin:$PATH" sitewatch-bridge --version) || return 1
+    ln -sf "${SITEWATCH_LIVE_BIN:-$(grep '/sitewatch-live$' "$WORK/built")}" "$X/bin/sitewatch-live"
+    out=$(PATH="$X/bin:$PATH" sitewatch-agent --version && PATH="$X/bin:$PATH" sitewatch-bridge --version \
+        && PATH="$X/bin:$PATH" sitewatch-live --version) || return 1
     printf '%s\n' "$out" | tr '\n' ' '
 }
 cat >"$X/etc/agent.toml" <<'TOML'
@@ -164,7 +168,16 @@ url = "postgresql://sitewatch@127.0.0.1:1/sitewatch"
 [http]
 listen = "127.0.0.1:0"
 TOML
-chmod 600 "$X"/etc/*.toml
+printf 'packaging-test-viewer-token-0123456789\n' >"$X/etc/live-viewer.token"
+cat >"$X/etc/live.toml" <<TOML
+[http]
+listen = "127.0.0.1:0"
+[postgres]
+url = "postgresql://sitewatch_live@127.0.0.1:1/sitewatch"
+[auth]
+token_file = "$X/etc/live-viewer.token"
+TOML
+chmod 600 "$X"/etc/*.toml "$X/etc/live-viewer.token"
 # Prints the value of the last KEY= line in unit file $2 (continuations
 # joined), or nothing.
 unit_value() {
@@ -177,6 +190,21 @@ run_exec_line() {
     label="$2: $key=$value"
     # systemd's prefixes: - @ : + ! !!
     value=$(sed -E 's/^[-@:+!]+//' <<<"$value")
+    # LoadCredential=NAME:PATH copies PATH to $CREDENTIALS_DIRECTORY/NAME
+    # (systemd.exec(5)); the test copies the throwaway file the same way.
+    local creds cred src
+    creds=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$unit" | sed -nE 's/^[[:space:]]*LoadCredential=[[:space:]]*//p')
+    if [ -n "$creds" ]; then
+        rm -rf "$X/creds"; mkdir -p "$X/creds"
+        while IFS= read -r cred; do
+            src=${cred#*:}
+            cp "${src/#\/etc\/sitewatch\//$X/etc/}" "$X/creds/${cred%%:*}"
+        done <<<"$creds"
+        # shellcheck disable=SC2016 # the literal text systemd expands
+        value=${value//'${CREDENTIALS_DIRECTORY}'/$X/creds}
+        # shellcheck disable=SC2016
+        value=${value//'$CREDENTIALS_DIRECTORY'/$X/creds}
+    fi
     if grep -q '[$%`]' <<<"$value"; then
         echo "uses \$VARIABLES or %specifiers: teach this test to expand them" >"$WORK/exec.log"
         fail "$label" "$WORK/exec.log"
