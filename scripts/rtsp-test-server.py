@@ -19,12 +19,18 @@ jump for earlier clients when another joined):
     /stall        H.264 that stops after 3 s (EOS; the connection stays open)
     /frozen       H.264 whose RTP timestamps never advance (a hung encoder)
     /audio        audio only (PCMU), no video track
+    /noframes     H.264 whose RTP packets leave with payload type 50 (the
+                  SDP says 96), which clients drop (retina skips pt 50, the
+                  junk some Geovision cameras send): PLAY is answered,
+                  packets flow, no frame
     /secure       like /cam1, needs --user/--password with --auth digest|basic
     anything else 404
 
-Not here: a stream that plays but never sends a frame (`no_frames`). This
+A stream that plays but never sends a buffer is not possible here: this
 server answers PLAY only once a buffer flows after it (and blocks its main
-loop until then), so every attempt gave `rtsp_timeout` or `stalled`.
+loop until then), so such attempts gave `rtsp_timeout` or `stalled`.
+/noframes gets the same symptom (PLAY answered, no frame) by sending
+packets the client must drop.
 
 The blackhole port accepts TCP connections and never answers.
 """
@@ -73,6 +79,7 @@ MOUNTS = {
     "/audio": "audiotestsrc is-live=true ! audio/x-raw,rate=8000,channels=1 ! mulawenc "
     "! rtppcmupay name=pay0 pt=0",
     "/secure": h264(25),
+    "/noframes": h264(25),
 }
 
 
@@ -92,6 +99,29 @@ def freeze_timestamps(_factory, media):
         return Gst.PadProbeReturn.OK
 
     ident.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, probe)
+
+
+def payload_type_50(_factory, media):
+    """/noframes: each RTP packet leaves with payload type 50 (the SDP
+    still says 96: gst-rtsp-server renumbers a payloader's pt property,
+    so the header is rewritten after it). Buffers keep flowing, so PLAY is
+    answered; a client drops every packet."""
+    pad = media.get_element().get_by_name("pay0").get_static_pad("src")
+
+    def probe(pad, info):
+        buf = info.get_buffer()
+        head = buf.extract_dup(0, 2)
+        if len(head) < 2 or head[1] & 0x7F == 50:
+            return Gst.PadProbeReturn.OK  # rewritten already
+        data = bytearray(buf.extract_dup(0, buf.get_size()))
+        data[1] = (data[1] & 0x80) | 50
+        out = Gst.Buffer.new_wrapped(bytes(data))
+        out.pts, out.dts, out.duration = buf.pts, buf.dts, buf.duration
+        out.set_flags(buf.get_flags())
+        pad.push(out)  # comes back through this probe, passes as pt 50
+        return Gst.PadProbeReturn.DROP
+
+    pad.add_probe(Gst.PadProbeType.BUFFER, probe)
 
 
 def blackhole():
@@ -166,6 +196,8 @@ def main():
         f.set_permissions(permissions(path != "/secure"))
         if path == "/frozen":
             f.connect("media-configure", freeze_timestamps)
+        if path == "/noframes":
+            f.connect("media-configure", payload_type_50)
         mounts.add_factory(path, f)
 
     if server.attach(None) == 0:

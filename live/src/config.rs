@@ -109,6 +109,15 @@ pub struct RawProbe {
     /// Longest the RTSP DESCRIBE (with its authentication round) may take.
     #[serde(default = "default_rtsp_timeout_ms")]
     pub rtsp_timeout_ms: u64,
+    /// A camera that keeps failing is probed less often: after its second
+    /// failure in a row every 2, then 4, ... intervals, at most this long
+    /// apart; back to every interval after an `ok`. 0: every interval.
+    #[serde(default = "default_backoff_max_secs")]
+    pub backoff_max_secs: u64,
+    /// After a good DESCRIBE, also PLAY for this long and expect a video
+    /// frame (`no_video` when none comes). 0: off (DESCRIBE only).
+    #[serde(default)]
+    pub play_secs: u64,
 }
 
 impl Default for RawProbe {
@@ -119,6 +128,8 @@ impl Default for RawProbe {
             dns_timeout_ms: default_dns_timeout_ms(),
             connect_timeout_ms: default_connect_timeout_ms(),
             rtsp_timeout_ms: default_rtsp_timeout_ms(),
+            backoff_max_secs: default_backoff_max_secs(),
+            play_secs: 0,
         }
     }
 }
@@ -217,6 +228,11 @@ fn default_connect_timeout_ms() -> u64 {
 fn default_rtsp_timeout_ms() -> u64 {
     5000
 }
+fn default_backoff_max_secs() -> u64 {
+    // 20 min: a failing camera still has a probe inside the 30-minute
+    // window of the alert "Cameras unreachable from the centre".
+    1200
+}
 fn default_sessions() -> usize {
     16
 }
@@ -274,6 +290,10 @@ pub struct ProbeSettings {
     pub connect_timeout: Duration,
     /// RTSP DESCRIBE timeout.
     pub rtsp_timeout: Duration,
+    /// Longest gap between probes of a failing camera; zero: no backoff.
+    pub backoff_max: Duration,
+    /// Short PLAY after DESCRIBE, if on.
+    pub play: Option<Duration>,
 }
 
 /// Validated `[limits]`.
@@ -515,7 +535,24 @@ fn probe_settings(p: &RawProbe, problems: &mut Vec<String>) -> ProbeSettings {
             problems.push(format!("probe.{name}: must be 100 to 60000, not {v}"));
         }
     }
+    if p.backoff_max_secs != 0 && !(p.interval_secs.max(10)..=86_400).contains(&p.backoff_max_secs)
+    {
+        problems.push(format!(
+            "probe.backoff_max_secs: must be probe.interval_secs ({}) to 86400, or 0 for no \
+             backoff, not {}",
+            p.interval_secs, p.backoff_max_secs
+        ));
+    }
+    if p.play_secs > 30 {
+        problems.push(format!(
+            "probe.play_secs: must be 0 (off) to 30, not {} (each probe holds one of the \
+             site's streams that long)",
+            p.play_secs
+        ));
+    }
     ProbeSettings {
+        backoff_max: Duration::from_secs(p.backoff_max_secs),
+        play: (p.play_secs > 0).then(|| Duration::from_secs(p.play_secs)),
         interval: (p.interval_secs > 0).then(|| Duration::from_secs(p.interval_secs)),
         concurrency: p.concurrency,
         dns_timeout: Duration::from_millis(p.dns_timeout_ms),

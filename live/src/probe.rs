@@ -34,11 +34,15 @@ pub enum Class {
     NotFound,
     /// Anything else RTSP: another status, no answer, not an RTSP server.
     RtspError,
+    /// The optional short PLAY (`probe.play_secs`): the session came up
+    /// but no video frame arrived. Stored as `rtsp_error` (see
+    /// [`Class::stored`]).
+    NoVideo,
 }
 
 impl Class {
     /// Every class, in a fixed order.
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 8] = [
         Class::Ok,
         Class::Dns,
         Class::TcpRefused,
@@ -46,6 +50,7 @@ impl Class {
         Class::Auth,
         Class::NotFound,
         Class::RtspError,
+        Class::NoVideo,
     ];
 
     /// The name stored in PostgreSQL and shown on dashboards.
@@ -58,6 +63,18 @@ impl Class {
             Class::Auth => "auth",
             Class::NotFound => "not_found",
             Class::RtspError => "rtsp_error",
+            Class::NoVideo => "no_video",
+        }
+    }
+
+    /// The name written to PostgreSQL: bridge migration 10's CHECK on
+    /// `camera_reachability.class` knows the seven DESCRIBE classes, so
+    /// `no_video` is stored as `rtsp_error` (its detail starts with "no
+    /// video") until a bridge migration adds it.
+    pub fn stored(self) -> &'static str {
+        match self {
+            Class::NoVideo => Class::RtspError.as_str(),
+            c => c.as_str(),
         }
     }
 
@@ -90,6 +107,10 @@ impl Class {
                 "something answered but not as a working RTSP server (another device on \
                  the forwarded port, the NVR at its stream limit, or it hangs)"
             }
+            Class::NoVideo => {
+                "the NVR started the stream but sent no picture: the camera behind this \
+                 channel is off or unplugged from the NVR, or the NVR is overloaded"
+            }
         }
     }
 }
@@ -101,7 +122,9 @@ pub struct Outcome {
     pub class: Class,
     /// One line: what was seen (never a password).
     pub detail: String,
-    /// The address the name resolved to, when it did.
+    /// The address the name resolved to and was connected to (the first
+    /// one when none accepted), when it resolved. Every address the name
+    /// resolved to is in `detail` when there were several.
     pub addr: Option<IpAddr>,
     /// How long the probe took.
     pub duration: Duration,
@@ -175,6 +198,14 @@ pub async fn probe(site: &Site, camera: &Camera, settings: &ProbeSettings) -> Ou
             started,
         );
     };
+    // Several A/AAAA records (a stale and a fresh one, IPv4 and IPv6):
+    // the detail names them all, since which one answered matters.
+    let resolved = if addrs.len() > 1 {
+        let all: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        format!(" ({} resolves to {})", camera.host, all.join(", "))
+    } else {
+        String::new()
+    };
     // 2. TCP, to each address until one accepts.
     let mut last: Option<(Class, String)> = None;
     let mut connected = None;
@@ -203,7 +234,7 @@ pub async fn probe(site: &Site, camera: &Camera, settings: &ProbeSettings) -> Ou
     }
     let Some(addr) = connected else {
         let (class, detail) = last.unwrap_or((Class::TcpTimeout, "no address".to_owned()));
-        return outcome(class, detail, Some(first.ip()), started);
+        return outcome(class, detail + &resolved, Some(first.ip()), started);
     };
     // 3. RTSP DESCRIBE (retina answers the Digest/Basic challenge).
     let creds = site
@@ -238,14 +269,16 @@ pub async fn probe(site: &Site, camera: &Camera, settings: &ProbeSettings) -> Ou
                 .iter()
                 .map(|s| format!("{} {}", s.media(), s.encoding_name()))
                 .collect();
-            let has_video = session.streams().iter().any(|s| s.media() == "video");
-            if has_video {
-                outcome(
-                    Class::Ok,
-                    format!("{addr}: DESCRIBE ok ({})", streams.join(", ")),
-                    Some(addr.ip()),
-                    started,
-                )
+            let video = session.streams().iter().position(|s| s.media() == "video");
+            if let Some(vi) = video {
+                let described = format!("{addr}: DESCRIBE ok ({}){resolved}", streams.join(", "));
+                match settings.play {
+                    None => outcome(Class::Ok, described, Some(addr.ip()), started),
+                    Some(play) => {
+                        let (class, what) = short_play(session, vi, play, settings).await;
+                        outcome(class, format!("{described}; {what}"), Some(addr.ip()), started)
+                    }
+                }
             } else {
                 outcome(
                     Class::RtspError,
@@ -272,6 +305,77 @@ pub async fn probe(site: &Site, camera: &Camera, settings: &ProbeSettings) -> Ou
                 started,
             )
         }
+    }
+}
+
+/// The optional short PLAY after a good DESCRIBE: SETUP the video
+/// stream (TCP interleaved, as the live view does), PLAY, and wait up to
+/// `play` for the first video frame. Some NVRs answer DESCRIBE for a
+/// channel whose camera is unplugged; only a frame proves video flows.
+async fn short_play(
+    mut session: retina::client::Session<retina::client::Described>,
+    vi: usize,
+    play: Duration,
+    settings: &ProbeSettings,
+) -> (Class, String) {
+    use futures_util::StreamExt as _;
+    use retina::client::{PlayOptions, SetupOptions, Transport};
+    use retina::codec::CodecItem;
+    let setup = SetupOptions::default().transport(Transport::Tcp(Default::default()));
+    match timeout(settings.rtsp_timeout, session.setup(vi, setup)).await {
+        Err(_) => return (Class::RtspError, "SETUP: no answer".to_owned()),
+        Ok(Err(e)) => return (Class::RtspError, format!("SETUP: {}", rtsp_words(&e))),
+        Ok(Ok(_)) => {}
+    }
+    let playing = match timeout(settings.rtsp_timeout, session.play(PlayOptions::default())).await {
+        Err(_) => return (Class::RtspError, "PLAY: no answer".to_owned()),
+        Ok(Err(e)) => return (Class::RtspError, format!("PLAY: {}", rtsp_words(&e))),
+        Ok(Ok(p)) => p,
+    };
+    let mut demuxed = match playing.demuxed() {
+        Ok(d) => d,
+        Err(e) => return (Class::RtspError, format!("PLAY: {}", rtsp_words(&e))),
+    };
+    let start = Instant::now();
+    let no_video = |why: &str| {
+        (
+            Class::NoVideo,
+            format!(
+                "no video: PLAY accepted but {why} within {} s",
+                play.as_secs()
+            ),
+        )
+    };
+    loop {
+        let left = play.saturating_sub(start.elapsed());
+        match timeout(left, demuxed.next()).await {
+            Err(_) => return no_video("no frame arrived"),
+            Ok(None) => return no_video("the stream ended without a frame"),
+            Ok(Some(Err(e))) => {
+                return (
+                    Class::RtspError,
+                    format!("PLAY: the stream failed before a frame: {}", rtsp_words(&e)),
+                )
+            }
+            Ok(Some(Ok(CodecItem::VideoFrame(_)))) => {
+                return (
+                    Class::Ok,
+                    format!(
+                        "PLAY ok, first frame after {} ms",
+                        start.elapsed().as_millis()
+                    ),
+                )
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// retina's error in words (it never prints credentials; URLs hold none).
+fn rtsp_words(e: &retina::Error) -> String {
+    match e.status_code() {
+        Some(code) => format!("RTSP status {code}"),
+        None => e.to_string(),
     }
 }
 

@@ -43,7 +43,7 @@ pub async fn store(
     let tx = client.transaction().await.context("BEGIN")?;
     let addr = outcome.addr.map(|a| a.to_string());
     let ms = i32::try_from(outcome.duration.as_millis()).unwrap_or(i32::MAX);
-    let class = outcome.class.as_str();
+    let class = outcome.class.stored();
     tx.execute(
         "INSERT INTO camera_reachability (site, camera, ts, class, detail, host, addr, duration_ms)
          VALUES ($1, $2, now(), $3, $4, $5, $6::text::inet, $7)

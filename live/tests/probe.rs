@@ -15,6 +15,12 @@
 //!
 //! Plus the exit statuses of `check` and of a bad config (78), and that
 //! the RTSP password appears in no output and no row.
+//!
+//! The optional short PLAY (`probe.play_secs`): `ok` with the first
+//! frame's delay on `/secure`, `no_video` on the fixture's `/noframes`
+//! (PLAY answered, RTP flowing, every packet one the client must drop),
+//! stored as `rtsp_error` with a "no video" detail (bridge migration 10's
+//! class list).
 
 use std::process::Command;
 use std::time::Duration;
@@ -211,6 +217,77 @@ path = "/cam1"
         )
         .expect("query");
     assert_eq!(addr, "badpw|f\ngood|f\nstale-ddns|t");
+}
+
+#[test]
+fn short_play_ok_and_no_video() {
+    let server = Server::start();
+    let pg = Postgres::start().expect("start PostgreSQL");
+    let url = pg.create_database("live_play").expect("database");
+    migrate(&url);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write(dir.path(), "good.pw", &format!("{SECRET}\n"));
+    let config = format!(
+        r#"
+[postgres]
+url = "{url}"
+
+[probe]
+rtsp_timeout_ms = 5000
+play_secs = 3
+
+[[sites]]
+site = "play"
+host = "127.0.0.1"
+port = {p}
+username = "admin"
+password_file = "{good}"
+[[sites.cameras]]
+camera = "secure"
+path = "/secure"
+[[sites.cameras]]
+camera = "noframes"
+path = "/noframes"
+"#,
+        p = server.port,
+        good = good.display(),
+    );
+    let cfg = write(dir.path(), "live.toml", &config);
+    let out = Command::new(live_bin())
+        .args(["probe", "--store", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run probe");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    let line = |camera: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(camera))
+            .unwrap_or_else(|| panic!("no line for {camera}:\n{stdout}"))
+            .to_owned()
+    };
+    let secure = line("secure");
+    assert_eq!(secure.split_whitespace().nth(2), Some("ok"), "{stdout}");
+    assert!(secure.contains("PLAY ok, first frame after"), "{stdout}");
+    let nof = line("noframes");
+    assert_eq!(nof.split_whitespace().nth(2), Some("no_video"), "{stdout}");
+    assert!(
+        nof.contains("no video: PLAY accepted but no frame arrived within 3 s"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sent no picture"), "the advice: {stdout}");
+    println!("{stdout}");
+    let rows = pg
+        .psql_db(
+            "live_play",
+            "SELECT camera, class, detail LIKE '%no video: PLAY accepted%' \
+             FROM camera_reachability_now ORDER BY camera",
+        )
+        .expect("query");
+    assert_eq!(rows, "noframes|rtsp_error|t\nsecure|ok|f", "{rows}");
 }
 
 #[test]
