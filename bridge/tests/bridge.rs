@@ -2,6 +2,7 @@
 //! PostgreSQL, each private to its test (see `sitewatch-testkit`).
 
 mod clock;
+mod fleet_state;
 mod loki;
 mod retention;
 mod util;

@@ -377,10 +377,11 @@ INSERT INTO events (site, boot, seq, ts, agent_ts, event, severity, subject, mes
     FROM generate_series(1, 500) i, LATERAL (SELECT now() - i * interval '6 hours' AS t) x;
 ";
 
-/// Per history table: row count and a digest of every row's text.
+/// Per message table of migration 8 (the first seven of [`HISTORY`]; the
+/// others came later): row count and a digest of every row's text.
 async fn fingerprint(c: &Client) -> Vec<(String, i64, String)> {
     let mut out = Vec::new();
-    for t in &HISTORY {
+    for t in &HISTORY[..7] {
         let row = c
             .query_one(
                 &format!(
@@ -519,4 +520,98 @@ async fn retention_command_prints_every_table() {
         out.lines().nth(1).is_some_and(|l| l.contains("forever")),
         "{out}"
     );
+}
+
+/// The tables of migration 0011's retention (the disk rollup, the live
+/// service's probe history, the per-minute counts) are created ahead and
+/// dropped by partition like the message tables, each by its own setting;
+/// stray rows of their DEFAULT partitions are pruned by their own time
+/// column (they have no `received_at`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_probe_and_count_tables_follow_their_own_retention() {
+    let (_pg, config) = pg_only(
+        "[retention]\ndisk_hourly_days = 14\ncamera_reachability_days = 14\n\
+         ingest_minutes_days = 21\n",
+    );
+    let mut c = client(&config).await;
+    migrate(&mut c).await.expect("migrate");
+    let retention = config.retention.clone();
+    let start = week_start(now_secs()) + 3 * WEEK_SECS;
+    // A row a day for five weeks in each table; the round of each week
+    // creates the partitions ahead first.
+    for day in 0..35 {
+        let t = at(start + day * DAY + 3600);
+        if day % 7 == 0 {
+            let round = maintain(&mut c, t, &retention).await.expect("round");
+            assert!(!round.has_errors(), "{round:?}");
+        }
+        c.execute(
+            "INSERT INTO disk_hourly VALUES ('s', '/', date_trunc('hour', $1::timestamptz), 1,
+                 0, 0, 0, 0, $1, $1, 1, 1, 1)",
+            &[&t],
+        )
+        .await
+        .expect("disk_hourly");
+        c.execute(
+            "INSERT INTO camera_reachability (site, camera, ts, class, detail, host, duration_ms)
+             VALUES ('s', 'c', $1, 'ok', 'ok', 'h', 1)",
+            &[&t],
+        )
+        .await
+        .expect("camera_reachability");
+        c.execute(
+            "INSERT INTO ingest_minutes VALUES ('heartbeat', date_trunc('minute', $1::timestamptz), 1, 1)",
+            &[&t],
+        )
+        .await
+        .expect("ingest_minutes");
+    }
+    // Mid-week, so that the oldest week kept straddles each cutoff.
+    let now = start + 38 * DAY;
+    let round = maintain(&mut c, at(now), &retention).await.expect("round");
+    assert!(!round.has_errors(), "{round:?}");
+    for (table, col, days) in [
+        ("disk_hourly", "hour", 14),
+        ("camera_reachability", "ts", 14),
+        ("ingest_minutes", "minute", 21),
+    ] {
+        let tr = round
+            .tables
+            .iter()
+            .find(|t| t.table == table)
+            .expect("table in round");
+        assert!(!tr.dropped.is_empty(), "{table}: {tr:?}");
+        let oldest = count(
+            &c,
+            &format!("SELECT extract(epoch FROM min({col}))::int8 FROM {table}"),
+        )
+        .await;
+        let cutoff = now - days * DAY;
+        assert!(
+            oldest >= week_start(cutoff),
+            "{table}: a row of a week past {days} days is left"
+        );
+        assert!(oldest < cutoff, "{table}: rows within {days} days dropped");
+        assert_eq!(
+            count(&c, &format!("SELECT count(*) FROM {table}_default")).await,
+            0
+        );
+    }
+    // A stray row in DEFAULT (no partition for its week) older than the
+    // retention is pruned by the table's own time column.
+    let stray = at(week_start(now) - 60 * WEEK_SECS);
+    c.execute(
+        "INSERT INTO camera_reachability (site, camera, ts, class, detail, host, duration_ms)
+         VALUES ('s', 'c', $1, 'ok', 'ok', 'h', 1)",
+        &[&stray],
+    )
+    .await
+    .expect("stray");
+    let round = maintain(&mut c, at(now), &retention).await.expect("round");
+    let tr = round
+        .tables
+        .iter()
+        .find(|t| t.table == "camera_reachability")
+        .expect("table in round");
+    assert_eq!(tr.pruned, 1, "{tr:?}");
 }

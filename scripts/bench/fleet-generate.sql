@@ -279,6 +279,28 @@ FROM bench.site s, bench.params p,
               WHERE e.site = s.site ORDER BY received_at DESC LIMIT 1) st,
      LATERAL (SELECT max_seq FROM boots b WHERE b.site = s.site) b;
 
+-- Migration 0011's latest figures on `sites`, as the bridge keeps them
+-- (the same statements as the migration's own backfill).
+SELECT EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_name = 'sites' AND column_name = 'hb_ts') AS has_site_latest \gset
+\if :has_site_latest
+UPDATE sites s
+SET (hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes) = (
+    SELECT h.ts, h.uptime_secs, h.load1, h.mem_available_bytes, h.mem_total_bytes
+    FROM heartbeats h WHERE h.site = s.site ORDER BY h.ts DESC LIMIT 1);
+UPDATE sites s
+SET (disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts, disk_failed_mounts) = (
+    SELECT max(du.ts),
+           max(du.used_pct) FILTER (WHERE du.error IS NULL),
+           (array_agg(du.path ORDER BY du.used_pct DESC) FILTER (WHERE du.error IS NULL))[1],
+           count(*) FILTER (WHERE du.read_only),
+           count(*) FILTER (WHERE du.error IS NOT NULL AND du.path <> '')
+    FROM disk_usage du
+    JOIN (SELECT l.boot, l.seq FROM disk_usage l WHERE l.site = s.site
+          ORDER BY l.ts DESC LIMIT 1) latest ON du.boot = latest.boot AND du.seq = latest.seq
+    WHERE du.site = s.site);
+\endif
+
 INSERT INTO cameras (site, camera, boot, seq, ts, class, class_since, warnings, detail, url, codec, width,
                      height, fps, bitrate_kbps, failures)
 SELECT c.site, c.camera, l.boot, l.seq, l.ts, c.class,

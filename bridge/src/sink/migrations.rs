@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "camera_reachability",
         sql: include_str!("../../migrations/0010_camera_reachability.sql"),
     },
+    Migration {
+        version: 11,
+        name: "latest_state_and_rollups",
+        sql: include_str!("../../migrations/0011_latest_state_and_rollups.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

@@ -75,47 +75,82 @@ const FIRST_MONDAY: i64 = 4 * 86_400;
 pub struct HistoryTable {
     /// Table name.
     pub name: &'static str,
-    /// Partition column: the agent's timestamp of the message.
+    /// Partition column: the agent's timestamp of the message (the
+    /// bucket or probe time for the tables no message is stored in).
     pub column: &'static str,
+    /// Column of the centre's receive time: stray rows of the DEFAULT
+    /// partition are pruned by it.
+    pub received: &'static str,
     /// Default retention when `[retention]` is present, in days.
     pub default_days: u32,
 }
 
-/// Every partitioned table, in the order of the `retention` output.
-pub const HISTORY: [HistoryTable; 7] = [
+/// Number of partitioned tables.
+pub const HISTORY_TABLES: usize = 10;
+
+/// Every partitioned table, in the order of the `retention` output: the
+/// seven message tables of migration 0008, then `disk_hourly` (the
+/// rollup, kept longer than the samples), `camera_reachability` (written
+/// by sitewatch-live) and `ingest_minutes` (migration 0011).
+pub const HISTORY: [HistoryTable; HISTORY_TABLES] = [
     HistoryTable {
         name: "heartbeats",
         column: "agent_ts",
+        received: "received_at",
         default_days: 30,
     },
     HistoryTable {
         name: "disk_usage",
         column: "agent_ts",
+        received: "received_at",
         default_days: 180,
     },
     HistoryTable {
         name: "camera_probes",
         column: "agent_ts",
+        received: "received_at",
         default_days: 90,
     },
     HistoryTable {
         name: "smart_readings",
         column: "agent_ts",
+        received: "received_at",
         default_days: 730,
     },
     HistoryTable {
         name: "status_events",
         column: "agent_ts",
+        received: "received_at",
         default_days: 365,
     },
     HistoryTable {
         name: "events",
         column: "agent_ts",
+        received: "received_at",
         default_days: 365,
     },
     HistoryTable {
         name: "log_batches",
         column: "ts",
+        received: "received_at",
+        default_days: 90,
+    },
+    HistoryTable {
+        name: "disk_hourly",
+        column: "hour",
+        received: "hour",
+        default_days: 730,
+    },
+    HistoryTable {
+        name: "camera_reachability",
+        column: "ts",
+        received: "ts",
+        default_days: 90,
+    },
+    HistoryTable {
+        name: "ingest_minutes",
+        column: "minute",
+        received: "minute",
         default_days: 90,
     },
 ];
@@ -154,6 +189,15 @@ fn default_events_days() -> u32 {
 fn default_log_batches_days() -> u32 {
     90
 }
+fn default_disk_hourly_days() -> u32 {
+    730
+}
+fn default_camera_reachability_days() -> u32 {
+    90
+}
+fn default_ingest_minutes_days() -> u32 {
+    90
+}
 fn default_maintenance_interval_secs() -> u64 {
     3600
 }
@@ -186,6 +230,15 @@ pub struct RawRetention {
     /// the lines themselves follow Loki's own retention).
     #[serde(default = "default_log_batches_days")]
     pub log_batches_days: u32,
+    /// `disk_hourly`, the hourly disk rollup (forecast and long ranges).
+    #[serde(default = "default_disk_hourly_days")]
+    pub disk_hourly_days: u32,
+    /// `camera_reachability`, sitewatch-live's probe history.
+    #[serde(default = "default_camera_reachability_days")]
+    pub camera_reachability_days: u32,
+    /// `ingest_minutes`, the messages stored per minute.
+    #[serde(default = "default_ingest_minutes_days")]
+    pub ingest_minutes_days: u32,
     /// How often the bridge creates and drops partitions.
     #[serde(default = "default_maintenance_interval_secs")]
     pub maintenance_interval_secs: u64,
@@ -201,6 +254,9 @@ impl Default for RawRetention {
             status_events_days: default_status_events_days(),
             events_days: default_events_days(),
             log_batches_days: default_log_batches_days(),
+            disk_hourly_days: default_disk_hourly_days(),
+            camera_reachability_days: default_camera_reachability_days(),
+            ingest_minutes_days: default_ingest_minutes_days(),
             maintenance_interval_secs: default_maintenance_interval_secs(),
         }
     }
@@ -214,7 +270,7 @@ const MAX_DAYS: u32 = 36_500;
 pub struct RetentionSettings {
     /// Days per table, in [`HISTORY`] order; `None`: no `[retention]`
     /// section, keep everything.
-    days: Option<[u32; 7]>,
+    days: Option<[u32; HISTORY_TABLES]>,
     /// Time between two maintenance rounds.
     pub maintenance_interval: Duration,
 }
@@ -262,6 +318,9 @@ pub fn settings(raw: Option<&RawRetention>) -> Result<RetentionSettings, Vec<Str
         ("status_events_days", raw.status_events_days),
         ("events_days", raw.events_days),
         ("log_batches_days", raw.log_batches_days),
+        ("disk_hourly_days", raw.disk_hourly_days),
+        ("camera_reachability_days", raw.camera_reachability_days),
+        ("ingest_minutes_days", raw.ingest_minutes_days),
     ];
     let mut problems = Vec::new();
     for (key, d) in days {
@@ -526,7 +585,10 @@ async fn maintain_locked(
             tr.longest_step = tr.longest_step.max(started.elapsed());
         }
         if let (true, Some(cutoff)) = (has_default, retention.cutoff(t.name, now)) {
-            let sql = format!("DELETE FROM \"{}_default\" WHERE received_at < $1", t.name);
+            let sql = format!(
+                "DELETE FROM \"{}_default\" WHERE {} < $1",
+                t.name, t.received
+            );
             match client.execute(&sql, &[&cutoff]).await {
                 Ok(n) => tr.pruned = n,
                 Err(e) => tr.errors.push(format!(

@@ -1,6 +1,7 @@
 //! `sites`, first half of a batch: create the rows of new sites, lock the
-//! batch's sites, move `last_seen`, record the measured clock skew, and
-//! read each site's current state for the status rule.
+//! batch's sites, move `last_seen`, record the measured clock skew and
+//! the latest heartbeat and disk figures, and read each site's current
+//! state for the status rule.
 //!
 //! Runs first in every batch: the `UPDATE` holds the sites' row locks
 //! until commit, so concurrent bridges serialize per site.
@@ -8,11 +9,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
+use sitewatch_wire::payload::{Disk, Heartbeat};
+use sitewatch_wire::Message;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Statement};
 
 use super::Clock;
-use crate::sink::batch::{agent_time, unix_ms, Decoded, SiteSkew};
+use crate::sink::batch::{agent_time, clamp_i64, unix_ms, Decoded, SiteSkew};
 use crate::sink::state::StateKey;
 
 /// Creates rows for sites never seen before.
@@ -24,10 +27,14 @@ ON CONFLICT (site) DO NOTHING";
 /// Locks the batch's sites, moves `last_seen`, stores the latest measured
 /// clock skew (a measurement older than the stored one, from a batch
 /// retried late, does not overwrite it; `skew_at` NULL: none for the
-/// site), returns the current state. One statement, so that each site row
-/// gets one new version for both instead of one per statement (the skew
-/// was a separate `UPDATE`: 220 ms of server time per 100k messages in
-/// `scripts/bench/ingest.sh`).
+/// site), the latest heartbeat's figures and the latest disk message's
+/// summary (migration 0011: the `fleet` view reads them instead of
+/// probing every partition of the history per site; each is replaced only
+/// by a message with a later or equal timestamp, NULL: none in the batch),
+/// returns the current state. One statement, so that each site row gets
+/// one new version for all of these instead of one per statement (the
+/// skew was a separate `UPDATE`: 220 ms of server time per 100k messages
+/// in `scripts/bench/ingest.sh`).
 const SQL_TOUCH_SITES: &str = "\
 UPDATE sites AS s SET
     last_seen = GREATEST(s.last_seen, u.live),
@@ -36,9 +43,34 @@ UPDATE sites AS s SET
                          THEN u.skew_ms ELSE s.clock_skew_ms END,
     clock_skew_at = CASE WHEN u.skew_at IS NOT NULL
                           AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.skew_at)
-                         THEN u.skew_at ELSE s.clock_skew_at END
-FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[])
-    AS u(site, live, skew_ms, skew_at)
+                         THEN u.skew_at ELSE s.clock_skew_at END,
+    hb_ts = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
+        THEN u.hb_ts ELSE s.hb_ts END,
+    uptime_secs = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
+        THEN u.uptime_secs ELSE s.uptime_secs END,
+    load1 = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
+        THEN u.load1 ELSE s.load1 END,
+    mem_available_bytes = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
+        THEN u.mem_available_bytes ELSE s.mem_available_bytes END,
+    mem_total_bytes = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
+        THEN u.mem_total_bytes ELSE s.mem_total_bytes END,
+    disk_ts = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
+        THEN u.disk_ts ELSE s.disk_ts END,
+    disk_max_used_pct = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
+        THEN u.disk_max_used_pct ELSE s.disk_max_used_pct END,
+    disk_fullest_path = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
+        THEN u.disk_fullest_path ELSE s.disk_fullest_path END,
+    disk_read_only_mounts = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
+        THEN u.disk_read_only_mounts ELSE s.disk_read_only_mounts END,
+    disk_failed_mounts = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
+        THEN u.disk_failed_mounts ELSE s.disk_failed_mounts END
+FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],
+            $5::timestamptz[], $6::int8[], $7::float4[], $8::int8[], $9::int8[],
+            $10::timestamptz[], $11::float4[], $12::text[], $13::int4[], $14::int4[])
+    AS u(site, live, skew_ms, skew_at,
+         hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes,
+         disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts,
+         disk_failed_mounts)
 WHERE s.site = u.site
 RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts";
 
@@ -58,13 +90,43 @@ impl Stmts {
     }
 }
 
-/// Per-site liveness seen in a batch.
+/// Per-site liveness and latest figures seen in a batch.
 #[derive(Default)]
-struct Seen {
+struct Seen<'a> {
     /// Latest receive time of a live (not retained) message.
     live: Option<SystemTime>,
     /// Latest agent time of a retained message, capped at its receipt.
     retained: Option<SystemTime>,
+    /// The heartbeat with the latest effective time.
+    heartbeat: Option<(SystemTime, &'a Heartbeat)>,
+    /// The disk message with the latest effective time.
+    disk: Option<(SystemTime, &'a Disk)>,
+}
+
+/// The `fleet` summary of one disk message: over the mounts sampled
+/// without error, the fullest one's use and path; mounts read-only;
+/// mounts that failed (version 1's view computed the same from the rows).
+fn disk_summary(d: &Disk) -> (Option<f32>, Option<&str>, i32, i32) {
+    let mut fullest: Option<(f32, &str)> = None;
+    let (mut read_only, mut failed) = (0i32, 0i32);
+    for m in &d.mounts {
+        if m.read_only {
+            read_only = read_only.saturating_add(1);
+        }
+        if m.error.is_some() {
+            if !m.path.is_empty() {
+                failed = failed.saturating_add(1);
+            }
+        } else if fullest.is_none_or(|(pct, _)| m.used_pct > pct) {
+            fullest = Some((m.used_pct, &m.path));
+        }
+    }
+    (
+        fullest.map(|f| f.0),
+        fullest.map(|f| f.1),
+        read_only,
+        failed,
+    )
 }
 
 /// Each site's current state (`None`: no status applied yet), keyed by
@@ -89,6 +151,22 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
         } else {
             e.live = e.live.max(Some(d.received_at));
         }
+        let at = || clock.effective(site, agent_time(d.msg.ts()), d.received_at);
+        match &d.msg {
+            Message::Heartbeat(h) => {
+                let t = at();
+                if e.heartbeat.is_none_or(|(old, _)| t >= old) {
+                    e.heartbeat = Some((t, h));
+                }
+            }
+            Message::Disk(m) => {
+                let t = at();
+                if e.disk.is_none_or(|(old, _)| t >= old) {
+                    e.disk = Some((t, m));
+                }
+            }
+            _ => {}
+        }
     }
     let mut current: Current = HashMap::new();
     if !seen.is_empty() {
@@ -101,8 +179,48 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
         let skew: Vec<Option<&SiteSkew>> = seen.keys().map(|site| clock.skews.get(*site)).collect();
         let skew_ms: Vec<Option<i64>> = skew.iter().map(|s| s.map(|s| s.skew_ms)).collect();
         let skew_at: Vec<Option<SystemTime>> = skew.iter().map(|s| s.map(|s| s.at)).collect();
+        let hb: Vec<Option<&(SystemTime, &Heartbeat)>> =
+            seen.values().map(|s| s.heartbeat.as_ref()).collect();
+        let hb_ts: Vec<Option<SystemTime>> = hb.iter().map(|h| h.map(|h| h.0)).collect();
+        let uptime: Vec<Option<i64>> = hb
+            .iter()
+            .map(|h| h.map(|h| clamp_i64(h.1.uptime_secs)))
+            .collect();
+        let load1: Vec<Option<f32>> = hb.iter().map(|h| h.map(|h| h.1.load[0])).collect();
+        let mem_available: Vec<Option<i64>> = hb
+            .iter()
+            .map(|h| h.map(|h| clamp_i64(h.1.mem_available_bytes)))
+            .collect();
+        let mem_total: Vec<Option<i64>> = hb
+            .iter()
+            .map(|h| h.map(|h| clamp_i64(h.1.mem_total_bytes)))
+            .collect();
+        let disk: Vec<Option<(SystemTime, _)>> = seen
+            .values()
+            .map(|s| s.disk.map(|(t, d)| (t, disk_summary(d))))
+            .collect();
+        let disk_ts: Vec<Option<SystemTime>> = disk.iter().map(|d| d.map(|d| d.0)).collect();
+        let disk_max: Vec<Option<f32>> = disk.iter().map(|d| d.and_then(|d| d.1 .0)).collect();
+        let disk_fullest: Vec<Option<&str>> = disk.iter().map(|d| d.and_then(|d| d.1 .1)).collect();
+        let disk_ro: Vec<Option<i32>> = disk.iter().map(|d| d.map(|d| d.1 .2)).collect();
+        let disk_failed: Vec<Option<i32>> = disk.iter().map(|d| d.map(|d| d.1 .3)).collect();
         let ensure_params: [&(dyn ToSql + Sync); 2] = [&sites, &first];
-        let touch_params: [&(dyn ToSql + Sync); 4] = [&sites, &live, &skew_ms, &skew_at];
+        let touch_params: [&(dyn ToSql + Sync); 14] = [
+            &sites,
+            &live,
+            &skew_ms,
+            &skew_at,
+            &hb_ts,
+            &uptime,
+            &load1,
+            &mem_available,
+            &mem_total,
+            &disk_ts,
+            &disk_max,
+            &disk_fullest,
+            &disk_ro,
+            &disk_failed,
+        ];
         // One pipeline, run by the server in this order: create, then lock
         // and touch (see the module documentation of `postgres` on
         // pipelining).
