@@ -210,6 +210,7 @@ impl Metrics {
             REASON_DB_ERROR,
             REASON_LOKI_REJECTED,
             REASON_NO_LOG_SINK,
+            crate::sink::postgres::retention::REASON_EXPIRED,
         ]) {
             let _ = m.rejected.get_or_create(&ReasonLabel { reason });
         }
@@ -396,6 +397,7 @@ mod tests {
         assert!(text.contains("sitewatch_bridge_mqtt_connected 0"));
         assert!(text.contains("sitewatch_bridge_rejected_total{reason=\"loki_rejected\"} 0"));
         assert!(text.contains("sitewatch_bridge_rejected_total{reason=\"no_log_sink\"} 0"));
+        assert!(text.contains("sitewatch_bridge_rejected_total{reason=\"expired\"} 0"));
         assert!(text.contains("sitewatch_bridge_loki_lines_pushed_total 0"));
         assert!(text.contains("sitewatch_bridge_loki_push_duration_seconds_bucket"));
         assert!(text.contains("sitewatch_bridge_loki_requests_total{result=\"rate_limited\"} 0"));
