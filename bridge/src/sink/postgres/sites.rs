@@ -35,7 +35,22 @@ ON CONFLICT (site) DO NOTHING";
 /// one new version for all of these instead of one per statement (the
 /// skew was a separate `UPDATE`: 220 ms of server time per 100k messages
 /// in `scripts/bench/ingest.sh`).
-const SQL_TOUCH_SITES: &str = "\
+fn sql_touch_sites() -> String {
+    // Each latest-state group is replaced as a whole, only by a message at
+    // or after the stored time (a SET expression sees the row as locked,
+    // so the comparison holds under concurrent bridges).
+    let newer = |ts: &str, cols: &[&str]| -> String {
+        cols.iter()
+            .map(|c| {
+                format!(
+                    ",\n    {c} = CASE WHEN u.{ts} >= coalesce(s.{ts}, '-infinity') \
+                     THEN u.{c} ELSE s.{c} END"
+                )
+            })
+            .collect()
+    };
+    format!(
+        "\
 UPDATE sites AS s SET
     last_seen = GREATEST(s.last_seen, u.live),
     clock_skew_ms = CASE WHEN u.skew_at IS NOT NULL
@@ -43,27 +58,7 @@ UPDATE sites AS s SET
                          THEN u.skew_ms ELSE s.clock_skew_ms END,
     clock_skew_at = CASE WHEN u.skew_at IS NOT NULL
                           AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.skew_at)
-                         THEN u.skew_at ELSE s.clock_skew_at END,
-    hb_ts = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
-        THEN u.hb_ts ELSE s.hb_ts END,
-    uptime_secs = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
-        THEN u.uptime_secs ELSE s.uptime_secs END,
-    load1 = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
-        THEN u.load1 ELSE s.load1 END,
-    mem_available_bytes = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
-        THEN u.mem_available_bytes ELSE s.mem_available_bytes END,
-    mem_total_bytes = CASE WHEN u.hb_ts IS NOT NULL AND (s.hb_ts IS NULL OR s.hb_ts <= u.hb_ts)
-        THEN u.mem_total_bytes ELSE s.mem_total_bytes END,
-    disk_ts = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
-        THEN u.disk_ts ELSE s.disk_ts END,
-    disk_max_used_pct = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
-        THEN u.disk_max_used_pct ELSE s.disk_max_used_pct END,
-    disk_fullest_path = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
-        THEN u.disk_fullest_path ELSE s.disk_fullest_path END,
-    disk_read_only_mounts = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
-        THEN u.disk_read_only_mounts ELSE s.disk_read_only_mounts END,
-    disk_failed_mounts = CASE WHEN u.disk_ts IS NOT NULL AND (s.disk_ts IS NULL OR s.disk_ts <= u.disk_ts)
-        THEN u.disk_failed_mounts ELSE s.disk_failed_mounts END
+                         THEN u.skew_at ELSE s.clock_skew_at END{}{}
 FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],
             $5::timestamptz[], $6::int8[], $7::float4[], $8::int8[], $9::int8[],
             $10::timestamptz[], $11::float4[], $12::text[], $13::int4[], $14::int4[])
@@ -72,7 +67,29 @@ FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],
          disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts,
          disk_failed_mounts)
 WHERE s.site = u.site
-RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts";
+RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts",
+        newer(
+            "hb_ts",
+            &[
+                "hb_ts",
+                "uptime_secs",
+                "load1",
+                "mem_available_bytes",
+                "mem_total_bytes"
+            ]
+        ),
+        newer(
+            "disk_ts",
+            &[
+                "disk_ts",
+                "disk_max_used_pct",
+                "disk_fullest_path",
+                "disk_read_only_mounts",
+                "disk_failed_mounts"
+            ]
+        ),
+    )
+}
 
 /// This family's prepared statements.
 pub(super) struct Stmts {
@@ -85,7 +102,7 @@ impl Stmts {
     pub(super) async fn prepare(c: &Client) -> Result<Stmts, tokio_postgres::Error> {
         Ok(Stmts {
             ensure: c.prepare(SQL_ENSURE_SITES).await?,
-            touch: c.prepare(SQL_TOUCH_SITES).await?,
+            touch: c.prepare(&sql_touch_sites()).await?,
         })
     }
 }
