@@ -28,6 +28,12 @@ use crate::fmp4::{self, Sample};
 pub const TARGET_SEGMENT: Duration = Duration::from_secs(1);
 /// Segments kept per session (the playlist's window).
 pub const KEEP_SEGMENTS: usize = 6;
+/// A viewer counts while its player asked for the playlist this recently
+/// (hls.js reloads a live playlist about once per segment).
+pub const VIEWER_WINDOW: Duration = Duration::from_secs(10);
+/// Most viewers tracked per session (the map stays bounded whatever
+/// clients send).
+const MAX_VIEWERS: usize = 1024;
 /// Longest the RTSP session may take to start (DESCRIBE..PLAY) and any
 /// frame may be late before the session is given up.
 const RTSP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +77,9 @@ pub struct Session {
     /// Bumped on every new segment (and at the end).
     pub changed: watch::Sender<u64>,
     last_touch: Mutex<Instant>,
+    /// Viewers (a key per player, see `http`) and their last playlist
+    /// request: HLS has no connection per viewer to count.
+    viewers: Mutex<HashMap<u64, Instant>>,
     /// Bytes of segments served to viewers.
     pub served_bytes: std::sync::atomic::AtomicU64,
 }
@@ -81,6 +90,24 @@ impl Session {
         if let Ok(mut t) = self.last_touch.lock() {
             *t = Instant::now();
         }
+    }
+
+    /// Marks a viewer's playlist request.
+    pub fn seen(&self, viewer: u64) {
+        if let Ok(mut v) = self.viewers.lock() {
+            v.retain(|_, t| t.elapsed() < VIEWER_WINDOW);
+            if v.len() < MAX_VIEWERS || v.contains_key(&viewer) {
+                v.insert(viewer, Instant::now());
+            }
+        }
+    }
+
+    /// Viewers who asked for the playlist within [`VIEWER_WINDOW`].
+    pub fn viewers(&self) -> usize {
+        self.viewers
+            .lock()
+            .map(|v| v.values().filter(|t| t.elapsed() < VIEWER_WINDOW).count())
+            .unwrap_or(0)
     }
 
     fn idle_for(&self) -> Duration {
@@ -170,6 +197,14 @@ impl Registry {
         self.sessions.lock().map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Viewers of all sessions (see [`Session::viewers`]).
+    pub fn viewers(&self) -> usize {
+        self.sessions
+            .lock()
+            .map(|m| m.values().map(|s| s.viewers()).sum())
+            .unwrap_or(0)
+    }
+
     /// The running session of a camera, without starting one.
     pub fn get(&self, site: &str, camera: &str) -> Option<Arc<Session>> {
         let m = self.sessions.lock().ok()?;
@@ -216,6 +251,7 @@ impl Registry {
             state: Mutex::new(HlsState::default()),
             changed: tx,
             last_touch: Mutex::new(Instant::now()),
+            viewers: Mutex::new(HashMap::new()),
             served_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         m.insert(key.clone(), session.clone());
@@ -321,10 +357,7 @@ async fn stream(site: &Site, camera: &Camera, s: &Session) -> anyhow::Result<()>
         .demuxed()
         .map_err(|e| anyhow::anyhow!("{}", rtsp_words(&e)))?;
 
-    // The current GOP in decode order: (presentation ts, keyframe, data).
-    let mut gop: Vec<(i64, bool, Bytes)> = Vec::new();
-    let mut seq: u64 = 0;
-    let mut clock: i64 = 90_000;
+    let mut segmenter = Segmenter::new(90_000);
     loop {
         let item = tokio::time::timeout(RTSP_TIMEOUT, demuxed.next())
             .await
@@ -343,7 +376,7 @@ async fn stream(site: &Site, camera: &Camera, s: &Session) -> anyhow::Result<()>
                     .build()
                     .map_err(|e| anyhow::anyhow!("sample entry: {e}"))?;
                 let (w, h) = p.pixel_dimensions();
-                clock = i64::from(f.timestamp().clock_rate().get());
+                segmenter.set_clock(f.timestamp().clock_rate().get());
                 let init = fmp4::init_segment(&entry, w, h, f.timestamp().clock_rate().get());
                 if let Ok(mut st) = s.state.lock() {
                     if st.init.is_some() && f.has_new_parameters() {
@@ -358,26 +391,7 @@ async fn stream(site: &Site, camera: &Camera, s: &Session) -> anyhow::Result<()>
         }
         let pts = f.timestamp().elapsed();
         let key = f.is_random_access_point() || (h265 && is_h265_irap(f.data()));
-        let data = Bytes::from(f.into_data());
-        if gop.is_empty() && !key {
-            continue; // wait for the first keyframe
-        }
-        if gop.len() >= fmp4::MAX_SAMPLES {
-            // A GOP longer than a segment may hold: drop it, wait for the
-            // next keyframe.
-            gop.clear();
-            continue;
-        }
-        let span = gop.first().map_or(0, |g| pts - g.0);
-        if key && !gop.is_empty() && span * 1000 >= TARGET_SEGMENT.as_millis() as i64 * clock {
-            let (segment, duration) = segment_of(&gop, pts, seq);
-            gop.clear();
-            let seg = Segment {
-                seq,
-                duration: duration as f64 / clock as f64,
-                data: Bytes::from(segment),
-            };
-            seq += 1;
+        if let Some(seg) = segmenter.push(pts, key, Bytes::from(f.into_data())) {
             if let Ok(mut st) = s.state.lock() {
                 st.segments.push_back(seg);
                 while st.segments.len() > KEEP_SEGMENTS {
@@ -386,7 +400,75 @@ async fn stream(site: &Site, camera: &Camera, s: &Session) -> anyhow::Result<()>
             }
             s.changed.send_modify(|v| *v += 1);
         }
-        gop.push((pts, key, data));
+    }
+}
+
+/// Cuts access units (decode order, presentation times) into media
+/// segments that each start at a keyframe: pure, so that the fuzz target
+/// `live_segmenter` and unit tests drive it without a camera.
+///
+/// Frames before the first keyframe are dropped (a segment must start
+/// with one); a GOP longer than [`fmp4::MAX_SAMPLES`] is dropped whole
+/// and the next keyframe starts over, so memory stays bounded whatever
+/// the camera sends. Timestamps are arbitrary `i64`s: all arithmetic
+/// saturates.
+#[derive(Debug)]
+pub struct Segmenter {
+    /// The current GOP in decode order: (presentation ts, keyframe, data).
+    gop: Vec<(i64, bool, Bytes)>,
+    seq: u64,
+    clock: u32,
+}
+
+impl Segmenter {
+    /// A segmenter for a stream with `clock` timestamp units per second
+    /// (90 000 for RTP video; 0 is taken as 1).
+    pub fn new(clock: u32) -> Segmenter {
+        Segmenter {
+            gop: Vec::new(),
+            seq: 0,
+            clock: clock.max(1),
+        }
+    }
+
+    /// The stream's clock rate changed (new parameters).
+    pub fn set_clock(&mut self, clock: u32) {
+        self.clock = clock.max(1);
+    }
+
+    /// Frames held for the next segment.
+    pub fn pending(&self) -> usize {
+        self.gop.len()
+    }
+
+    /// Feeds one access unit; returns the finished segment when this
+    /// keyframe closes one of at least [`TARGET_SEGMENT`].
+    pub fn push(&mut self, pts: i64, key: bool, data: Bytes) -> Option<Segment> {
+        if self.gop.is_empty() && !key {
+            return None; // wait for the first keyframe
+        }
+        if self.gop.len() >= fmp4::MAX_SAMPLES {
+            // A GOP longer than a segment may hold: drop it, wait for the
+            // next keyframe.
+            self.gop.clear();
+            return None;
+        }
+        let mut out = None;
+        if let (true, Some(first)) = (key, self.gop.first()) {
+            let span = i128::from(pts) - i128::from(first.0);
+            if span * 1000 >= TARGET_SEGMENT.as_millis() as i128 * i128::from(self.clock) {
+                let (segment, duration) = segment_of(&self.gop, pts, self.seq);
+                self.gop.clear();
+                out = Some(Segment {
+                    seq: self.seq,
+                    duration: duration as f64 / f64::from(self.clock),
+                    data: Bytes::from(segment),
+                });
+                self.seq += 1;
+            }
+        }
+        self.gop.push((pts, key, data));
+        out
     }
 }
 
@@ -399,14 +481,20 @@ fn segment_of(gop: &[(i64, bool, Bytes)], next: i64, seq: u64) -> (Vec<u8>, i64)
     let mut dts: Vec<i64> = gop.iter().map(|g| g.0).collect();
     dts.sort_unstable();
     let first = dts.first().copied().unwrap_or(0);
+    let last = dts.last().copied().unwrap_or(0);
     let samples: Vec<Sample> = gop
         .iter()
+        .zip(&dts)
         .enumerate()
-        .map(|(i, (pts, key, data))| {
-            let end = dts.get(i + 1).copied().unwrap_or(next.max(dts[i] + 1));
+        .map(|(i, ((pts, key, data), &dt))| {
+            let end = dts
+                .get(i + 1)
+                .copied()
+                .unwrap_or(next.max(dt.saturating_add(1)));
             Sample {
-                duration: u32::try_from((end - dts[i]).clamp(1, i64::from(u32::MAX))).unwrap_or(1),
-                composition_offset: i32::try_from(pts - dts[i]).unwrap_or(0),
+                duration: u32::try_from(end.saturating_sub(dt).clamp(1, i64::from(u32::MAX)))
+                    .unwrap_or(1),
+                composition_offset: i32::try_from(pts.saturating_sub(dt)).unwrap_or(0),
                 keyframe: *key,
                 data: data.clone(),
             }
@@ -416,13 +504,13 @@ fn segment_of(gop: &[(i64, bool, Bytes)], next: i64, seq: u64) -> (Vec<u8>, i64)
     let number = u32::try_from(seq % u64::from(u32::MAX)).unwrap_or(0) + 1;
     (
         fmp4::media_segment(number, base, &samples),
-        (next - first).max(1),
+        next.max(last).saturating_sub(first).max(1),
     )
 }
 
 /// H.265 CRA/BLA/IDR (IRAP, NAL types 16-23) in length-prefixed NALs:
 /// retina 0.4.21 flags only IDR pictures as random access points.
-fn is_h265_irap(data: &[u8]) -> bool {
+pub fn is_h265_irap(data: &[u8]) -> bool {
     let mut i = 0;
     while i + 5 <= data.len() {
         let len = u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
@@ -443,5 +531,72 @@ fn rtsp_words(e: &retina::Error) -> String {
         Some(404) => "404: no stream at that path".to_owned(),
         Some(c) => format!("RTSP status {c}"),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One length-prefixed NAL of H.265 type `t` (layer 0, tid 1).
+    fn h265_nal(t: u8) -> Vec<u8> {
+        let mut v = 3u32.to_be_bytes().to_vec();
+        v.extend_from_slice(&[t << 1, 1, 0xAF]);
+        v
+    }
+
+    #[test]
+    fn segments_start_at_keyframes_and_span_at_least_the_target() {
+        let mut s = Segmenter::new(90_000);
+        // Frames before the first keyframe are dropped.
+        assert!(s.push(0, false, Bytes::from_static(b"x")).is_none());
+        assert_eq!(s.pending(), 0);
+        let mut out = Vec::new();
+        // 25 fps, a keyframe every 12 frames (0.48 s): segments close at
+        // the first keyframe at least 1 s after their start (3 GOPs).
+        for i in 0..100i64 {
+            if let Some(seg) = s.push(3600 * (i + 1), i % 12 == 0, Bytes::from_static(b"f")) {
+                out.push(seg);
+            }
+        }
+        assert!(out.len() >= 2);
+        for (n, seg) in out.iter().enumerate() {
+            assert_eq!(seg.seq, n as u64);
+            assert!((seg.duration - 1.44).abs() < 1e-9, "{}", seg.duration);
+            // moof first; its trun's first sample flags say "sync".
+            assert_eq!(&seg.data[4..8], b"moof");
+        }
+    }
+
+    #[test]
+    fn a_gop_too_long_is_dropped_and_timestamps_saturate() {
+        let mut s = Segmenter::new(0);
+        assert!(s.push(i64::MIN, true, Bytes::new()).is_none());
+        for _ in 0..fmp4::MAX_SAMPLES + 5 {
+            assert!(s.push(i64::MAX, false, Bytes::new()).is_none());
+        }
+        assert!(s.pending() <= fmp4::MAX_SAMPLES);
+        // Extreme jumps still give a segment without overflow.
+        assert!(s.push(i64::MIN, true, Bytes::new()).is_none());
+        let seg = s.push(i64::MAX, true, Bytes::new()).expect("segment");
+        assert!(seg.duration > 0.0);
+    }
+
+    #[test]
+    fn h265_cra_and_idr_are_keyframes_other_types_not() {
+        // CRA (21), IDR_W_RADL (19), BLA_W_LP (16): IRAP, open GOP too.
+        for t in [16, 19, 20, 21] {
+            assert!(is_h265_irap(&h265_nal(t)), "type {t}");
+        }
+        // TRAIL_R (1), RASL_N (8), VPS (32), SPS (33), PPS (34): not.
+        for t in [1, 8, 32, 33, 34] {
+            assert!(!is_h265_irap(&h265_nal(t)), "type {t}");
+        }
+        // Parameter sets first, then a CRA in the same access unit.
+        let mut au = h265_nal(32);
+        au.extend(h265_nal(33));
+        au.extend(h265_nal(34));
+        au.extend(h265_nal(21));
+        assert!(is_h265_irap(&au));
     }
 }

@@ -8,7 +8,9 @@
 //!   - `GET /live/{site}/{camera}/index.m3u8`: starts or joins the
 //!     camera's session (503 with the reason when a limit is hit),
 //!     then the playlist; `init.mp4`, `seg-N.m4s`: its segments;
-//!     `info`: codec and size as JSON.
+//!     `info`: codec, size and viewers as JSON. The playlist counts a
+//!     viewer: `?viewer=ID` (the page sends a random one per player),
+//!     else the client's address, User-Agent and proxy login.
 //!
 //! Site and camera names in URLs are checked with the wire rules before
 //! anything else. No answer holds an RTSP URL's credentials (URLs have
@@ -18,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -61,6 +63,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         .route("/metrics", get(render))
         .merge(protected)
         .with_state(state);
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -182,6 +185,7 @@ async fn render(State(st): State<Arc<AppState>>) -> Response {
     st.metrics
         .sessions_open
         .set(st.registry.open_count() as i64);
+    st.metrics.viewers.set(st.registry.viewers() as i64);
     st.metrics.sessions_started.inner().store(
         st.registry.started.load(Ordering::Relaxed),
         Ordering::Relaxed,
@@ -207,9 +211,44 @@ async fn hls_js() -> Response {
         .into_response()
 }
 
+/// Who is watching, as a key: the page's `viewer=ID` (one per player,
+/// so two tabs count twice), else the client's address, User-Agent and
+/// proxy login (curl, ffprobe, Safari's native player).
+fn viewer_key(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    peer: std::net::SocketAddr,
+    trusted: Option<&str>,
+) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    let id = query.and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("viewer="))
+            .filter(|v| !v.is_empty() && v.len() <= 64)
+    });
+    match id {
+        Some(id) => ("page", id).hash(&mut h),
+        None => {
+            let header = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
+            (
+                "client",
+                peer.ip(),
+                header(header::USER_AGENT.as_str()),
+                trusted.and_then(header),
+            )
+                .hash(&mut h)
+        }
+    }
+    h.finish()
+}
+
 async fn live_file(
     State(st): State<Arc<AppState>>,
     Path((site, camera, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
     if sitewatch_wire::topic::validate_site(&site).is_err()
         || sitewatch_wire::topic::validate_name(&camera).is_err()
@@ -248,6 +287,8 @@ async fn live_file(
     let no_store = (header::CACHE_CONTROL, "no-store");
     match file.as_str() {
         "index.m3u8" => {
+            let trusted = st.config.trusted_header.as_deref();
+            session.seen(viewer_key(query.as_deref(), &headers, peer, trusted));
             session.wait_segments(1, FIRST_SEGMENTS_WAIT).await;
             match session.playlist() {
                 Some(p) => (
@@ -280,11 +321,12 @@ async fn live_file(
                 .map(|s| (s.codec.clone(), s.size, s.error.clone()))
                 .unwrap_or_default();
             let body = format!(
-                "{{\"codec\":{},\"width\":{},\"height\":{},\"error\":{}}}",
+                "{{\"codec\":{},\"width\":{},\"height\":{},\"error\":{},\"viewers\":{}}}",
                 json_str(codec.as_deref()),
                 size.map_or("null".to_owned(), |s| s.0.to_string()),
                 size.map_or("null".to_owned(), |s| s.1.to_string()),
                 json_str(error.as_deref()),
+                session.viewers(),
             );
             ([(header::CONTENT_TYPE, "application/json"), no_store], body).into_response()
         }
@@ -443,7 +485,7 @@ const PAGE_HEAD: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sitewatch live</title>
 <style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd}
 #player{position:sticky;top:0;background:#fff}video{width:640px;max-width:100%;background:#000}.warn{color:#a00}</style>
-<script src="/hls.js"></script></head><body>
+<script src="hls.js"></script></head><body>
 <h1>sitewatch live</h1>
 <div id="player"><video id="video" muted autoplay playsinline controls></video><p id="msg">Pick a camera.</p></div>
 "#;
@@ -451,11 +493,16 @@ const PAGE_HEAD: &str = r#"<!doctype html>
 const PAGE_TAIL: &str = r#"<script>
 const video = document.getElementById('video'), msg = document.getElementById('msg');
 let hls = null;
+// One id per player: the service counts viewers by it (HLS has no
+// connection per viewer). Relative URLs: the page may sit behind a
+// reverse proxy's prefix (/live-view/).
+const viewer = Math.random().toString(36).slice(2, 12);
 async function play(site, camera) {
   if (hls) { hls.destroy(); hls = null; }
-  const base = '/live/' + site + '/' + camera + '/';
+  const base = 'live/' + site + '/' + camera + '/';
+  const playlist = base + 'index.m3u8?viewer=' + viewer;
   msg.textContent = 'Starting ' + site + '/' + camera + '…';
-  const r = await fetch(base + 'index.m3u8', {credentials: 'same-origin'});
+  const r = await fetch(playlist, {credentials: 'same-origin'});
   if (!r.ok) { msg.textContent = await r.text(); msg.className = 'warn'; return; }
   const info = await (await fetch(base + 'info', {credentials: 'same-origin'})).json();
   const type = 'video/mp4; codecs="' + info.codec + '"';
@@ -468,10 +515,10 @@ async function play(site, camera) {
   if (window.Hls && Hls.isSupported()) {
     hls = new Hls({liveSyncDurationCount: 2, xhrSetup: x => { x.withCredentials = true; }});
     hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) { msg.textContent = 'Playback stopped: ' + d.details; msg.className = 'warn'; } });
-    hls.loadSource(base + 'index.m3u8');
+    hls.loadSource(playlist);
     hls.attachMedia(video);
   } else {
-    video.src = base + 'index.m3u8';
+    video.src = playlist;
   }
   video.play().catch(() => {});
 }

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub db_up: Gauge,
     /// Live RTSP sessions open now (one per camera, whatever the viewers).
     pub sessions_open: Gauge,
+    /// Viewers of all live sessions (players that reloaded a playlist in
+    /// the last 10 s).
+    pub viewers: Gauge,
     /// Live sessions started since the service started.
     pub sessions_started: Counter,
     /// Segment bytes sent to viewers.
@@ -78,6 +81,12 @@ impl Metrics {
             "Live RTSP sessions open",
             sessions_open.clone(),
         );
+        let viewers = Gauge::default();
+        registry.register(
+            "viewers",
+            "Players watching a live session (a playlist request in the last 10 s)",
+            viewers.clone(),
+        );
         let sessions_started = Counter::default();
         registry.register(
             "sessions_started",
@@ -104,6 +113,7 @@ impl Metrics {
         );
         Metrics {
             sessions_open,
+            viewers,
             sessions_started,
             bytes_out,
             limit_refusals,

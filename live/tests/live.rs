@@ -1,13 +1,15 @@
 //! Live view against real parts: the GStreamer RTSP fixture (Digest auth
-//! on `/secure`, H.264; `/cam1h265idr`, H.265), the real `sitewatch-live`
+//! on `/secure`, H.264; `/cam1h265idr`, H.265 closed GOP; `/cam1h265`,
+//! H.265 open GOP with CRA keyframes), the real `sitewatch-live`
 //! binary, a throwaway PostgreSQL with the bridge's schema, and Debian's
 //! `ffprobe` to decode what is served.
 //!
 //! Checked: no token → 401; the page lists the cameras and loads hls.js
 //! from the binary; the playlist, init segment and media segments decode
 //! with the right codec and size and each segment starts with a
-//! keyframe (H.264 and H.265); two viewers at once share one RTSP
-//! session; a site's session limit answers 503 with the reason; an idle
+//! keyframe (H.264 and H.265; the open-GOP stream's segments start at
+//! its CRA pictures); two viewers at once share one RTSP session and
+//! count as two viewers; a site's session limit answers 503 with the reason; an idle
 //! session closes; the RTSP password is in no answer, log line or metric.
 
 use std::net::TcpStream;
@@ -66,6 +68,22 @@ fn probe_segment(dir: &Path, init: &[u8], seg: &[u8], n: usize) -> (String, u32,
         keys.first().copied().unwrap_or(false),
         keys.len(),
     )
+}
+
+/// The NAL type of the first picture (VCL NAL, type below 32) of a
+/// media segment's first sample: the `mdat` payload is length-prefixed
+/// NALs, parameter sets first.
+fn h265_first_vcl_type(seg: &[u8]) -> Option<u8> {
+    let mut pos = seg.windows(4).position(|w| w == b"mdat")? + 4;
+    while pos + 5 <= seg.len() {
+        let len = u32::from_be_bytes(seg[pos..pos + 4].try_into().ok()?) as usize;
+        let t = (seg[pos + 4] >> 1) & 0x3f;
+        if t < 32 {
+            return Some(t);
+        }
+        pos += 4 + len;
+    }
+    None
 }
 
 fn metric(port: u16, name: &str) -> f64 {
@@ -130,6 +148,14 @@ path = "/cam1h265idr"
 [[sites.cameras]]
 camera = "third"
 path = "/lowfps"
+
+[[sites]]
+site = "s2"
+host = "127.0.0.1"
+port = {rtsp}
+[[sites.cameras]]
+camera = "hevc-open"
+path = "/cam1h265"
 "#,
             tok = tok.display(),
             pw = pw.display(),
@@ -173,7 +199,9 @@ path = "/lowfps"
         page.contains("640x360") && page.contains("s1/norute"),
         "{page}"
     );
-    assert!(page.contains("<script src=\"/hls.js\">"), "{page}");
+    // Relative URLs: the page also works behind a proxy's /live-view/.
+    assert!(page.contains("<script src=\"hls.js\">"), "{page}");
+    assert!(page.contains("'index.m3u8?viewer='"), "{page}");
     seen.push_str(&page);
     let (code, _, js) = get(port, "/hls.js", Some(TOKEN));
     assert_eq!(code, 200);
@@ -186,10 +214,19 @@ path = "/lowfps"
         "{head}"
     );
 
-    // Two viewers at once: one RTSP session.
+    // Two viewers at once (two players, each with the page's viewer id):
+    // one RTSP session, two viewers.
     let t0 = Instant::now();
     let viewers: Vec<_> = (0..2)
-        .map(|_| std::thread::spawn(move || get(port, "/live/s1/cam/index.m3u8", Some(TOKEN))))
+        .map(|i| {
+            std::thread::spawn(move || {
+                get(
+                    port,
+                    &format!("/live/s1/cam/index.m3u8?viewer=player{i}"),
+                    Some(TOKEN),
+                )
+            })
+        })
         .collect();
     let lists: Vec<_> = viewers
         .into_iter()
@@ -201,18 +238,28 @@ path = "/lowfps"
     }
     assert_eq!(metric(port, "sitewatch_live_sessions_started_total"), 1.0);
     assert_eq!(metric(port, "sitewatch_live_sessions_open"), 1.0);
+    assert_eq!(metric(port, "sitewatch_live_viewers"), 2.0);
+    let (_, _, info) = get(port, "/live/s1/cam/info", Some(TOKEN));
+    assert!(text(&info).contains("\"viewers\":2"), "{}", text(&info));
     println!("time to first playlist (one segment ready): {first_playlist:?}");
 
     // Segments: let a few accumulate, then decode each with ffprobe.
     std::thread::sleep(Duration::from_secs(5));
-    for (camera, codec) in [("cam", "h264"), ("hevc", "hevc")] {
-        let base = format!("/live/s1/{camera}/");
+    // H.265 open GOP (x265 open-gop: CRA keyframes after the first IDR,
+    // RASL pictures after them): segments must start at the CRAs too.
+    let mut first_vcl = Vec::new();
+    for (site, camera, codec) in [
+        ("s1", "cam", "h264"),
+        ("s1", "hevc", "hevc"),
+        ("s2", "hevc-open", "hevc"),
+    ] {
+        let base = format!("/live/{site}/{camera}/");
         let t = Instant::now();
         let (code, _, pl) = get(port, &format!("{base}index.m3u8"), Some(TOKEN));
         let pl = text(&pl);
         assert_eq!(code, 200, "{pl}");
-        if camera == "hevc" {
-            println!("hevc: time to first playlist {:?}", t.elapsed());
+        if codec == "hevc" {
+            println!("{camera}: time to first playlist {:?}", t.elapsed());
             std::thread::sleep(Duration::from_secs(5));
         }
         let (_, _, pl) = get(port, &format!("{base}index.m3u8"), Some(TOKEN));
@@ -231,6 +278,9 @@ path = "/lowfps"
             assert_eq!((c.as_str(), w, h), (codec, 640, 360), "{camera} {s}");
             assert!(key, "{camera} {s}: the first frame is not a keyframe");
             assert!(frames >= 25, "{camera} {s}: {frames} frames");
+            if camera == "hevc-open" {
+                first_vcl.push(h265_first_vcl_type(&seg));
+            }
             sizes.push(seg.len());
         }
         println!(
@@ -243,6 +293,14 @@ path = "/lowfps"
         seen.push_str(&text(&info));
         seen.push_str(&pl);
     }
+
+    // After the first segment (which may start at the stream's IDR),
+    // the open-GOP camera's segments start at CRA pictures (type 21).
+    assert!(
+        first_vcl.iter().skip(1).all(|t| *t == Some(21)) && first_vcl.len() >= 2,
+        "hevc-open: first picture NAL types {first_vcl:?}"
+    );
+    println!("hevc-open: first picture NAL type per segment {first_vcl:?}");
 
     // The site's limit (2): a third camera is refused, in plain words.
     // Both sessions are watched again first: on a loaded machine the H.264
@@ -266,6 +324,7 @@ path = "/lowfps"
     .unwrap_or_else(|e| panic!("{e:#}\n{}", live.log_contents()));
     let (code, _, _) = get(port, "/live/s1/cam/init.mp4", Some(TOKEN));
     assert_eq!(code, 404, "a closed session serves nothing");
+    assert_eq!(metric(port, "sitewatch_live_viewers"), 0.0);
 
     // Bad names are refused before any lookup.
     let (code, _, _) = get(port, "/live/S1/cam/index.m3u8", Some(TOKEN));
