@@ -4,12 +4,11 @@
 //! can run the agent in-process with their own shutdown future.
 
 use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use sitewatch_agent::config::{self, Config};
+use sitewatch_agent::config::Config;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Hard limit for a graceful shutdown after the first SIGTERM/SIGINT;
@@ -35,95 +34,15 @@ const LONG_VERSION: &str = concat!(
     ")"
 );
 
-/// Site agent: reports a CCTV site's status, heartbeat, disks (usage and
-/// SMART), cameras (RTSP probes) and device syslog to MQTT, and cleans up
-/// old recordings when a disk fills.
-#[derive(Debug, Parser)]
-#[command(name = "sitewatch-agent", version = LONG_VERSION)]
-struct Cli {
-    /// Config file (TOML). Default: /etc/sitewatch/agent.toml, or on
-    /// OpenWrt the file the init script generates from UCI,
-    /// /var/etc/sitewatch/agent.toml, when the first does not exist.
-    #[arg(long, short = 'c', global = true, value_name = "FILE", default_value_os_t = config::default_path())]
-    config: PathBuf,
+mod args;
 
-    /// Start even if a password or key file (or a config with inline
-    /// passwords) is readable by every user. Also
-    /// SITEWATCH_ALLOW_INSECURE_PERMISSIONS=1.
-    #[arg(long, global = true)]
-    allow_insecure_permissions: bool,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the agent (the default).
-    Run,
-    /// Check the config and print every problem; exit status 1 if any.
-    /// Never opens a network connection unless --online is given.
-    Check {
-        /// Commissioning check: also try the broker (DNS, TCP, TLS with
-        /// certificate dates, MQTT login), every disk and the syslog ports,
-        /// and print one table with what to do for each failure.
-        #[arg(long, alias = "connect")]
-        online: bool,
-    },
-    /// Probe an RTSP stream (or every configured camera) and say whether
-    /// it plays; exit status 0 only when every stream is ok.
-    Probe(sitewatch_agent::sources::rtsp::cli::ProbeArgs),
-    /// Run one retention cleanup pass over the [cleanup] roots and print
-    /// what it deleted. Without --yes it only prints what it would delete.
-    Cleanup {
-        /// Only print what would be deleted (wins over --yes).
-        #[arg(long)]
-        dry_run: bool,
-        /// Really delete the files.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Read SMART from DEVICE (or every disk) natively and print model,
-    /// serial, verdict with reasons, temperature, power-on hours and key
-    /// attributes. Exit status 1 if any disk is warning, critical or
-    /// unreadable, or no disk was found (with or without --json). Needs root (CAP_SYS_RAWIO for SATA/USB, CAP_SYS_ADMIN
-    /// for NVMe).
-    Smart {
-        /// Device node, e.g. /dev/sda or /dev/nvme0n1 (default: every disk
-        /// in /sys/block).
-        device: Option<PathBuf>,
-        /// Force the protocol: sat, sat12 (old USB bridges), nvme or scsi.
-        #[arg(long = "type", value_name = "TYPE")]
-        kind: Option<sitewatch_agent::sources::smart::DeviceType>,
-        /// One JSON object (DEVICE given) or an array of them.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show what the running agent is doing: connection and since when,
-    /// broker, last PUBACK, outbox depth and drops, each source's last
-    /// result. Read from the status file the agent rewrites ([status]
-    /// file; default $RUNTIME_DIRECTORY/status.json under systemd, else
-    /// /var/run/sitewatch/status.json). Exit status 0 when the agent is
-    /// connected and its status is up to date, 1 otherwise (not running,
-    /// stale, disconnected, no file).
-    Status {
-        /// One JSON object: verdict, message and the agent's status.
-        #[arg(long)]
-        json: bool,
-        /// Read this status file instead of the config's.
-        #[arg(long, value_name = "FILE")]
-        file: Option<PathBuf>,
-    },
-    /// Run every configured source one round and print the messages it
-    /// would publish (`TOPIC PAYLOAD`, one per line). Never connects to
-    /// the broker, never touches the outbox, never deletes (cleanup is a
-    /// dry run); camera probes do connect to the cameras.
-    /// Syslog has no round and is skipped.
-    Once,
-}
+use args::Command;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match args::parse_env(LONG_VERSION) {
+        Ok(cli) => cli,
+        Err(exit) => return exit.print(),
+    };
     let allow_exposed = cli.allow_insecure_permissions || sitewatch_agent::perms::allowed_by_env();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config, allow_exposed),

@@ -22,31 +22,24 @@ use super::probe::{probe, ProbeReport};
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Arguments of `sitewatch-agent probe`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct ProbeArgs {
     /// rtsp://host[:port]/path. Without it, every camera in the config
     /// file (-c/--config) is probed and a table is printed.
     pub url: Option<String>,
     /// User name (or put user:password@ in the URL).
-    #[arg(long, short = 'u')]
     pub user: Option<String>,
     /// Password. Visible to other users in `ps`: prefer --password-file.
-    #[arg(long)]
     pub password: Option<String>,
     /// File whose first line is the password.
-    #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// RTP transport: tcp (default) or udp.
-    #[arg(long, default_value = "tcp")]
     pub transport: String,
     /// Seconds to watch the stream.
-    #[arg(long, default_value_t = 8)]
     pub duration: u32,
     /// Minimum acceptable frame rate (default: 3/4 of what the stream declares).
-    #[arg(long)]
     pub min_fps: Option<f32>,
     /// Print one JSON object (one per line with --config).
-    #[arg(long)]
     pub json: bool,
 }
 
