@@ -8,7 +8,11 @@
 #   dist/SHA256SUMS    (sha256sum -c SHA256SUMS)
 #   dist/BUILDINFO     (version, commit, toolchain, how each std was built)
 #
-# Usage: ./scripts/build-release.sh [--out DIR] [--target TRIPLE]...
+# Usage: ./scripts/build-release.sh [--stable] [--out DIR] [--target TRIPLE]...
+#   --stable                         the stable-toolchain path: rustup's
+#                                    prebuilt std, no RUSTC_BOOTSTRAP and no
+#                                    -Z flag, panic=abort with messages (a
+#                                    target without a prebuilt std fails)
 #   SITEWATCH_AGENT_FEATURES="a,b"   build with these cargo features (default:
 #                                    the crate's default features, i.e. what ships)
 #   SITEWATCH_BUILD_STD_TOOLCHAIN=T  toolchain for -Zbuild-std targets
@@ -17,6 +21,8 @@
 #                                    (default 1: std from source, for size)
 #   SITEWATCH_RELEASE_PANIC=abort    keep panic messages (default
 #                                    immediate-abort, see "Size" below)
+#   SITEWATCH_KEEP_SYMBOLS=1         do not strip (scripts/bench/size.sh
+#                                    counts bytes per crate from the symbols)
 #   CARGO_TARGET_DIR                 honoured as usual
 #
 # How it links: cargo-zigbuild with zig from PyPI (`ziglang`), pinned in
@@ -35,24 +41,37 @@
 # (binutils for readelf, python3-venv, the pinned PyPI wheels, rustup targets,
 # rust-src).
 #
-# Size: the stripped aarch64 agent with every feature must stay under
-# 2.5 MB (scripts/check-size.sh). With rustup's prebuilt std it is about
-# 2.98 MB since RTSP (retina), SMART and cleanup landed. So std is built
-# from source for every target (-Zbuild-std) with
+# Size (scripts/check-size.sh; bytes per crate in scripts/bench/README.md).
+# Both paths, with stable flags only:
+#   -Wl,-T,scripts/lib/no-eh-frame.ld        drops .eh_frame/.eh_frame_hdr:
+#       DWARF unwind tables, which panic=abort never uses (a backtrace with
+#       RUST_BACKTRACE=1 shows no frames; the panic message and file:line
+#       stay). About 450 KB of the aarch64 agent.
+#   --remap-path-prefix                      panic locations name
+#       tokio-1.x/src/... and agent/src/..., not this machine's paths.
+# The default path builds std from source for every target (-Zbuild-std,
+# unstable: RUSTC_BOOTSTRAP=1) with
 #   -Zbuild-std-features=optimize_for_size   std's own size-optimised paths
 #   -Zlocation-detail=none                   no file:line strings for panics
 #   -Cpanic=immediate-abort                  no panic formatting machinery
-# which gives about 2.41 MB (measured 2026-11-28: prebuilt std 2.98 MB;
-# build-std + optimize_for_size + location-detail=none 2.62 MB; + immediate
-# abort 2.41 MB). The price of the last step: a panic (a bug; input paths
-# never panic, their parsers are fuzzed) ends the process at once without
-# a message. systemd and procd restart it; the journal/logd show the
-# abort. SITEWATCH_RELEASE_PANIC=abort builds with messages for debugging.
+# The price of the last step: a panic (a bug; input paths never panic,
+# their parsers are fuzzed) ends the process at once without a message.
+# systemd and procd restart it; the journal/logd show the abort.
+# SITEWATCH_RELEASE_PANIC=abort builds with messages for debugging.
+# --stable is what a Rust user gets from a stable toolchain; CI builds it
+# for aarch64 too (into dist-stable/) and checks its own budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
-export SITEWATCH_FORCE_BUILD_STD=${SITEWATCH_FORCE_BUILD_STD:-1}
-RELEASE_PANIC=${SITEWATCH_RELEASE_PANIC:-immediate-abort}
+STABLE=0
+for a in "$@"; do [ "$a" = --stable ] && STABLE=1; done
+if [ "$STABLE" = 1 ]; then
+    export SITEWATCH_FORCE_BUILD_STD=0
+    RELEASE_PANIC=abort
+else
+    export SITEWATCH_FORCE_BUILD_STD=${SITEWATCH_FORCE_BUILD_STD:-1}
+    RELEASE_PANIC=${SITEWATCH_RELEASE_PANIC:-immediate-abort}
+fi
 case "$RELEASE_PANIC" in
     immediate-abort) SIZE_RUSTFLAGS="-Zlocation-detail=none -Zunstable-options -Cpanic=immediate-abort" ;;
     abort) SIZE_RUSTFLAGS="-Zlocation-detail=none" ;;
@@ -64,9 +83,10 @@ OUT=dist
 TARGETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
+        --stable) shift ;;
         --out) OUT="${2:?--out needs a directory}"; shift 2 ;;
         --target) TARGETS+=("${2:?--target needs a triple}"); shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (try --help)" ;;
     esac
 done
@@ -103,9 +123,10 @@ verify_binary() {
     [ -z "$m" ] || readelf -hW "$f" | grep -q "Machine:.*$m" || die "$f is not a $m binary"
     if readelf -lW "$f" | grep -q 'INTERP'; then die "$f is dynamically linked (has an ELF interpreter)"; fi
     if readelf -dW "$f" 2>/dev/null | grep -q '(NEEDED)'; then die "$f needs shared libraries"; fi
-    if readelf -SW "$f" | grep -q '\.symtab'; then die "$f is not stripped"; fi
+    if [ "${SITEWATCH_KEEP_SYMBOLS:-0}" != 1 ] && readelf -SW "$f" | grep -q '\.symtab'; then die "$f is not stripped"; fi
 }
 
+[ "${SITEWATCH_KEEP_SYMBOLS:-0}" = 1 ] && export CARGO_PROFILE_RELEASE_STRIP=false
 mkdir -p "$OUT"
 # A full build replaces the whole set, so no binary of an older commit stays
 # next to the new ones.
@@ -119,9 +140,20 @@ mkdir -p "$OUT"
 # compiler accept it, with that same toolchain's rust-src, so all targets
 # are built by one compiler version. Set SITEWATCH_BUILD_STD_TOOLCHAIN=nightly
 # to use a nightly instead.
+# Stable flags for every target and both paths (see "Size" above). Paths
+# are remapped to the crate's own: registry sources to `tokio-1.x/...`,
+# this checkout to `agent/...`.
+REGISTRY_SRC="${CARGO_HOME:-$HOME/.cargo}/registry/src"
+COMMON_RUSTFLAGS="-Clink-arg=-Wl,-T,$PWD/scripts/lib/no-eh-frame.ld --remap-path-prefix=$PWD/="
+for d in "$REGISTRY_SRC"/*/; do
+    [ -d "$d" ] && COMMON_RUSTFLAGS="$COMMON_RUSTFLAGS --remap-path-prefix=$d="
+done
 BUILDINFO=()
 for t in "${TARGETS[@]}"; do
     mode=$(rust_std_mode "$t")
+    flags_var="CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
+    [ "$STABLE" = 1 ] && [ "$mode" = build-std ] \
+        && die "--stable: rustup has no prebuilt std for $t (rustup target add $t failed)"
     args=(--release --locked -p sitewatch-agent --bin sitewatch-agent ${FEATURE_ARGS[@]+"${FEATURE_ARGS[@]}"})
     start=$SECONDS
     if [ "$mode" = build-std ]; then
@@ -129,15 +161,18 @@ for t in "${TARGETS[@]}"; do
         # panic_abort: the release profile aborts on panic, so std is built
         # for that too.
         dir="$TARGET_DIR/build-std"
-        flags_var="CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
-        export "$flags_var=${!flags_var:-} $SIZE_RUSTFLAGS"
-        cargo_build_std "$t" "$TARGET_DIR" zigbuild "${args[@]}" -Zbuild-std=std,panic_abort \
-            -Zbuild-std-features=optimize_for_size \
-            || die "build for $t failed"
+        (
+            export "$flags_var=${!flags_var:-} $COMMON_RUSTFLAGS $SIZE_RUSTFLAGS"
+            cargo_build_std "$t" "$TARGET_DIR" zigbuild "${args[@]}" -Zbuild-std=std,panic_abort \
+                -Zbuild-std-features=optimize_for_size
+        ) || die "build for $t failed"
     else
         log "Building $t ($ACTIVE_TC, prebuilt std)"
         dir=$TARGET_DIR
-        cargo zigbuild --target "$t" "${args[@]}" || die "build for $t failed"
+        (
+            export "$flags_var=${!flags_var:-} $COMMON_RUSTFLAGS"
+            cargo zigbuild --target "$t" "${args[@]}"
+        ) || die "build for $t failed"
     fi
     bin="$dir/$t/release/sitewatch-agent"
     [ -f "$bin" ] || die "cargo finished but $bin is missing"
