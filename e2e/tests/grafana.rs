@@ -6,6 +6,11 @@
 //!   provisioning requires; uids are unique and every data source uid a
 //!   panel, variable or rule uses is provisioned; every panel has a
 //!   `gridPos` and targets; every `$variable` a query uses is defined.
+//! * `live_links_on_every_camera_table`: every table panel with a camera
+//!   column (from `cameras` or `camera_reachability_now`) links the camera
+//!   name to sitewatch-live's page through the dashboard's `live_url`
+//!   constant, and the link, interpolated as Grafana does, is the page's
+//!   `/?site=S&camera=C` under the reverse proxy's `/live-view`.
 //! * `every_sql_query_runs_read_only_against_bridge_data`: the real bridge
 //!   fills a real PostgreSQL from a real agent plus crafted wire messages
 //!   (one site offline through its Last Will, one site with a full disk, a
@@ -476,6 +481,107 @@ fn provisioning_files_are_valid() {
         "{} SQL queries, {} Loki queries (syntax only: no LogQL engine here)",
         p.sql.len(),
         p.logql.len()
+    );
+}
+
+/// Whether a query's select list has a `camera` column (`camera`,
+/// `c.camera`, `... AS camera`), not `cameras_down` and the like.
+fn selects_camera(sql: &str) -> bool {
+    let lower = sql.to_lowercase();
+    let Some(list) = lower
+        .split_once("select")
+        .and_then(|(_, rest)| rest.split_once("\nfrom ").map(|(l, _)| l.to_owned()))
+    else {
+        return false;
+    };
+    list.split(',').any(|item| {
+        let item = item.trim();
+        item == "camera" || item.ends_with(".camera") || item.ends_with(" as camera")
+    })
+}
+
+#[test]
+fn live_links_on_every_camera_table() {
+    let g = grafana_dir();
+    let mut linked = Vec::new();
+    for f in files(&g.join("dashboards"), "json") {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let d = json(&f);
+        let vars = arr(&d["templating"], "list", &name);
+        let has_site_var = vars.iter().any(|v| v["name"] == "site");
+        for panel in arr(&d, "panels", &name) {
+            let title = s(panel, "title", &name).to_string();
+            let ctx = format!("{name}: panel {title}");
+            let Some(targets) = panel["targets"].as_array() else {
+                continue;
+            };
+            let sql: String = targets
+                .iter()
+                .filter_map(|t| t["rawSql"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let camera_table =
+                sql.contains("FROM cameras ") || sql.contains("FROM camera_reachability_now ");
+            if panel["type"] != "table" || !camera_table || !selects_camera(&sql) {
+                continue;
+            }
+            let link = arr(&panel["fieldConfig"], "overrides", &ctx)
+                .iter()
+                .filter(|o| o["matcher"]["options"] == "camera")
+                .flat_map(|o| o["properties"].as_array().cloned().unwrap_or_default())
+                .filter(|p| p["id"] == "links")
+                .flat_map(|p| p["value"].as_array().cloned().unwrap_or_default())
+                .find(|l| l["title"] == "Live")
+                .unwrap_or_else(|| panic!("{ctx}: no Live link on the camera column"));
+            let url = s(&link, "url", &ctx);
+            // The dashboard's site variable, else the row's site column.
+            let site = if has_site_var {
+                "${site}"
+            } else {
+                assert!(
+                    sql.contains("site"),
+                    "{ctx}: no $site variable and no site column"
+                );
+                "${__data.fields.site}"
+            };
+            assert_eq!(
+                url,
+                format!("${{live_url:raw}}/?site={site}&camera=${{__value.raw}}"),
+                "{ctx}: the live page's /?site=S&camera=C under live_url \
+                 (:raw: data links percent-encode variables by default)"
+            );
+            assert_eq!(link["targetBlank"], true, "{ctx}: opens in a new tab");
+            let live = vars
+                .iter()
+                .find(|v| v["name"] == "live_url")
+                .unwrap_or_else(|| panic!("{name}: no live_url variable"));
+            assert_eq!(live["type"], "constant", "{name}: live_url");
+            let base = s(live, "query", &name);
+            assert_eq!(base, "/live-view", "{name}: the documented default");
+            // Interpolated as Grafana does for site s1, camera gate: the
+            // path the nginx example in live/README.md forwards to the page.
+            let href = url
+                .replace("${live_url:raw}", base)
+                .replace(site, "s1")
+                .replace("${__value.raw}", "gate");
+            assert_eq!(href, "/live-view/?site=s1&camera=gate", "{ctx}");
+            linked.push(format!("{name}: {title}"));
+        }
+    }
+    linked.sort();
+    assert_eq!(
+        linked,
+        [
+            "fleet-overview.json: Cameras not ok (worst first)",
+            "site-detail.json: Cameras from the centre",
+            "site-detail.json: Cameras now",
+        ],
+        "the camera tables"
+    );
+    let ops = std::fs::read_to_string(repo().join("docs/ops.md")).expect("docs/ops.md");
+    assert!(
+        ops.contains("`live_url`"),
+        "docs/ops.md explains the live_url variable"
     );
 }
 
