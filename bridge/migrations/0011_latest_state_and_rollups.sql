@@ -11,7 +11,7 @@
 -- trigger) keeps current as it stores the messages.
 --
 -- 1. `sites` gains the latest heartbeat's figures and the latest disk
---    message's summary. The bridge sets them in the UPDATE that already
+--    message's summary and identity. The bridge sets them in the UPDATE that already
 --    locks and touches each site of a batch (bridge/src/sink/postgres/
 --    sites.rs), so a site row still gets one new version per batch. A
 --    value is replaced only by a message with a later (clock-corrected)
@@ -43,17 +43,31 @@ ALTER TABLE sites
     ADD COLUMN load1                 real,
     ADD COLUMN mem_available_bytes   bigint,
     ADD COLUMN mem_total_bytes       bigint,
+    -- That heartbeat's identity (with the partition column) and receive
+    -- time: its counters are fetched by primary key from one partition.
+    ADD COLUMN hb_boot               text,
+    ADD COLUMN hb_seq                bigint,
+    ADD COLUMN hb_agent_ts           timestamptz,
+    ADD COLUMN hb_received_at        timestamptz,
     -- The latest disk message: its time and, over its mounts sampled
     -- without error, the fullest one; mounts read-only or failed.
     ADD COLUMN disk_ts               timestamptz,
     ADD COLUMN disk_max_used_pct     real,
     ADD COLUMN disk_fullest_path     text,
     ADD COLUMN disk_read_only_mounts integer,
-    ADD COLUMN disk_failed_mounts    integer;
+    ADD COLUMN disk_failed_mounts    integer,
+    -- Its identity, with the partition column: the panels and alerts that
+    -- list the latest message's mounts fetch them by primary key from the
+    -- one partition that holds them, however many weeks are kept.
+    ADD COLUMN disk_boot             text,
+    ADD COLUMN disk_seq              bigint,
+    ADD COLUMN disk_agent_ts         timestamptz;
 
 UPDATE sites s
-SET (hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes) = (
-    SELECT h.ts, h.uptime_secs, h.load1, h.mem_available_bytes, h.mem_total_bytes
+SET (hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes,
+     hb_boot, hb_seq, hb_agent_ts, hb_received_at) = (
+    SELECT h.ts, h.uptime_secs, h.load1, h.mem_available_bytes, h.mem_total_bytes,
+           h.boot, h.seq, h.agent_ts, h.received_at
     FROM heartbeats h
     WHERE h.site = s.site
     ORDER BY h.ts DESC
@@ -61,12 +75,14 @@ SET (hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes) = (
 );
 
 UPDATE sites s
-SET (disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts, disk_failed_mounts) = (
+SET (disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts, disk_failed_mounts,
+     disk_boot, disk_seq, disk_agent_ts) = (
     SELECT max(du.ts),
            max(du.used_pct) FILTER (WHERE du.error IS NULL),
            (array_agg(du.path ORDER BY du.used_pct DESC) FILTER (WHERE du.error IS NULL))[1],
            count(*) FILTER (WHERE du.read_only),
-           count(*) FILTER (WHERE du.error IS NOT NULL AND du.path <> '')
+           count(*) FILTER (WHERE du.error IS NOT NULL AND du.path <> ''),
+           min(du.boot), min(du.seq), min(du.agent_ts)
     FROM disk_usage du
     JOIN (
         SELECT l.boot, l.seq

@@ -177,6 +177,32 @@ async fn fleet_view_and_disk_rollup_follow_the_history() {
     assert!(view[0].ends_with(",/srv/rec,1,0)"), "{}", view[0]);
     // fs-b's newest message has the failed mount.
     assert!(view[1].ends_with(",/srv/rec,1,1)"), "{}", view[1]);
+    // The latest heartbeat's identity on sites fetches it (the late one,
+    // seq 10000, is not it); its receipt is the newest of the site's.
+    let hb_key = rows(
+        &env,
+        "SELECT s.site, h.uptime_secs, s.hb_received_at = (SELECT max(received_at)
+                FROM heartbeats x WHERE x.site = s.site AND x.seq < 10000)
+         FROM sites s JOIN heartbeats h ON h.site = s.site AND h.boot = s.hb_boot
+              AND h.seq = s.hb_seq AND h.agent_ts = s.hb_agent_ts
+         ORDER BY s.site",
+    );
+    assert_eq!(hb_key, ["(fs-a,1034,t)", "(fs-b,1034,t)"]);
+    // The latest message's identity on sites fetches exactly its mounts.
+    let by_key = rows(
+        &env,
+        "SELECT s.site, string_agg(d.path, ' ' ORDER BY d.path)
+         FROM sites s JOIN disk_usage d ON d.site = s.site AND d.boot = s.disk_boot
+              AND d.seq = s.disk_seq AND d.agent_ts = s.disk_agent_ts
+         GROUP BY s.site ORDER BY s.site",
+    );
+    assert_eq!(
+        by_key,
+        [
+            "(fs-a,\"/srv/rec /var\")",
+            "(fs-b,\"/mnt/usb /srv/rec /var\")"
+        ]
+    );
 
     // The rollup: one sample per stored disk row of a mount without
     // error, the redelivery not counted; same slope as regr_slope.
@@ -311,6 +337,33 @@ async fn migration_11_converts_a_populated_database() {
         .expect("view")
         .get(0);
     assert_eq!(view_after, history_before, "the view answers as before");
+    let keyed: i64 = c
+        .query_one(
+            "SELECT count(DISTINCT s.site) FROM sites s JOIN disk_usage d ON d.site = s.site
+                 AND d.boot = s.disk_boot AND d.seq = s.disk_seq AND d.agent_ts = s.disk_agent_ts",
+            &[],
+        )
+        .await
+        .expect("keyed")
+        .get(0);
+    assert_eq!(
+        keyed, 20,
+        "every site's latest disk message found by its key"
+    );
+    let hb_keyed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sites s JOIN heartbeats h ON h.site = s.site
+                 AND h.boot = s.hb_boot AND h.seq = s.hb_seq AND h.agent_ts = s.hb_agent_ts
+                 AND h.received_at = s.hb_received_at",
+            &[],
+        )
+        .await
+        .expect("hb keyed")
+        .get(0);
+    assert_eq!(
+        hb_keyed, 20,
+        "every site's latest heartbeat found by its key"
+    );
     for (t, before) in [
         ("camera_reachability", &reach_before),
         ("ingest_minutes", &minutes_before),

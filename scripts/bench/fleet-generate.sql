@@ -285,16 +285,20 @@ SELECT EXISTS (SELECT 1 FROM information_schema.columns
                WHERE table_name = 'sites' AND column_name = 'hb_ts') AS has_site_latest \gset
 \if :has_site_latest
 UPDATE sites s
-SET (hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes) = (
-    SELECT h.ts, h.uptime_secs, h.load1, h.mem_available_bytes, h.mem_total_bytes
+SET (hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes,
+     hb_boot, hb_seq, hb_agent_ts, hb_received_at) = (
+    SELECT h.ts, h.uptime_secs, h.load1, h.mem_available_bytes, h.mem_total_bytes,
+           h.boot, h.seq, h.agent_ts, h.received_at
     FROM heartbeats h WHERE h.site = s.site ORDER BY h.ts DESC LIMIT 1);
 UPDATE sites s
-SET (disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts, disk_failed_mounts) = (
+SET (disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts, disk_failed_mounts,
+     disk_boot, disk_seq, disk_agent_ts) = (
     SELECT max(du.ts),
            max(du.used_pct) FILTER (WHERE du.error IS NULL),
            (array_agg(du.path ORDER BY du.used_pct DESC) FILTER (WHERE du.error IS NULL))[1],
            count(*) FILTER (WHERE du.read_only),
-           count(*) FILTER (WHERE du.error IS NOT NULL AND du.path <> '')
+           count(*) FILTER (WHERE du.error IS NOT NULL AND du.path <> ''),
+           min(du.boot), min(du.seq), min(du.agent_ts)
     FROM disk_usage du
     JOIN (SELECT l.boot, l.seq FROM disk_usage l WHERE l.site = s.site
           ORDER BY l.ts DESC LIMIT 1) latest ON du.boot = latest.boot AND du.seq = latest.seq

@@ -28,7 +28,7 @@ ON CONFLICT (site) DO NOTHING";
 /// clock skew (a measurement older than the stored one, from a batch
 /// retried late, does not overwrite it; `skew_at` NULL: none for the
 /// site), the latest heartbeat's figures and the latest disk message's
-/// summary (migration 0011: the `fleet` view reads them instead of
+/// summary and identity (migration 0011: the `fleet` view reads them instead of
 /// probing every partition of the history per site; each is replaced only
 /// by a message with a later or equal timestamp, NULL: none in the batch),
 /// returns the current state. One statement, so that each site row gets
@@ -61,11 +61,14 @@ UPDATE sites AS s SET
                          THEN u.skew_at ELSE s.clock_skew_at END{}{}
 FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],
             $5::timestamptz[], $6::int8[], $7::float4[], $8::int8[], $9::int8[],
-            $10::timestamptz[], $11::float4[], $12::text[], $13::int4[], $14::int4[])
+            $10::timestamptz[], $11::float4[], $12::text[], $13::int4[], $14::int4[],
+            $15::text[], $16::int8[], $17::timestamptz[],
+            $18::text[], $19::int8[], $20::timestamptz[], $21::timestamptz[])
     AS u(site, live, skew_ms, skew_at,
          hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes,
          disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts,
-         disk_failed_mounts)
+         disk_failed_mounts, disk_boot, disk_seq, disk_agent_ts,
+         hb_boot, hb_seq, hb_agent_ts, hb_received_at)
 WHERE s.site = u.site
 RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts",
         newer(
@@ -75,7 +78,11 @@ RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts",
                 "uptime_secs",
                 "load1",
                 "mem_available_bytes",
-                "mem_total_bytes"
+                "mem_total_bytes",
+                "hb_boot",
+                "hb_seq",
+                "hb_agent_ts",
+                "hb_received_at",
             ]
         ),
         newer(
@@ -85,7 +92,10 @@ RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts",
                 "disk_max_used_pct",
                 "disk_fullest_path",
                 "disk_read_only_mounts",
-                "disk_failed_mounts"
+                "disk_failed_mounts",
+                "disk_boot",
+                "disk_seq",
+                "disk_agent_ts",
             ]
         ),
     )
@@ -114,8 +124,8 @@ struct Seen<'a> {
     live: Option<SystemTime>,
     /// Latest agent time of a retained message, capped at its receipt.
     retained: Option<SystemTime>,
-    /// The heartbeat with the latest effective time.
-    heartbeat: Option<(SystemTime, &'a Heartbeat)>,
+    /// The heartbeat with the latest effective time, and its receipt.
+    heartbeat: Option<(SystemTime, &'a Heartbeat, SystemTime)>,
     /// The disk message with the latest effective time.
     disk: Option<(SystemTime, &'a Disk)>,
 }
@@ -172,8 +182,8 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
         match &d.msg {
             Message::Heartbeat(h) => {
                 let t = at();
-                if e.heartbeat.is_none_or(|(old, _)| t >= old) {
-                    e.heartbeat = Some((t, h));
+                if e.heartbeat.is_none_or(|(old, _, _)| t >= old) {
+                    e.heartbeat = Some((t, h, d.received_at));
                 }
             }
             Message::Disk(m) => {
@@ -196,7 +206,7 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
         let skew: Vec<Option<&SiteSkew>> = seen.keys().map(|site| clock.skews.get(*site)).collect();
         let skew_ms: Vec<Option<i64>> = skew.iter().map(|s| s.map(|s| s.skew_ms)).collect();
         let skew_at: Vec<Option<SystemTime>> = skew.iter().map(|s| s.map(|s| s.at)).collect();
-        let hb: Vec<Option<&(SystemTime, &Heartbeat)>> =
+        let hb: Vec<Option<&(SystemTime, &Heartbeat, SystemTime)>> =
             seen.values().map(|s| s.heartbeat.as_ref()).collect();
         let hb_ts: Vec<Option<SystemTime>> = hb.iter().map(|h| h.map(|h| h.0)).collect();
         let uptime: Vec<Option<i64>> = hb
@@ -212,6 +222,11 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
             .iter()
             .map(|h| h.map(|h| clamp_i64(h.1.mem_total_bytes)))
             .collect();
+        let hb_boot: Vec<Option<&str>> = hb.iter().map(|h| h.map(|h| &*h.1.boot)).collect();
+        let hb_seq: Vec<Option<i64>> = hb.iter().map(|h| h.map(|h| clamp_i64(h.1.seq))).collect();
+        let hb_agent_ts: Vec<Option<SystemTime>> =
+            hb.iter().map(|h| h.map(|h| agent_time(h.1.ts))).collect();
+        let hb_received_at: Vec<Option<SystemTime>> = hb.iter().map(|h| h.map(|h| h.2)).collect();
         let disk: Vec<Option<(SystemTime, _)>> = seen
             .values()
             .map(|s| s.disk.map(|(t, d)| (t, disk_summary(d))))
@@ -221,8 +236,18 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
         let disk_fullest: Vec<Option<&str>> = disk.iter().map(|d| d.and_then(|d| d.1 .1)).collect();
         let disk_ro: Vec<Option<i32>> = disk.iter().map(|d| d.map(|d| d.1 .2)).collect();
         let disk_failed: Vec<Option<i32>> = disk.iter().map(|d| d.map(|d| d.1 .3)).collect();
+        let disk_msg: Vec<Option<&Disk>> = seen.values().map(|s| s.disk.map(|d| d.1)).collect();
+        let disk_boot: Vec<Option<&str>> = disk_msg.iter().map(|d| d.map(|d| &*d.boot)).collect();
+        let disk_seq: Vec<Option<i64>> = disk_msg
+            .iter()
+            .map(|d| d.map(|d| clamp_i64(d.seq)))
+            .collect();
+        let disk_agent_ts: Vec<Option<SystemTime>> = disk_msg
+            .iter()
+            .map(|d| d.map(|d| agent_time(d.ts)))
+            .collect();
         let ensure_params: [&(dyn ToSql + Sync); 2] = [&sites, &first];
-        let touch_params: [&(dyn ToSql + Sync); 14] = [
+        let touch_params: [&(dyn ToSql + Sync); 21] = [
             &sites,
             &live,
             &skew_ms,
@@ -237,6 +262,13 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
             &disk_fullest,
             &disk_ro,
             &disk_failed,
+            &disk_boot,
+            &disk_seq,
+            &disk_agent_ts,
+            &hb_boot,
+            &hb_seq,
+            &hb_agent_ts,
+            &hb_received_at,
         ];
         // One pipeline, run by the server in this order: create, then lock
         // and touch (see the module documentation of `postgres` on
