@@ -35,8 +35,8 @@ pub enum Class {
     /// Anything else RTSP: another status, no answer, not an RTSP server.
     RtspError,
     /// The optional short PLAY (`probe.play_secs`): the session came up
-    /// but no video frame arrived. Stored as `rtsp_error` (see
-    /// [`Class::stored`]).
+    /// but no video frame arrived. Stored as `rtsp_error` on a schema
+    /// older than 11 (see [`Class::stored`]).
     NoVideo,
 }
 
@@ -67,10 +67,10 @@ impl Class {
         }
     }
 
-    /// The name written to PostgreSQL: bridge migration 10's CHECK on
-    /// `camera_reachability.class` knows the seven DESCRIBE classes, so
-    /// `no_video` is stored as `rtsp_error` (its detail starts with "no
-    /// video") until a bridge migration adds it.
+    /// The name written to a schema older than bridge migration 11, whose
+    /// CHECK on `camera_reachability.class` knows only the seven DESCRIBE
+    /// classes: `no_video` becomes `rtsp_error` there (its detail starts
+    /// with "no video"); `store` writes `no_video` from version 11 on.
     pub fn stored(self) -> &'static str {
         match self {
             Class::NoVideo => Class::RtspError.as_str(),

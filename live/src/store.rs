@@ -10,19 +10,26 @@ use anyhow::Context as _;
 use tokio_postgres::Client;
 
 use crate::config::{Camera, Site};
-use crate::probe::Outcome;
+use crate::probe::{Class, Outcome};
 
 /// The schema version that created the reachability tables.
 pub const SCHEMA_VERSION: i32 = 10;
+/// The schema version whose CHECK on `camera_reachability.class` accepts
+/// `no_video` (bridge migration 11); older ones get `rtsp_error`.
+pub const NO_VIDEO_SCHEMA_VERSION: i32 = 11;
 
-/// Fails with plain words when the bridge's schema is older than
-/// [`SCHEMA_VERSION`].
-pub async fn check_schema(client: &Client) -> anyhow::Result<()> {
+async fn schema_version(client: &Client) -> anyhow::Result<Option<i32>> {
     let row = client
         .query_opt("SELECT max(version) FROM schema_migrations", &[])
         .await
         .context("reading schema_migrations (has sitewatch-bridge created the schema?)")?;
-    let version: Option<i32> = row.and_then(|r| r.get(0));
+    Ok(row.and_then(|r| r.get(0)))
+}
+
+/// Fails with plain words when the bridge's schema is older than
+/// [`SCHEMA_VERSION`].
+pub async fn check_schema(client: &Client) -> anyhow::Result<()> {
+    let version = schema_version(client).await?;
     match version {
         Some(v) if v >= SCHEMA_VERSION => Ok(()),
         v => anyhow::bail!(
@@ -40,10 +47,17 @@ pub async fn store(
     camera: &Camera,
     outcome: &Outcome,
 ) -> anyhow::Result<()> {
+    // `no_video` is rare: asking the schema version then costs nothing
+    // worth caching, and follows a bridge upgraded while this runs.
+    let class = match outcome.class {
+        Class::NoVideo if schema_version(client).await?.unwrap_or(0) >= NO_VIDEO_SCHEMA_VERSION => {
+            Class::NoVideo.as_str()
+        }
+        c => c.stored(),
+    };
     let tx = client.transaction().await.context("BEGIN")?;
     let addr = outcome.addr.map(|a| a.to_string());
     let ms = i32::try_from(outcome.duration.as_millis()).unwrap_or(i32::MAX);
-    let class = outcome.class.stored();
     tx.execute(
         "INSERT INTO camera_reachability (site, camera, ts, class, detail, host, addr, duration_ms)
          VALUES ($1, $2, now(), $3, $4, $5, $6::text::inet, $7)

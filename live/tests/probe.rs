@@ -19,8 +19,8 @@
 //! The optional short PLAY (`probe.play_secs`): `ok` with the first
 //! frame's delay on `/secure`, `no_video` on the fixture's `/noframes`
 //! (PLAY answered, RTP flowing, every packet one the client must drop),
-//! stored as `rtsp_error` with a "no video" detail (bridge migration 10's
-//! class list).
+//! stored as `no_video` (bridge migration 11 added the class; on schema
+//! 10 it would be `rtsp_error` with the same detail).
 
 use std::process::Command;
 use std::time::Duration;
@@ -287,7 +287,14 @@ path = "/noframes"
              FROM camera_reachability_now ORDER BY camera",
         )
         .expect("query");
-    assert_eq!(rows, "noframes|rtsp_error|t\nsecure|ok|f", "{rows}");
+    assert_eq!(rows, "noframes|no_video|t\nsecure|ok|f", "{rows}");
+    let history = pg
+        .psql_db(
+            "live_play",
+            "SELECT string_agg(class, ',' ORDER BY camera) FROM camera_reachability",
+        )
+        .expect("query");
+    assert_eq!(history, "no_video,ok");
 }
 
 #[test]
