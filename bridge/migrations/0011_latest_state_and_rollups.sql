@@ -30,7 +30,8 @@
 -- 3. `camera_reachability` (version 10) and `ingest_minutes` (version 9)
 --    become partitioned by week like the history of version 8, rows kept,
 --    so [retention] drops them by partition too; `camera_reachability`
---    also accepts the class `no_video` (sitewatch-live's short PLAY).
+--    also accepts the class `no_frames` (sitewatch-live's short PLAY; the
+--    agent's name for the same finding).
 --
 -- Cost at upgrade: one pass over `disk_usage` (the rollup of what is
 -- stored) and one index probe per site into `heartbeats` and
@@ -238,12 +239,12 @@ CREATE TABLE camera_reachability (
     LIKE camera_reachability_v10 INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE,
     PRIMARY KEY (site, camera, ts)
 ) PARTITION BY RANGE (ts);
--- `no_video`: the optional short PLAY of sitewatch-live got a session but
--- no frame (the DESCRIBE classes of version 10 stay as they are).
+-- `no_frames`: the optional short PLAY of sitewatch-live got a session but
+-- no frame (the agent's class of that name) (the DESCRIBE classes of version 10 stay as they are).
 ALTER TABLE camera_reachability DROP CONSTRAINT camera_reachability_class_check;
 ALTER TABLE camera_reachability ADD CONSTRAINT camera_reachability_class_check
     CHECK (class IN ('ok', 'dns', 'tcp_refused', 'tcp_timeout', 'auth', 'not_found',
-                     'rtsp_error', 'no_video'));
+                     'rtsp_error', 'no_frames'));
 SELECT pg_temp.sitewatch_weeks('camera_reachability', 'ts', 'camera_reachability_v10', 'ts');
 INSERT INTO camera_reachability SELECT * FROM camera_reachability_v10;
 DROP TABLE camera_reachability_v10;

@@ -115,7 +115,7 @@ pub struct RawProbe {
     #[serde(default = "default_backoff_max_secs")]
     pub backoff_max_secs: u64,
     /// After a good DESCRIBE, also PLAY for this long and expect a video
-    /// frame (`no_video` when none comes). 0: off (DESCRIBE only).
+    /// frame (`no_frames` when none comes). 0: off (DESCRIBE only).
     #[serde(default)]
     pub play_secs: u64,
 }

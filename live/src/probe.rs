@@ -37,7 +37,7 @@ pub enum Class {
     /// The optional short PLAY (`probe.play_secs`): the session came up
     /// but no video frame arrived. Stored as `rtsp_error` on a schema
     /// older than 11 (see [`Class::stored`]).
-    NoVideo,
+    NoFrames,
 }
 
 impl Class {
@@ -50,7 +50,7 @@ impl Class {
         Class::Auth,
         Class::NotFound,
         Class::RtspError,
-        Class::NoVideo,
+        Class::NoFrames,
     ];
 
     /// The name stored in PostgreSQL and shown on dashboards.
@@ -63,17 +63,17 @@ impl Class {
             Class::Auth => "auth",
             Class::NotFound => "not_found",
             Class::RtspError => "rtsp_error",
-            Class::NoVideo => "no_video",
+            Class::NoFrames => "no_frames",
         }
     }
 
     /// The name written to a schema older than bridge migration 11, whose
     /// CHECK on `camera_reachability.class` knows only the seven DESCRIBE
-    /// classes: `no_video` becomes `rtsp_error` there (its detail starts
-    /// with "no video"); `store` writes `no_video` from version 11 on.
+    /// classes: `no_frames` becomes `rtsp_error` there (its detail starts
+    /// with "no frames"); `store` writes `no_frames` from version 11 on.
     pub fn stored(self) -> &'static str {
         match self {
-            Class::NoVideo => Class::RtspError.as_str(),
+            Class::NoFrames => Class::RtspError.as_str(),
             c => c.as_str(),
         }
     }
@@ -107,7 +107,7 @@ impl Class {
                 "something answered but not as a working RTSP server (another device on \
                  the forwarded port, the NVR at its stream limit, or it hangs)"
             }
-            Class::NoVideo => {
+            Class::NoFrames => {
                 "the NVR started the stream but sent no picture: the camera behind this \
                  channel is off or unplugged from the NVR, or the NVR is overloaded"
             }
@@ -337,11 +337,11 @@ async fn short_play(
         Err(e) => return (Class::RtspError, format!("PLAY: {}", rtsp_words(&e))),
     };
     let start = Instant::now();
-    let no_video = |why: &str| {
+    let no_frames = |why: &str| {
         (
-            Class::NoVideo,
+            Class::NoFrames,
             format!(
-                "no video: PLAY accepted but {why} within {} s",
+                "no frames: PLAY accepted but {why} within {} s",
                 play.as_secs()
             ),
         )
@@ -349,8 +349,8 @@ async fn short_play(
     loop {
         let left = play.saturating_sub(start.elapsed());
         match timeout(left, demuxed.next()).await {
-            Err(_) => return no_video("no frame arrived"),
-            Ok(None) => return no_video("the stream ended without a frame"),
+            Err(_) => return no_frames("no frame arrived"),
+            Ok(None) => return no_frames("the stream ended without a frame"),
             Ok(Some(Err(e))) => {
                 return (
                     Class::RtspError,

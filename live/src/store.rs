@@ -15,8 +15,8 @@ use crate::probe::{Class, Outcome};
 /// The schema version that created the reachability tables.
 pub const SCHEMA_VERSION: i32 = 10;
 /// The schema version whose CHECK on `camera_reachability.class` accepts
-/// `no_video` (bridge migration 11); older ones get `rtsp_error`.
-pub const NO_VIDEO_SCHEMA_VERSION: i32 = 11;
+/// `no_frames` (bridge migration 11); older ones get `rtsp_error`.
+pub const NO_FRAMES_SCHEMA_VERSION: i32 = 11;
 
 async fn schema_version(client: &Client) -> anyhow::Result<Option<i32>> {
     let row = client
@@ -47,11 +47,13 @@ pub async fn store(
     camera: &Camera,
     outcome: &Outcome,
 ) -> anyhow::Result<()> {
-    // `no_video` is rare: asking the schema version then costs nothing
+    // `no_frames` is rare: asking the schema version then costs nothing
     // worth caching, and follows a bridge upgraded while this runs.
     let class = match outcome.class {
-        Class::NoVideo if schema_version(client).await?.unwrap_or(0) >= NO_VIDEO_SCHEMA_VERSION => {
-            Class::NoVideo.as_str()
+        Class::NoFrames
+            if schema_version(client).await?.unwrap_or(0) >= NO_FRAMES_SCHEMA_VERSION =>
+        {
+            Class::NoFrames.as_str()
         }
         c => c.stored(),
     };

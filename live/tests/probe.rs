@@ -17,9 +17,9 @@
 //! the RTSP password appears in no output and no row.
 //!
 //! The optional short PLAY (`probe.play_secs`): `ok` with the first
-//! frame's delay on `/secure`, `no_video` on the fixture's `/noframes`
+//! frame's delay on `/secure`, `no_frames` on the fixture's `/noframes`
 //! (PLAY answered, RTP flowing, every packet one the client must drop),
-//! stored as `no_video` (bridge migration 11 added the class; on schema
+//! stored as `no_frames` (bridge migration 11 added the class; on schema
 //! 10 it would be `rtsp_error` with the same detail).
 
 use std::process::Command;
@@ -220,7 +220,7 @@ path = "/cam1"
 }
 
 #[test]
-fn short_play_ok_and_no_video() {
+fn short_play_ok_and_no_frames() {
     let server = Server::start();
     let pg = Postgres::start().expect("start PostgreSQL");
     let url = pg.create_database("live_play").expect("database");
@@ -273,9 +273,9 @@ path = "/noframes"
     assert_eq!(secure.split_whitespace().nth(2), Some("ok"), "{stdout}");
     assert!(secure.contains("PLAY ok, first frame after"), "{stdout}");
     let nof = line("noframes");
-    assert_eq!(nof.split_whitespace().nth(2), Some("no_video"), "{stdout}");
+    assert_eq!(nof.split_whitespace().nth(2), Some("no_frames"), "{stdout}");
     assert!(
-        nof.contains("no video: PLAY accepted but no frame arrived within 3 s"),
+        nof.contains("no frames: PLAY accepted but no frame arrived within 3 s"),
         "{stdout}"
     );
     assert!(stdout.contains("sent no picture"), "the advice: {stdout}");
@@ -283,18 +283,18 @@ path = "/noframes"
     let rows = pg
         .psql_db(
             "live_play",
-            "SELECT camera, class, detail LIKE '%no video: PLAY accepted%' \
+            "SELECT camera, class, detail LIKE '%no frames: PLAY accepted%' \
              FROM camera_reachability_now ORDER BY camera",
         )
         .expect("query");
-    assert_eq!(rows, "noframes|no_video|t\nsecure|ok|f", "{rows}");
+    assert_eq!(rows, "noframes|no_frames|t\nsecure|ok|f", "{rows}");
     let history = pg
         .psql_db(
             "live_play",
             "SELECT string_agg(class, ',' ORDER BY camera) FROM camera_reachability",
         )
         .expect("query");
-    assert_eq!(history, "no_video,ok");
+    assert_eq!(history, "no_frames,ok");
 }
 
 #[test]
