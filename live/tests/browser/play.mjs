@@ -64,7 +64,12 @@ const probe = `(() => {
   const v = document.getElementById('video');
   const msg = (document.getElementById('msg') || {}).textContent;
   const supported = window.MediaSource ? MediaSource.isTypeSupported('video/mp4; codecs="avc1.42C01E"') : false;
-  if (!v || v.readyState < 2 || v.currentTime < 0.5) return JSON.stringify({ t: v ? v.currentTime : -1, msg, supported });
+  // ms from the navigation (opening the camera's page: page, hls.js, the
+  // RTSP session started on demand, first segment) to the first decoded
+  // frame; within the 100 ms poll.
+  if (v && v.readyState >= 2 && window.__firstFrameMs === undefined) window.__firstFrameMs = Math.round(performance.now());
+  const first_frame_ms = window.__firstFrameMs;
+  if (!v || v.readyState < 2 || v.currentTime < 0.5) return JSON.stringify({ t: v ? v.currentTime : -1, msg, supported, first_frame_ms });
   const c = document.createElement('canvas');
   c.width = v.videoWidth; c.height = v.videoHeight;
   const g = c.getContext('2d');
@@ -72,7 +77,7 @@ const probe = `(() => {
   const d = g.getImageData(0, 0, c.width, c.height).data;
   let max = 0, sum = 0;
   for (let i = 0; i < d.length; i += 4) { const y = (d[i] + d[i + 1] + d[i + 2]) / 3; if (y > max) max = y; sum += y; }
-  return JSON.stringify({ t: v.currentTime, w: v.videoWidth, h: v.videoHeight, max, mean: sum / (d.length / 4), msg, supported });
+  return JSON.stringify({ t: v.currentTime, w: v.videoWidth, h: v.videoHeight, max, mean: sum / (d.length / 4), msg, supported, first_frame_ms });
 })()`;
 const deadline = Date.now() + Number(secs) * 1000;
 let last = {};
@@ -84,6 +89,6 @@ while (Date.now() < deadline) {
     writeFileSync(png, Buffer.from(shot.result.data, 'base64'));
     finish(0, { ok: true, ...last });
   }
-  await new Promise((r) => setTimeout(r, 500));
+  await new Promise((r) => setTimeout(r, 100));
 }
 finish(1, { ok: false, ...last, stderr: stderr.slice(-2000) });
