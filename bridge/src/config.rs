@@ -234,18 +234,41 @@ pub struct Config {
 #[error("{}", .0.join("; "))]
 pub struct ConfigProblems(pub Vec<String>);
 
+/// Reads a config file and hands its text to `parse`; every problem,
+/// the file being unreadable included, is prefixed with the path (the
+/// same for every centre service: bridge and sitewatch-live).
+pub fn load_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, ConfigProblems>,
+) -> Result<T, ConfigProblems> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigProblems(vec![format!("cannot read {}: {e}", path.display())]))?;
+    parse(&text).map_err(|ConfigProblems(p)| {
+        ConfigProblems(
+            p.into_iter()
+                .map(|m| format!("{}: {m}", path.display()))
+                .collect(),
+        )
+    })
+}
+
+/// TOML text into a raw (unvalidated) config, or one problem in plain
+/// words with the line and column TOML reports.
+pub fn parse_toml<R: serde::de::DeserializeOwned>(text: &str) -> Result<R, ConfigProblems> {
+    toml::from_str(text).map_err(|e| {
+        ConfigProblems(vec![format!(
+            "not a valid config: {}",
+            e.to_string().trim()
+        )])
+    })
+}
+
 impl Config {
     /// Reads and validates a config file, applying environment overrides
     /// from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigProblems> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigProblems(vec![format!("cannot read {}: {e}", path.display())]))?;
-        Config::from_toml(&text, |k| std::env::var(k).ok()).map_err(|ConfigProblems(p)| {
-            ConfigProblems(
-                p.into_iter()
-                    .map(|m| format!("{}: {m}", path.display()))
-                    .collect(),
-            )
+        load_file(path, |text| {
+            Config::from_toml(text, |k| std::env::var(k).ok())
         })
     }
 
@@ -256,13 +279,7 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigProblems> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigProblems(vec![format!(
-                "not a valid config: {}",
-                e.to_string().trim()
-            )])
-        })?;
-        Config::from_raw(raw, env)
+        Config::from_raw(parse_toml(text)?, env)
     }
 
     /// Applies environment overrides and validates, collecting every

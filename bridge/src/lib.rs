@@ -55,6 +55,7 @@ pub mod metrics;
 pub mod notify;
 pub mod online;
 pub mod seq_gaps;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod takeover;

@@ -171,7 +171,7 @@ fn main() -> ExitCode {
         return check_online(&config);
     }
 
-    init_logging();
+    sitewatch_bridge::service::init_logging();
     if let Some(w) = config.postgres.tls_warning() {
         tracing::warn!("{w}");
     }
@@ -211,7 +211,7 @@ fn main() -> ExitCode {
                 tracing::info!(applied = ?report.applied, current = report.current, "Schema is up to date.");
                 Ok(())
             }
-            _ => sitewatch_bridge::run(config, shutdown_signal()).await,
+            _ => sitewatch_bridge::run(config, sitewatch_bridge::service::shutdown_signal("Second signal: exiting without finishing the current batch.")).await,
         }
     });
     match result {
@@ -221,40 +221,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::warn!("Second signal: exiting without finishing the current batch.");
-        std::process::exit(130);
-    });
 }

@@ -352,30 +352,16 @@ pub struct Config {
     pub sites: Vec<Site>,
 }
 
-/// Every problem found in a configuration, in plain words.
-#[derive(Debug, Clone)]
-pub struct ConfigProblems(pub Vec<String>);
-
-impl std::fmt::Display for ConfigProblems {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.join("; "))
-    }
-}
-
-impl std::error::Error for ConfigProblems {}
+/// Every problem found in a configuration, in plain words (the bridge's
+/// type: both services report config problems the same way).
+pub use sitewatch_bridge::config::ConfigProblems;
 
 impl Config {
     /// Reads and validates a file; environment variables named by
     /// `password_env` and `SITEWATCH_POSTGRES_URL` come from the process.
     pub fn load(path: &Path) -> Result<Config, ConfigProblems> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigProblems(vec![format!("cannot read {}: {e}", path.display())]))?;
-        Config::from_toml(&text, |k| std::env::var(k).ok()).map_err(|ConfigProblems(p)| {
-            ConfigProblems(
-                p.into_iter()
-                    .map(|m| format!("{}: {m}", path.display()))
-                    .collect(),
-            )
+        sitewatch_bridge::config::load_file(path, |text| {
+            Config::from_toml(text, |k| std::env::var(k).ok())
         })
     }
 
@@ -385,13 +371,7 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigProblems> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigProblems(vec![format!(
-                "not a valid config: {}",
-                e.to_string().trim()
-            )])
-        })?;
-        Config::from_raw(raw, env)
+        Config::from_raw(sitewatch_bridge::config::parse_toml(text)?, env)
     }
 
     /// Validates, collecting every problem rather than stopping at the

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    sitewatch_bridge::service::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sitewatch-live")
@@ -103,9 +103,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match args.command {
             Some(Command::Probe { store }) => probe_once(&config, store).await,
-            _ => sitewatch_live::run(config, shutdown_signal())
-                .await
-                .map(|()| true),
+            _ => sitewatch_live::run(
+                config,
+                sitewatch_bridge::service::shutdown_signal("Second signal: exiting at once."),
+            )
+            .await
+            .map(|()| true),
         }
     });
     match result {
@@ -159,40 +162,4 @@ async fn probe_once(config: &Config, store: bool) -> anyhow::Result<bool> {
         }
     }
     Ok(all_ok)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::warn!("Second signal: exiting at once.");
-        std::process::exit(130);
-    });
 }
