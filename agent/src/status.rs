@@ -200,6 +200,8 @@ pub struct Status {
     pub smart: Vec<SmartStatus>,
     /// Last cleanup pass of each root that needed one.
     pub cleanup: Vec<CleanupStatus>,
+    /// Last reading of each UPS (or why upsd could not be read).
+    pub ups: Vec<UpsStatus>,
 }
 
 /// The broker connection.
@@ -260,6 +262,8 @@ pub struct Sources {
     pub smart: bool,
     /// `[cleanup]` roots.
     pub cleanup: usize,
+    /// `[ups]` is present.
+    pub ups: bool,
 }
 
 /// One disk report.
@@ -362,6 +366,19 @@ pub struct CleanupStatus {
     pub at_ms: u64,
 }
 
+/// One UPS's last reading.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UpsStatus {
+    /// UPS name in upsd (`upsd` when upsd itself could not be read).
+    pub ups: String,
+    /// `on_line`, `on_battery`, `low_battery`, `unknown` or `error`.
+    pub power: String,
+    /// The reading in plain words, or the error.
+    pub detail: String,
+    /// When, Unix ms.
+    pub at_ms: u64,
+}
+
 // ------------------------------------------------------------ board
 
 /// What the sources and the uplink report for the status file. Every
@@ -381,6 +398,7 @@ struct BoardState {
     cameras: Vec<CameraStatus>,
     smart: Vec<SmartStatus>,
     cleanup: Vec<CleanupStatus>,
+    ups: Vec<UpsStatus>,
     /// Camera names and cleanup roots in the config, to forget removed
     /// ones on reload.
     camera_names: Vec<String>,
@@ -410,6 +428,7 @@ impl Board {
             cameras: cfg.sources.rtsp.as_ref().map_or(0, |r| r.cameras.len()),
             smart: cfg.sources.smart.is_some(),
             cleanup: cfg.sources.cleanup.as_ref().map_or(0, |c| c.roots.len()),
+            ups: cfg.sources.ups.is_some(),
         };
         s.camera_names = cfg
             .sources
@@ -428,6 +447,9 @@ impl Board {
         st.cleanup.retain(|c| st.cleanup_roots.contains(&c.root));
         if st.sources.disk == 0 {
             st.disk = None;
+        }
+        if !st.sources.ups {
+            st.ups.clear();
         }
     }
 
@@ -531,6 +553,22 @@ impl Board {
     }
 }
 
+impl Board {
+    /// A UPS round: each UPS's power state and words (replaces the last).
+    pub fn ups(&self, entries: Vec<(String, String, String)>) {
+        let at_ms = now_ms();
+        self.lock().ups = entries
+            .into_iter()
+            .map(|(ups, power, detail)| UpsStatus {
+                ups,
+                power,
+                detail,
+                at_ms,
+            })
+            .collect();
+    }
+}
+
 /// Replaces the entry with `item`'s key, or appends it (a handful of
 /// cameras, disks or roots: a list is smaller than a map).
 fn upsert<T>(list: &mut Vec<T>, item: T, key: fn(&T) -> &String) {
@@ -597,6 +635,7 @@ pub fn snapshot(publisher: &Publisher, started_ms: u64) -> Status {
         cameras: s.cameras.clone(),
         smart: s.smart.clone(),
         cleanup: s.cleanup.clone(),
+        ups: s.ups.clone(),
     }
 }
 
@@ -724,6 +763,7 @@ impl Status {
                 cameras: usize_of(num(src, "cameras")),
                 smart: flag(src, "smart"),
                 cleanup: usize_of(num(src, "cleanup")),
+                ups: flag(src, "ups"),
             },
             heartbeat_ms: get(v, "heartbeat_ms").as_u64(),
             disk: match get(v, "disk") {
@@ -793,6 +833,16 @@ impl Status {
                     used_pct_before: pct(x, "used_pct_before"),
                     used_pct_after: pct(x, "used_pct_after"),
                     target_reached: flag(x, "target_reached"),
+                    at_ms: num(x, "at_ms"),
+                })
+                .collect(),
+            ups: get(v, "ups")
+                .items()
+                .iter()
+                .map(|x| UpsStatus {
+                    ups: string(x, "ups"),
+                    power: string(x, "power"),
+                    detail: string(x, "detail"),
                     at_ms: num(x, "at_ms"),
                 })
                 .collect(),
@@ -1222,6 +1272,16 @@ pub fn render(s: &Status, now: u64) -> String {
             );
         }
     }
+    if !s.sources.ups {
+        let _ = writeln!(o, "UPS:         off (no [ups] table)");
+    } else if s.ups.is_empty() {
+        let _ = writeln!(o, "UPS:         no reading yet");
+    } else {
+        let _ = writeln!(o, "UPS:");
+        for u in &s.ups {
+            let _ = writeln!(o, "  {}: {} ({})", u.ups, u.detail, ago(now, u.at_ms));
+        }
+    }
     o
 }
 
@@ -1409,6 +1469,12 @@ mod tests {
             }],
             smart: Vec::new(),
             cleanup: Vec::new(),
+            ups: vec![UpsStatus {
+                ups: "rack".into(),
+                power: "on_battery".into(),
+                detail: "on battery, charge 80 % \"x\"".into(),
+                at_ms: 996_000,
+            }],
         }
     }
 

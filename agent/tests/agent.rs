@@ -8,6 +8,7 @@ mod faults;
 mod ops;
 mod rtsp;
 mod syslog;
+mod ups;
 mod util;
 
 use std::time::{Duration, Instant};

@@ -3,7 +3,8 @@
 # Keeps the scripts working on a fresh Debian/Ubuntu machine with Rust installed.
 
 # Debian packages the tests and the demo need (real services, no mocks).
-SITEWATCH_DEB_PACKAGES=(mosquitto mosquitto-clients postgresql postgresql-client syslog-ng-core bsdutils smartmontools)
+SITEWATCH_DEB_PACKAGES=(mosquitto mosquitto-clients postgresql postgresql-client syslog-ng-core bsdutils smartmontools
+    nut-server)
 
 # The real RTSP server of the RTSP probe tests (scripts/rtsp-test-server.py,
 # run with /usr/bin/python3) and ffprobe for scripts/bench/rtsp.sh:

@@ -36,6 +36,7 @@ pub mod heartbeat;
 pub mod rtsp;
 pub mod smart;
 pub mod syslog;
+pub mod ups;
 
 use std::fmt;
 use std::future::Future;
@@ -387,4 +388,5 @@ registry! {
     rtsp: rtsp::RtspSource,
     smart: smart::SmartSource,
     cleanup: cleanup::CleanupSource,
+    ups: ups::UpsSource,
 }

@@ -1,0 +1,215 @@
+//! `[ups]`: raw serde struct → validated [`UpsConfig`]. Off without the
+//! table. Validation only reads the password file it names.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Most UPS names in `[ups] names`.
+pub const MAX_UPS: usize = 8;
+
+fn default_server() -> String {
+    "127.0.0.1:3493".to_owned()
+}
+fn default_interval_secs() -> u32 {
+    15
+}
+fn default_timeout_secs() -> u32 {
+    5
+}
+
+/// `[ups]` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsRaw {
+    #[serde(default = "default_server")]
+    server: String,
+    #[serde(default)]
+    names: Vec<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_interval_secs")]
+    interval_secs: u32,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u32,
+}
+
+/// A upsd login. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    /// `USERNAME`.
+    pub username: String,
+    /// `PASSWORD` (from `password_file`).
+    pub password: String,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Login({}, <redacted>)", self.username)
+    }
+}
+
+/// Validated UPS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpsConfig {
+    /// upsd's `host:port`.
+    pub server: String,
+    /// UPS names to read; empty: every UPS `LIST UPS` names.
+    pub names: Vec<String>,
+    /// Optional login (reading variables needs none on a default upsd).
+    pub login: Option<Login>,
+    /// Period between readings.
+    pub interval: Duration,
+    /// Bound on one whole round (connect, login, every list).
+    pub timeout: Duration,
+}
+
+/// A UPS name as ups.conf allows it: printable, no spaces or quotes.
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// Validates `[ups]`, collecting every problem.
+pub fn validate(raw: Option<UpsRaw>, problems: &mut Vec<String>) -> Option<Option<UpsConfig>> {
+    let Some(r) = raw else {
+        return Some(None);
+    };
+    let before = problems.len();
+    let interval = crate::sources::check_interval("ups.interval_secs", r.interval_secs, problems);
+    if !(1..=60).contains(&r.timeout_secs) {
+        problems.push(format!(
+            "ups.timeout_secs = {}: must be between 1 and 60 seconds",
+            r.timeout_secs
+        ));
+    }
+    let port_ok = r
+        .server
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        problems.push(format!(
+            "ups.server = \"{}\": must be host:port, e.g. 127.0.0.1:3493",
+            r.server
+        ));
+    }
+    if r.names.len() > MAX_UPS {
+        problems.push(format!(
+            "ups.names lists {} UPSes; at most {MAX_UPS} are allowed",
+            r.names.len()
+        ));
+    }
+    for n in &r.names {
+        if !valid_name(n) {
+            problems.push(format!(
+                "ups.names: `{n}` is not a UPS name (as in ups.conf: no spaces or quotes)"
+            ));
+        }
+    }
+    let login = match (&r.username, &r.password_file) {
+        (None, None) => None,
+        (Some(u), Some(f)) if valid_name(u) => match read_password_file(f) {
+            Ok(password) => Some(Login {
+                username: u.clone(),
+                password,
+            }),
+            Err(e) => {
+                problems.push(format!("ups.password_file: {e}"));
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            problems.push("ups.username: not a upsd user name (no spaces or quotes)".into());
+            None
+        }
+        _ => {
+            problems.push("ups: username and password_file go together".into());
+            None
+        }
+    };
+    if problems.len() != before {
+        return None;
+    }
+    Some(Some(UpsConfig {
+        server: r.server,
+        names: r.names,
+        login,
+        interval: Duration::from_secs(u64::from(interval?)),
+        timeout: Duration::from_secs(u64::from(r.timeout_secs)),
+    }))
+}
+
+/// The first line of `path`, bounded; never logged.
+fn read_password_file(path: &std::path::Path) -> Result<String, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > 4096 {
+        return Err(format!("{} is larger than 4 KB", path.display()));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(line.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Option<UpsConfig>, Vec<String>> {
+        #[derive(Deserialize)]
+        struct Only {
+            ups: Option<UpsRaw>,
+        }
+        let raw: Only = toml::from_str(t).map_err(|e| vec![e.to_string()])?;
+        let mut p = Vec::new();
+        validate(raw.ups, &mut p).ok_or(p)
+    }
+
+    #[test]
+    fn defaults_and_off() {
+        assert_eq!(parse("").unwrap(), None);
+        let c = parse("[ups]\n").unwrap().unwrap();
+        assert_eq!(c.server, "127.0.0.1:3493");
+        assert!(c.names.is_empty() && c.login.is_none());
+        assert_eq!(c.interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn problems_are_collected() {
+        let p = parse(
+            "[ups]\nserver = \"nohost\"\nnames = [\"a b\"]\ninterval_secs = 0\nusername = \"u\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(p.len(), 4, "{p:?}");
+    }
+
+    #[test]
+    fn password_never_in_debug() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\n").expect("write");
+        let c = parse(&format!(
+            "[ups]\nusername = \"mon\"\npassword_file = \"{}\"\n",
+            f.display()
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.login.as_ref().map(|l| l.password.as_str()),
+            Some("s3cret")
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}
