@@ -326,8 +326,8 @@ fn panels() -> Vec<Panel> {
                 let recent = res.r(FLEET, "Recent events", "");
                 assert_eq!(
                     recent.column("subject"),
-                    ["dahua-ch1", "lobby", "sda", "yard"],
-                    "newest first"
+                    ["dahua-ch1", "ups", "lobby", "sda", "yard"],
+                    "newest first (site-down's UPS on battery among site-cams' events)"
                 );
                 assert_eq!(recent.get(0, "to_state"), "auth");
             },
@@ -611,6 +611,22 @@ fn panels() -> Vec<Panel> {
                 assert!(
                     res.fires("Site offline or stale").is_empty(),
                     "down for seconds only, threshold is minutes"
+                );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Site lost while on battery (power cut)",
+            check: |res| {
+                let t = "Site lost while on battery (power cut)";
+                assert_eq!(
+                    res.r(ALERT, t, "").column("site"),
+                    ["site-down"],
+                    "the offline site whose last UPS event is on battery"
+                );
+                assert!(
+                    res.fires(t).is_empty(),
+                    "down for seconds only, threshold POWER_CUT_MINUTES is minutes"
                 );
             },
         },

@@ -1,7 +1,8 @@
 //! The scenario the dashboards are checked against: crafted wire messages
 //! (docs/wire.md) for the sites the real agent does not play.
 //!
-//! - site-down: online with a half-full disk, then its Last Will.
+//! - site-down: online with a half-full disk, its UPS on battery, then its
+//!   Last Will.
 //! - site-disk: "/" filling up, the recording disk not mounted, a sequence
 //!   gap of 12 and 5 messages dropped by the agent.
 //! - site-cams: four cameras (ok, stalled, frozen, auth), three SMART disks
@@ -362,6 +363,21 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
     );
     // Something the bridge refuses.
     publish(broker, &t("site-disk", "heartbeat"), "{not json", false);
+    // site-down's UPS went on battery before the site went silent: the
+    // power-cut rule names it (the agent's [ups] event, docs/wire.md).
+    publish(
+        broker,
+        &t("site-down", "event"),
+        &format!(
+            "{{\"v\":1,\"site\":\"site-down\",\"boot\":\"b0000000000000001\",\"seq\":4,\
+             \"ts\":{},\"event\":\"ups_on_battery\",\"severity\":\"warning\",\"subject\":\"ups\",\
+             \"from\":\"on_line\",\"to\":\"on_battery\",\
+             \"message\":\"ups: on battery (OB DISCHRG), charge 97 %\",\
+             \"numbers\":{{\"charge_pct\":97,\"runtime_secs\":1500}}}}",
+            now_ms - 560_000
+        ),
+        false,
+    );
     // The Will, last.
     publish(
         broker,
