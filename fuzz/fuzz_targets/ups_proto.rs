@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(items.len() <= MAX_ITEMS);
         let r = Reading::from_vars("su700", &items);
         assert!(r.flags.len() <= MAX_FLAGS && r.flags.iter().all(|f| f.len() <= MAX_FLAG_LEN));
-        for v in [r.charge_pct, r.runtime_secs, r.load_pct, r.input_voltage].into_iter().flatten() {
+        for v in [r.charge_pct, r.runtime_secs, r.load_pct, r.input_voltage]
+            .into_iter()
+            .flatten()
+        {
             assert!(v.is_finite() && v >= 0.0);
         }
         let _ = r.describe();
