@@ -322,6 +322,34 @@ impl Config {
     }
 }
 
+/// The first line of a password file, for the sources that take one
+/// (`[[rtsp.camera]]`, `[ups]`): bounded (file 4 KB, password `max_len`
+/// bytes), never logged; every problem in plain words with the path.
+pub(crate) fn read_password_file(path: &Path, max_len: usize) -> Result<String, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > 4096 {
+        return Err(format!("{} is larger than 4 KB", path.display()));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    if line.len() > max_len {
+        return Err(format!(
+            "{}: the password is longer than {max_len} bytes",
+            path.display()
+        ));
+    }
+    Ok(line.to_owned())
+}
+
 /// Parses one section struct from the whole document, recording a problem
 /// (with its line) on failure.
 pub(crate) fn section<T: DeserializeOwned>(

@@ -317,28 +317,7 @@ pub fn redact_url(raw: &str) -> String {
 }
 
 fn read_password_file(path: &Path) -> Result<String, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.len() > 4096 {
-        return Err(format!("{} is larger than 4 KB", path.display()));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let line = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('\r');
-    if line.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    if line.len() > MAX_CREDENTIAL_LEN {
-        return Err(format!(
-            "{}: the password is longer than {MAX_CREDENTIAL_LEN} bytes",
-            path.display()
-        ));
-    }
-    Ok(line.to_owned())
+    crate::config::read_password_file(path, MAX_CREDENTIAL_LEN)
 }
 
 fn range(key: &str, v: u32, lo: u32, hi: u32, unit: &str, problems: &mut Vec<String>) {

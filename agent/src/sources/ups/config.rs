@@ -145,22 +145,7 @@ pub fn validate(raw: Option<UpsRaw>, problems: &mut Vec<String>) -> Option<Optio
 
 /// The first line of `path`, bounded; never logged.
 fn read_password_file(path: &std::path::Path) -> Result<String, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.len() > 4096 {
-        return Err(format!("{} is larger than 4 KB", path.display()));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let line = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('\r');
-    if line.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(line.to_owned())
+    crate::config::read_password_file(path, crate::sources::rtsp::config::MAX_CREDENTIAL_LEN)
 }
 
 #[cfg(test)]
