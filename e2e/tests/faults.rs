@@ -1119,7 +1119,8 @@ fn s2_bridge_sigkill_mid_batch_loses_and_doubles_nothing() {
 }
 
 /// (3) PostgreSQL is restarted (stopped for 3 s, same port), and Loki
-/// answers 429 then 500 for a while: the bridge retries without acking,
+/// answers 429, then 500, each until a push has met it: the bridge
+/// retries without acking,
 /// so nothing is lost; nothing is pushed to Loki twice as new lines.
 #[test]
 fn s3_postgres_restart_and_loki_errors_lose_and_double_nothing() {
@@ -1134,23 +1135,38 @@ fn s3_postgres_restart_and_loki_errors_lose_and_double_nothing() {
     std::thread::sleep(Duration::from_secs(3));
     rig.loki.fail_all(Some(429));
     rig.db.restart().expect("restart postgres");
-    std::thread::sleep(Duration::from_secs(3));
+    // Each Loki fault lasts until the bridge has met it. After the outage
+    // the bridge's database backoff (up to 10 s) decides when it next
+    // pushes, so fixed windows could pass with no push at all (seen in CI
+    // under load: "Loki's faults were never hit").
+    let answered = |status: u16| {
+        rig.loki
+            .request_log()
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
+    };
+    let met = |status: u16| {
+        wait_until(WAIT, &format!("a push answered {status}"), || {
+            answered(status) > 0
+        })
+    };
+    let hit_429 = met(429);
+    std::thread::sleep(Duration::from_secs(1));
     rig.loki.fail_all(Some(500));
-    std::thread::sleep(Duration::from_secs(3));
+    let hit_500 = met(500);
+    std::thread::sleep(Duration::from_secs(1));
     rig.loki.fail_all(None);
     let lines = stream.stop();
     let fault_end = Instant::now();
     let since = now_ms();
-    let refused = rig
-        .loki
-        .request_log()
-        .iter()
-        .filter(|r| r.status == 429 || r.status == 500)
-        .count();
+    let refused = answered(429) + answered(500);
     let recover = rig.wait_recovered(site, fault_end, since, lines, false, &agent);
     rig.stop_agent(&mut agent);
     let t = rig.tally(site, lines);
     t.print("3_postgres_restart_loki_429_500", recover);
+    hit_429.expect("Loki's 429 was never hit");
+    hit_500.expect("Loki's 500 was never hit");
     assert!(refused > 0, "Loki's faults were never hit");
     assert!(
         rig.bridge_metric(0, "db_errors_total") > 0,
