@@ -28,7 +28,7 @@ pub const REASON_LOKI_REJECTED: &str = "loki_rejected";
 pub const REASON_NO_LOG_SINK: &str = "no_log_sink";
 
 /// Tables the bridge inserts rows into (label values of `rows_written`).
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "status_events",
     "heartbeats",
     "disk_usage",
@@ -36,13 +36,14 @@ pub const TABLES: [&str; 8] = [
     "camera_probes",
     "smart_readings",
     "events",
+    "ups_readings",
     "rejected_messages",
 ];
 
 /// Message kinds used as label values of `messages_received`: the defined
 /// kinds, plus `other` for topics whose kind is reserved, unknown or
 /// unparsable.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "status",
     "heartbeat",
     "disk",
@@ -50,6 +51,7 @@ pub const KINDS: [&str; 8] = [
     "stream",
     "smart",
     "event",
+    "ups",
     "other",
 ];
 
@@ -355,6 +357,7 @@ impl Metrics {
             Ok(sitewatch_wire::topic::Kind::Stream) => "stream",
             Ok(sitewatch_wire::topic::Kind::Smart) => "smart",
             Ok(sitewatch_wire::topic::Kind::Event) => "event",
+            Ok(sitewatch_wire::topic::Kind::Ups) => "ups",
             Err(_) => "other",
         }
     }

@@ -5,6 +5,7 @@ mod clock;
 mod fleet_state;
 mod loki;
 mod retention;
+mod ups;
 mod util;
 
 use std::collections::BTreeMap;
@@ -40,7 +41,7 @@ async fn valid_vectors_are_stored() {
     publish_all(&env.broker.url(), &msgs).await;
 
     eventually(WAIT, "all valid vectors stored", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 11") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 13") == Some(1)
     })
     .await;
     assert_eq!(env.count("SELECT count(*) FROM status_events"), 3);
@@ -56,7 +57,7 @@ async fn valid_vectors_are_stored() {
     // after the clean shutdown of the same session and is ignored.
     assert_eq!(
         env.sql("SELECT state, reason, boot, session, agent_version, heartbeat_secs, last_seq FROM sites"),
-        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|11"
+        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|13"
     );
     assert_eq!(
         env.sql("SELECT seq, state, applied FROM status_events ORDER BY seq"),
@@ -64,7 +65,7 @@ async fn valid_vectors_are_stored() {
     );
     assert_eq!(
         env.sql("SELECT max_seq, received, missing FROM boot_gaps"),
-        "11|11|0"
+        "13|13|0"
     );
     // Camera streams: history plus the latest per camera.
     assert_eq!(
@@ -112,6 +113,25 @@ async fn valid_vectors_are_stored() {
         env.sql("SELECT error FROM disk_usage WHERE path LIKE '/mnt/usb%'"),
         "not_mounted"
     );
+    // UPS readings: a row per UPS, an unreported figure NULL (not 0), the
+    // message without UPS as its marker row; the latest on the site.
+    assert_eq!(
+        env.sql(
+            "SELECT seq, ups, power, on_battery, status, coalesce(charge_pct::text, '-'), \
+             coalesce(runtime_secs::text, '-'), coalesce(input_voltage_v::text, '-'), \
+             coalesce(error, '-') FROM ups_readings ORDER BY seq, ups"
+        ),
+        "12|nvr-ups|on_line|f|OL CHRG|100|-|-|-\n\
+         12|rack|on_battery|t|OB DISCHRG|87.5|1260|0|-\n\
+         13||unknown|f||-|-|-|cannot connect to upsd at 127.0.0.1:3493: Connection refused (os error 111)"
+    );
+    assert_eq!(
+        env.sql(
+            "SELECT ups_power, ups_on_battery, coalesce(ups_min_charge_pct::text, '-'), \
+             ups_errors, ups_seq FROM sites"
+        ),
+        "unknown|0|-|1|13"
+    );
 
     let (code, body) = http_get(addr, "/metrics").expect("metrics");
     assert_eq!(code, 200);
@@ -137,6 +157,7 @@ async fn valid_vectors_are_stored() {
         ("camera_probes", 2.0),
         ("smart_readings", 2.0),
         ("events", 2.0),
+        ("ups_readings", 3.0),
     ] {
         assert_eq!(
             m(&format!(
@@ -150,11 +171,15 @@ async fn valid_vectors_are_stored() {
         m("sitewatch_bridge_messages_received_total{kind=\"stream\"}"),
         Some(2.0)
     );
-    assert_eq!(m("sitewatch_bridge_acked_total"), Some(12.0));
+    assert_eq!(
+        m("sitewatch_bridge_messages_received_total{kind=\"ups\"}"),
+        Some(2.0)
+    );
+    assert_eq!(m("sitewatch_bridge_acked_total"), Some(14.0));
     assert_eq!(m("sitewatch_bridge_duplicates_total"), Some(0.0));
     assert_eq!(m("sitewatch_bridge_mqtt_connected"), Some(1.0));
     assert!(
-        body.contains("sitewatch_bridge_message_lag_seconds_count 12"),
+        body.contains("sitewatch_bridge_message_lag_seconds_count 14"),
         "{body}"
     );
     bridge.stop().await.expect("graceful stop");
@@ -629,7 +654,7 @@ async fn least_privilege_writer_stores_but_cannot_alter() {
     let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
     eventually(WAIT, "all valid vectors stored by the writer", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 11") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 13") == Some(1)
     })
     .await;
     assert_eq!(env.count("SELECT count(*) FROM cameras"), 2);
@@ -1064,7 +1089,7 @@ async fn forget_retires_rows_and_keeps_history() {
     let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
     eventually(WAIT, "all valid vectors stored", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 11") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 13") == Some(1)
     })
     .await;
     bridge.stop().await.expect("stop");

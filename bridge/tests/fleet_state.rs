@@ -323,7 +323,7 @@ async fn migration_11_converts_a_populated_database() {
         .get(0);
 
     let report = migrate(&mut c).await.expect("migrate 11");
-    assert_eq!(report.applied, vec![11], "{report:?}");
+    assert_eq!(report.applied.first(), Some(&11), "{report:?}");
 
     let view_after: String = c
         .query_one(

@@ -615,3 +615,57 @@ async fn rollup_probe_and_count_tables_follow_their_own_retention() {
         .expect("table in round");
     assert_eq!(tr.pruned, 1, "{tr:?}");
 }
+
+/// `ups_readings` (migration 0012) is created ahead and dropped by
+/// partition by its own setting, `ups_readings_days`, whatever the other
+/// tables keep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ups_readings_follow_their_own_retention() {
+    let (_pg, config) = pg_only("[retention]\nups_readings_days = 14\n");
+    let mut c = client(&config).await;
+    migrate(&mut c).await.expect("migrate");
+    let retention = config.retention.clone();
+    assert_eq!(retention.days("ups_readings"), Some(14));
+    assert_eq!(
+        retention.days("heartbeats"),
+        Some(30),
+        "the others keep theirs"
+    );
+    let start = week_start(now_secs()) + 3 * WEEK_SECS;
+    for day in 0..35 {
+        let t = at(start + day * DAY + 3600);
+        if day % 7 == 0 {
+            let round = maintain(&mut c, t, &retention).await.expect("round");
+            assert!(!round.has_errors(), "{round:?}");
+        }
+        c.execute(
+            "INSERT INTO ups_readings (site, boot, seq, ts, agent_ts, interval_secs, ups, power,
+                 on_line, on_battery, low_battery, status, charge_pct)
+             VALUES ('s', 'b', $1, $2, $2, 15, 'rack', 'on_line', true, false, false, 'OL', 100)",
+            &[&day, &t],
+        )
+        .await
+        .expect("ups_readings");
+    }
+    let now = start + 38 * DAY;
+    let round = maintain(&mut c, at(now), &retention).await.expect("round");
+    assert!(!round.has_errors(), "{round:?}");
+    let tr = round
+        .tables
+        .iter()
+        .find(|t| t.table == "ups_readings")
+        .expect("ups_readings in the round");
+    assert!(!tr.dropped.is_empty(), "{tr:?}");
+    let oldest = count(
+        &c,
+        "SELECT extract(epoch FROM min(agent_ts))::int8 FROM ups_readings",
+    )
+    .await;
+    let cutoff = now - 14 * DAY;
+    assert!(oldest >= week_start(cutoff), "a week past 14 days is left");
+    assert!(oldest < cutoff, "rows within 14 days dropped");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM ups_readings_default").await,
+        0
+    );
+}

@@ -6,12 +6,15 @@
 use libfuzzer_sys::fuzz_target;
 use sitewatch_wire::{decode, DecodeError};
 
-const TOPICS: [&str; 8] = [
+const TOPICS: [&str; 11] = [
     "sitewatch/v1/lokasi1/status",
     "sitewatch/v1/lokasi1/heartbeat",
     "sitewatch/v1/lokasi1/disk",
     "sitewatch/v1/lokasi1/log",
     "sitewatch/v1/lokasi1/stream/cam-1",
+    "sitewatch/v1/lokasi1/smart/sda",
+    "sitewatch/v1/lokasi1/event",
+    "sitewatch/v1/lokasi1/ups",
     "sitewatch/v1/Lokasi1/disk",
     "sitewatch/v1/lokasi1/bogus",
     "sitewatch/v1/lokasi2/heartbeat",

@@ -6,10 +6,11 @@
 //! code the bridge stores in `rejected_messages.reason`.
 
 use crate::payload::{
-    validate_boot, validate_code, Disk, Event, Heartbeat, Log, Smart, Status, Stream,
+    validate_boot, validate_code, Disk, Event, Heartbeat, Log, Smart, Status, Stream, Ups,
     LOG_FIELD_MAX_BYTES, LOG_MSG_MAX_BYTES, LOG_SD_MAX_BYTES, MAX_ATTRIBUTES, MAX_CODE_LEN,
     MAX_EVENT_NUMBERS, MAX_IDENT_LEN, MAX_LOG_RECORDS, MAX_MOUNTS, MAX_PATH_LEN, MAX_REASONS,
-    MAX_REASON_LEN, MAX_TEXT_LEN, MAX_URL_LEN, MAX_WARNINGS,
+    MAX_REASON_LEN, MAX_TEXT_LEN, MAX_UPS, MAX_UPS_ERROR_LEN, MAX_UPS_NAME_LEN, MAX_UPS_STATUS_LEN,
+    MAX_URL_LEN, MAX_WARNINGS,
 };
 use crate::topic::{Kind, Topic, TopicError};
 use serde::Deserialize;
@@ -36,6 +37,8 @@ pub enum Message {
     Smart(Smart),
     /// A state change.
     Event(Event),
+    /// A reading of the site's UPSes.
+    Ups(Ups),
 }
 
 impl Message {
@@ -49,6 +52,7 @@ impl Message {
             Message::Stream(_) => Kind::Stream,
             Message::Smart(_) => Kind::Smart,
             Message::Event(_) => Kind::Event,
+            Message::Ups(_) => Kind::Ups,
         }
     }
 
@@ -62,6 +66,7 @@ impl Message {
             Message::Stream(m) => (&m.site, &m.boot, m.seq),
             Message::Smart(m) => (&m.site, &m.boot, m.seq),
             Message::Event(m) => (&m.site, &m.boot, m.seq),
+            Message::Ups(m) => (&m.site, &m.boot, m.seq),
         }
     }
 
@@ -75,6 +80,7 @@ impl Message {
             Message::Stream(m) => m.ts,
             Message::Smart(m) => m.ts,
             Message::Event(m) => m.ts,
+            Message::Ups(m) => m.ts,
         }
     }
 }
@@ -234,6 +240,12 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Message, DecodeError> {
             check_header(&m.boot, m.seq)?;
             check_event(&m)?;
             Message::Event(m)
+        }
+        Kind::Ups => {
+            let m: Ups = serde_json::from_slice(payload).map_err(malformed)?;
+            check_header(&m.boot, m.seq)?;
+            check_ups(&m)?;
+            Message::Ups(m)
         }
     };
     let (site, _, _) = msg.identity();
@@ -440,6 +452,36 @@ fn check_event(m: &Event) -> Result<(), DecodeError> {
     }
     if m.numbers.keys().any(|k| !validate_code(k)) {
         return Err(DecodeError::Invalid("number names are 1-32 of [a-z0-9_]"));
+    }
+    Ok(())
+}
+
+fn check_ups(m: &Ups) -> Result<(), DecodeError> {
+    if m.ups.len() > MAX_UPS {
+        return Err(DecodeError::Invalid("more than 8 UPS"));
+    }
+    if let Some(e) = &m.error {
+        check_len(e, MAX_TEXT_LEN, "error longer than 512 bytes")?;
+    }
+    check_codes(m.ups.iter().map(|u| u.power.as_str()))?;
+    for u in &m.ups {
+        if u.name.is_empty() || u.name.len() > MAX_UPS_NAME_LEN {
+            return Err(DecodeError::Invalid("UPS name must be 1-64 bytes"));
+        }
+        check_len(
+            &u.status,
+            MAX_UPS_STATUS_LEN,
+            "ups.status longer than 128 bytes",
+        )?;
+        if let Some(e) = &u.error {
+            check_len(e, MAX_UPS_ERROR_LEN, "UPS error longer than 160 bytes")?;
+        }
+        if ![u.charge_pct, u.load_pct, u.input_voltage_v]
+            .into_iter()
+            .all(finite)
+        {
+            return Err(DecodeError::Invalid("UPS figures must be finite and >= 0"));
+        }
     }
     Ok(())
 }

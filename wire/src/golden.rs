@@ -88,6 +88,8 @@ pub const VALID: &[Vector] = &[
         false
     ),
     valid!("event-cleanup.json", "sitewatch/v1/lokasi1/event", false),
+    valid!("ups.json", "sitewatch/v1/lokasi1/ups", false),
+    valid!("ups-upsd-down.json", "sitewatch/v1/lokasi1/ups", false),
 ];
 
 /// Invalid vectors, at least one per rejection reason except `too_large`
@@ -143,6 +145,8 @@ pub const INVALID: &[Rejected] = &[
     invalid!("disk-pct.json", "sitewatch/v1/lokasi1/disk", "invalid"),
     invalid!("log-severity.json", "sitewatch/v1/lokasi1/log", "invalid"),
     invalid!("log-empty.json", "sitewatch/v1/lokasi1/log", "invalid"),
+    invalid!("ups-charge.json", "sitewatch/v1/lokasi1/ups", "invalid"),
+    invalid!("ups-name.json", "sitewatch/v1/lokasi1/ups", "invalid"),
 ];
 
 /// A payload one byte over the decoder's limit, on a valid topic; rejected

@@ -37,11 +37,13 @@ pub enum Kind {
     Smart,
     /// Reserved: state-change events.
     Event,
+    /// Periodic UPS readings (NUT's upsd) of the site.
+    Ups,
 }
 
 impl Kind {
     /// Every kind, in documentation order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Status,
         Kind::Heartbeat,
         Kind::Disk,
@@ -49,6 +51,7 @@ impl Kind {
         Kind::Stream,
         Kind::Smart,
         Kind::Event,
+        Kind::Ups,
     ];
 
     /// The topic segment for this kind.
@@ -61,6 +64,7 @@ impl Kind {
             Kind::Stream => "stream",
             Kind::Smart => "smart",
             Kind::Event => "event",
+            Kind::Ups => "ups",
         }
     }
 
@@ -92,6 +96,7 @@ impl Kind {
                 | Kind::Stream
                 | Kind::Smart
                 | Kind::Event
+                | Kind::Ups
         )
     }
 }
@@ -271,6 +276,7 @@ mod tests {
             "sitewatch/v1/lokasi1/status",
             "sitewatch/v1/lokasi1/heartbeat",
             "sitewatch/v1/lokasi1/disk",
+            "sitewatch/v1/lokasi1/ups",
             "sitewatch/v1/lokasi1/stream/cam-01",
             "sitewatch/v1/x/smart/sda",
         ] {
@@ -294,6 +300,7 @@ mod tests {
             ("sitewatch/v1/a/stream", Shape),
             ("sitewatch/v1/a/stream/x/y", Shape),
             ("sitewatch/v1/a/stream/..", NameChars),
+            ("sitewatch/v1/a/ups/myups", Shape),
         ];
         for (t, e) in cases {
             assert_eq!(Topic::parse(t), Err(e), "{t}");

@@ -338,6 +338,37 @@ fn event_cleanup() -> EventOut<'static> {
     }
 }
 
+/// Two UPSes: the rack one on battery with every figure; the small one
+/// on mains that reports neither runtime nor input voltage (absent, not 0).
+const UPS: [UpsEntryOut<'static>; 2] = [
+    UpsEntryOut {
+        name: "rack",
+        power: "on_battery",
+        on_line: false,
+        on_battery: true,
+        low_battery: false,
+        status: "OB DISCHRG",
+        charge_pct: Some(87.5),
+        runtime_secs: Some(1_260),
+        load_pct: Some(31.0),
+        input_voltage_v: Some(0.0),
+        error: None,
+    },
+    UpsEntryOut {
+        name: "nvr-ups",
+        power: "on_line",
+        on_line: true,
+        on_battery: false,
+        low_battery: false,
+        status: "OL CHRG",
+        charge_pct: Some(100.0),
+        runtime_secs: None,
+        load_pct: Some(12.5),
+        input_voltage_v: None,
+        error: None,
+    },
+];
+
 /// Encodes the value each valid vector was made from.
 fn encode_case(file: &str, buf: &mut [u8]) -> usize {
     let r = match file {
@@ -386,6 +417,19 @@ fn encode_case(file: &str, buf: &mut [u8]) -> usize {
         "smart-nvme-critical.json" => encode(&smart_nvme(), buf),
         "event-camera-down.json" => encode(&event_camera_down(), buf),
         "event-cleanup.json" => encode(&event_cleanup(), buf),
+        "ups.json" => encode(
+            &UpsOut::new(header(12, 1_764_284_480_000), 15, None, &UPS),
+            buf,
+        ),
+        "ups-upsd-down.json" => encode(
+            &UpsOut::new(
+                header(13, 1_764_284_495_000),
+                15,
+                Some("cannot connect to upsd at 127.0.0.1:3493: Connection refused (os error 111)"),
+                &[],
+            ),
+            buf,
+        ),
         other => panic!("no encoder case for {other}"),
     };
     r.expect("encode")
@@ -536,6 +580,37 @@ fn decoder_reads_golden_values() {
                 assert_eq!(ev.subject, "/srv/recordings");
                 assert_eq!(ev.numbers.get("deleted_bytes"), Some(&21_474_836_480));
                 assert_eq!(ev.numbers.len(), 3);
+            }
+            ("ups.json", Message::Ups(u)) => {
+                assert_eq!((u.seq, u.interval_secs, u.error.as_deref()), (12, 15, None));
+                assert_eq!(u.ups.len(), UPS.len());
+                for (got, want) in u.ups.iter().zip(UPS.iter()) {
+                    assert_eq!(got.name, want.name);
+                    assert_eq!(got.power, want.power);
+                    assert_eq!(
+                        (got.on_line, got.on_battery, got.low_battery),
+                        (want.on_line, want.on_battery, want.low_battery)
+                    );
+                    assert_eq!(got.status, want.status);
+                    assert_eq!(got.charge_pct, want.charge_pct);
+                    assert_eq!(got.runtime_secs, want.runtime_secs);
+                    assert_eq!(got.load_pct, want.load_pct);
+                    assert_eq!(got.input_voltage_v, want.input_voltage_v);
+                    assert_eq!(got.error.as_deref(), want.error);
+                }
+                // 0 V is a reading; an unreported voltage is absent.
+                assert_eq!(u.ups[0].input_voltage_v, Some(0.0));
+                assert_eq!(
+                    (u.ups[1].input_voltage_v, u.ups[1].runtime_secs),
+                    (None, None)
+                );
+            }
+            ("ups-upsd-down.json", Message::Ups(u)) => {
+                assert!(u.ups.is_empty());
+                assert!(u
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("cannot connect")));
             }
             (f, m) => panic!("{f} decoded as unexpected {:?}", m.kind()),
         }
@@ -782,6 +857,52 @@ fn worst_case_stream_smart_and_event_fit_their_buffers() {
     };
     let mut buf = vec![0u8; EVENT_BUF_LEN];
     encode(&ev, &mut buf).expect("event fits EVENT_BUF_LEN");
+}
+
+#[test]
+fn worst_case_ups_fits_its_buffer() {
+    let site = "s".repeat(63);
+    let name = "\u{1}".repeat(MAX_UPS_NAME_LEN);
+    let status = "\u{1}".repeat(MAX_UPS_STATUS_LEN);
+    let error = "\u{1}".repeat(MAX_UPS_ERROR_LEN);
+    let text = "\u{1}".repeat(MAX_TEXT_LEN);
+    let code = "c".repeat(MAX_CODE_LEN);
+    let entries = vec![
+        UpsEntryOut {
+            name: &name,
+            power: &code,
+            on_line: true,
+            on_battery: true,
+            low_battery: true,
+            status: &status,
+            charge_pct: Some(f32::MAX),
+            runtime_secs: Some(u32::MAX),
+            load_pct: Some(f32::MAX),
+            input_voltage_v: Some(f32::MAX),
+            error: Some(&error),
+        };
+        MAX_UPS
+    ];
+    let msg = UpsOut::new(worst_header(&site), u32::MAX, Some(&text), &entries);
+    let mut buf = vec![0u8; UPS_BUF_LEN];
+    let n = encode(&msg, &mut buf).expect("ups fits UPS_BUF_LEN");
+    let m = decode(&format!("sitewatch/v1/{site}/ups"), &buf[..n]);
+    assert!(m.is_ok(), "{m:?}");
+}
+
+#[test]
+fn ups_figures_may_be_null() {
+    // Another encoder may write an unreported value as null: the same as
+    // absent, never 0.
+    let p = br#"{"v":1,"site":"lokasi1","boot":"b1","seq":1,"ts":1,"interval_secs":15,"ups":[{"name":"u","power":"on_line","on_line":true,"on_battery":false,"low_battery":false,"status":"OL","charge_pct":null,"runtime_secs":null,"load_pct":null,"input_voltage_v":null}]}"#;
+    let Message::Ups(u) = decode("sitewatch/v1/lokasi1/ups", p).expect("decode") else {
+        panic!("not ups");
+    };
+    let e = &u.ups[0];
+    assert_eq!(
+        (e.charge_pct, e.runtime_secs, e.load_pct, e.input_voltage_v),
+        (None, None, None, None)
+    );
 }
 
 #[test]

@@ -42,6 +42,19 @@ fn encoding_does_not_allocate() {
         read_only: false,
         error: None,
     }];
+    let ups = [UpsEntryOut {
+        name: "myups",
+        power: "on_battery",
+        on_line: false,
+        on_battery: true,
+        low_battery: false,
+        status: "OB DISCHRG",
+        charge_pct: Some(80.0),
+        runtime_secs: Some(1200),
+        load_pct: Some(23.0),
+        input_voltage_v: None,
+        error: None,
+    }];
     let mut buf = [0u8; DISK_BUF_LEN];
     let before = ALLOCS.load(Ordering::SeqCst);
     let topic = Topic::new("lokasi1", Kind::Disk, None).map(|t| t.to_heapless());
@@ -51,7 +64,8 @@ fn encoding_does_not_allocate() {
     );
     let b = sitewatch_wire::encode(&HeartbeatOut::new(h, "0.1.0", 30), &mut buf);
     let c = sitewatch_wire::encode(&DiskOut::new(h, &mounts), &mut buf);
+    let d = sitewatch_wire::encode(&UpsOut::new(h, 15, None, &ups), &mut buf);
     let after = ALLOCS.load(Ordering::SeqCst);
-    assert!(topic.is_ok() && a.is_ok() && b.is_ok() && c.is_ok());
+    assert!(topic.is_ok() && a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok());
     assert_eq!(after - before, 0, "encoding allocated");
 }

@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "latest_state_and_rollups",
         sql: include_str!("../../migrations/0011_latest_state_and_rollups.sql"),
     },
+    Migration {
+        version: 12,
+        name: "ups_readings",
+        sql: include_str!("../../migrations/0012_ups_readings.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

@@ -8,7 +8,8 @@
 //! * `sites`: create, lock and touch the batch's sites (first: the row
 //!   locks serialize concurrent bridges per site), clock skew;
 //! * `status`: the site-state rule, `status_events`;
-//! * `heartbeat`, `disk`, `logs` (`log_batches`): time series;
+//! * `heartbeat`, `disk`, `logs` (`log_batches`), `ups`
+//!   (`ups_readings`): time series;
 //! * `streams` (`camera_probes`, `cameras`), `smart`
 //!   (`smart_readings`, `disks`), `events`: kinds with many optional
 //!   columns, through `jsonb_to_recordset` (`jsonb`);
@@ -64,6 +65,7 @@ mod smart;
 mod status;
 mod streams;
 pub mod tls;
+mod ups;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -95,6 +97,8 @@ pub struct TableRows {
     pub smart_readings: u64,
     /// `events`.
     pub events: u64,
+    /// `ups_readings`.
+    pub ups_readings: u64,
     /// `rejected_messages`.
     pub rejected_messages: u64,
 }
@@ -108,11 +112,12 @@ impl TableRows {
         self.camera_probes += o.camera_probes;
         self.smart_readings += o.smart_readings;
         self.events += o.events;
+        self.ups_readings += o.ups_readings;
         self.rejected_messages += o.rejected_messages;
     }
 
     /// `(table, rows)` pairs, for metrics.
-    pub fn by_table(&self) -> [(&'static str, u64); 8] {
+    pub fn by_table(&self) -> [(&'static str, u64); 9] {
         [
             ("status_events", self.status_events),
             ("heartbeats", self.heartbeats),
@@ -121,6 +126,7 @@ impl TableRows {
             ("camera_probes", self.camera_probes),
             ("smart_readings", self.smart_readings),
             ("events", self.events),
+            ("ups_readings", self.ups_readings),
             ("rejected_messages", self.rejected_messages),
         ]
     }
@@ -528,6 +534,7 @@ struct Statements {
     streams: streams::Stmts,
     smart: smart::Stmts,
     events: events::Stmts,
+    ups: ups::Stmts,
     rejected: rejected::Stmts,
     boots: boots::Stmts,
 }
@@ -543,6 +550,7 @@ impl Statements {
             streams: streams::Stmts::prepare(c).await?,
             smart: smart::Stmts::prepare(c).await?,
             events: events::Stmts::prepare(c).await?,
+            ups: ups::Stmts::prepare(c).await?,
             rejected: rejected::Stmts::prepare(c).await?,
             boots: boots::Stmts::prepare(c).await?,
         })
@@ -602,7 +610,7 @@ async fn write_rows<C: GenericClient + Sync>(
     let mut counts = status::write_status(tx, &st.status, decoded, applied).await?;
     // The message tables do not depend on each other: one pipeline (see
     // the module documentation), results checked in statement order.
-    let (hb, disk, logs, streams, smart, events, rejected) = tokio::join!(
+    let (hb, disk, logs, streams, smart, events, ups, rejected) = tokio::join!(
         biased;
         heartbeat::write_heartbeats(tx, &st.heartbeat, clock, decoded),
         disk::write_disk(tx, &st.disk, clock, decoded),
@@ -610,9 +618,10 @@ async fn write_rows<C: GenericClient + Sync>(
         streams::write_streams(tx, &st.streams, clock, decoded),
         smart::write_smart(tx, &st.smart, clock, decoded),
         events::write_events(tx, &st.events, clock, decoded),
+        ups::write_ups(tx, &st.ups, clock, decoded),
         rejected::write_rejected(tx, &st.rejected, rejected),
     );
-    for c in [hb, disk, logs, streams, smart, events, rejected] {
+    for c in [hb, disk, logs, streams, smart, events, ups, rejected] {
         counts.add(c?);
     }
     // Bookkeeping, one pipeline: `boots` is upserted before `last_seq`

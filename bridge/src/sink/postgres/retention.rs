@@ -86,12 +86,13 @@ pub struct HistoryTable {
 }
 
 /// Number of partitioned tables.
-pub const HISTORY_TABLES: usize = 10;
+pub const HISTORY_TABLES: usize = 11;
 
 /// Every partitioned table, in the order of the `retention` output: the
 /// seven message tables of migration 0008, then `disk_hourly` (the
 /// rollup, kept longer than the samples), `camera_reachability` (written
-/// by sitewatch-live) and `ingest_minutes` (migration 0011).
+/// by sitewatch-live) and `ingest_minutes` (migration 0011), then
+/// `ups_readings` (migration 0012).
 pub const HISTORY: [HistoryTable; HISTORY_TABLES] = [
     HistoryTable {
         name: "heartbeats",
@@ -153,6 +154,12 @@ pub const HISTORY: [HistoryTable; HISTORY_TABLES] = [
         received: "minute",
         default_days: 90,
     },
+    HistoryTable {
+        name: "ups_readings",
+        column: "agent_ts",
+        received: "received_at",
+        default_days: 90,
+    },
 ];
 
 /// The history table a message is stored in.
@@ -165,6 +172,7 @@ pub fn table_of(msg: &Message) -> &'static str {
         Message::Stream(_) => "camera_probes",
         Message::Smart(_) => "smart_readings",
         Message::Event(_) => "events",
+        Message::Ups(_) => "ups_readings",
     }
 }
 
@@ -196,6 +204,9 @@ fn default_camera_reachability_days() -> u32 {
     90
 }
 fn default_ingest_minutes_days() -> u32 {
+    90
+}
+fn default_ups_readings_days() -> u32 {
     90
 }
 fn default_maintenance_interval_secs() -> u64 {
@@ -239,6 +250,9 @@ pub struct RawRetention {
     /// `ingest_minutes`, the messages stored per minute.
     #[serde(default = "default_ingest_minutes_days")]
     pub ingest_minutes_days: u32,
+    /// `ups_readings`, the UPS readings (every `[ups] interval_secs`).
+    #[serde(default = "default_ups_readings_days")]
+    pub ups_readings_days: u32,
     /// How often the bridge creates and drops partitions.
     #[serde(default = "default_maintenance_interval_secs")]
     pub maintenance_interval_secs: u64,
@@ -257,6 +271,7 @@ impl Default for RawRetention {
             disk_hourly_days: default_disk_hourly_days(),
             camera_reachability_days: default_camera_reachability_days(),
             ingest_minutes_days: default_ingest_minutes_days(),
+            ups_readings_days: default_ups_readings_days(),
             maintenance_interval_secs: default_maintenance_interval_secs(),
         }
     }
@@ -321,6 +336,7 @@ pub fn settings(raw: Option<&RawRetention>) -> Result<RetentionSettings, Vec<Str
         ("disk_hourly_days", raw.disk_hourly_days),
         ("camera_reachability_days", raw.camera_reachability_days),
         ("ingest_minutes_days", raw.ingest_minutes_days),
+        ("ups_readings_days", raw.ups_readings_days),
     ];
     let mut problems = Vec::new();
     for (key, d) in days {
@@ -1109,6 +1125,7 @@ mod tests {
         assert_eq!(s.days("disk_usage"), Some(180));
         assert_eq!(s.days("camera_probes"), Some(90));
         assert_eq!(s.days("smart_readings"), Some(730));
+        assert_eq!(s.days("ups_readings"), Some(90));
         assert_eq!(s.days("sites"), None);
         for t in &HISTORY {
             assert_eq!(s.days(t.name), Some(t.default_days), "{}", t.name);
@@ -1116,12 +1133,14 @@ mod tests {
         let bad = RawRetention {
             heartbeats_days: 0,
             events_days: 40_000,
+            ups_readings_days: 0,
             maintenance_interval_secs: 5,
             ..RawRetention::default()
         };
         let p = settings(Some(&bad)).expect_err("invalid");
-        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(p.len(), 4, "{p:?}");
         assert!(p[0].contains("retention.heartbeats_days"), "{p:?}");
+        assert!(p[2].contains("retention.ups_readings_days"), "{p:?}");
     }
 
     #[test]

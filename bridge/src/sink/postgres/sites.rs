@@ -1,7 +1,7 @@
 //! `sites`, first half of a batch: create the rows of new sites, lock the
 //! batch's sites, move `last_seen`, record the measured clock skew and
-//! the latest heartbeat and disk figures, and read each site's current
-//! state for the status rule.
+//! the latest heartbeat, disk and UPS figures, and read each site's
+//! current state for the status rule.
 //!
 //! Runs first in every batch: the `UPDATE` holds the sites' row locks
 //! until commit, so concurrent bridges serialize per site.
@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use sitewatch_wire::payload::{Disk, Heartbeat};
+use sitewatch_wire::payload::{Disk, Heartbeat, Ups};
 use sitewatch_wire::Message;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Statement};
@@ -31,6 +31,7 @@ ON CONFLICT (site) DO NOTHING";
 /// summary and identity (migration 0011: the `fleet` view reads them instead of
 /// probing every partition of the history per site; each is replaced only
 /// by a message with a later or equal timestamp, NULL: none in the batch),
+/// the latest UPS reading's summary and identity likewise (migration 0012),
 /// returns the current state. One statement, so that each site row gets
 /// one new version for all of these instead of one per statement (the
 /// skew was a separate `UPDATE`: 220 ms of server time per 100k messages
@@ -58,17 +59,23 @@ UPDATE sites AS s SET
                          THEN u.skew_ms ELSE s.clock_skew_ms END,
     clock_skew_at = CASE WHEN u.skew_at IS NOT NULL
                           AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.skew_at)
-                         THEN u.skew_at ELSE s.clock_skew_at END{}{}
+                         THEN u.skew_at ELSE s.clock_skew_at END{}{}{}
 FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],
             $5::timestamptz[], $6::int8[], $7::float4[], $8::int8[], $9::int8[],
             $10::timestamptz[], $11::float4[], $12::text[], $13::int4[], $14::int4[],
             $15::text[], $16::int8[], $17::timestamptz[],
-            $18::text[], $19::int8[], $20::timestamptz[], $21::timestamptz[])
+            $18::text[], $19::int8[], $20::timestamptz[], $21::timestamptz[],
+            $22::timestamptz[], $23::timestamptz[], $24::int4[], $25::text[], $26::int4[],
+            $27::float4[], $28::int4[], $29::int4[], $30::text[], $31::int8[],
+            $32::timestamptz[])
     AS u(site, live, skew_ms, skew_at,
          hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes,
          disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts,
          disk_failed_mounts, disk_boot, disk_seq, disk_agent_ts,
-         hb_boot, hb_seq, hb_agent_ts, hb_received_at)
+         hb_boot, hb_seq, hb_agent_ts, hb_received_at,
+         ups_ts, ups_received_at, ups_interval_secs, ups_power, ups_on_battery,
+         ups_min_charge_pct, ups_min_runtime_secs, ups_errors, ups_boot, ups_seq,
+         ups_agent_ts)
 WHERE s.site = u.site
 RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts",
         newer(
@@ -96,6 +103,22 @@ RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts",
                 "disk_boot",
                 "disk_seq",
                 "disk_agent_ts",
+            ]
+        ),
+        newer(
+            "ups_ts",
+            &[
+                "ups_ts",
+                "ups_received_at",
+                "ups_interval_secs",
+                "ups_power",
+                "ups_on_battery",
+                "ups_min_charge_pct",
+                "ups_min_runtime_secs",
+                "ups_errors",
+                "ups_boot",
+                "ups_seq",
+                "ups_agent_ts",
             ]
         ),
     )
@@ -128,6 +151,8 @@ struct Seen<'a> {
     heartbeat: Option<(SystemTime, &'a Heartbeat, SystemTime)>,
     /// The disk message with the latest effective time.
     disk: Option<(SystemTime, &'a Disk)>,
+    /// The ups message with the latest effective time, and its receipt.
+    ups: Option<(SystemTime, &'a Ups, SystemTime)>,
 }
 
 /// The `fleet` summary of one disk message: over the mounts sampled
@@ -192,6 +217,12 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
                     e.disk = Some((t, m));
                 }
             }
+            Message::Ups(m) => {
+                let t = at();
+                if e.ups.is_none_or(|(old, _, _)| t >= old) {
+                    e.ups = Some((t, m, d.received_at));
+                }
+            }
             _ => {}
         }
     }
@@ -246,8 +277,36 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
             .iter()
             .map(|d| d.map(|d| agent_time(d.ts)))
             .collect();
+        let ups: Vec<Option<&(SystemTime, &Ups, SystemTime)>> =
+            seen.values().map(|s| s.ups.as_ref()).collect();
+        let ups_sum: Vec<Option<super::ups::Summary>> = ups
+            .iter()
+            .map(|u| u.map(|u| super::ups::summary(u.1)))
+            .collect();
+        let ups_ts: Vec<Option<SystemTime>> = ups.iter().map(|u| u.map(|u| u.0)).collect();
+        let ups_received_at: Vec<Option<SystemTime>> = ups.iter().map(|u| u.map(|u| u.2)).collect();
+        let ups_interval: Vec<Option<i32>> = ups
+            .iter()
+            .map(|u| u.map(|u| i32::try_from(u.1.interval_secs).unwrap_or(i32::MAX)))
+            .collect();
+        let ups_power: Vec<Option<&str>> = ups_sum.iter().map(|s| s.map(|s| s.power)).collect();
+        let ups_on_battery: Vec<Option<i32>> =
+            ups_sum.iter().map(|s| s.map(|s| s.on_battery)).collect();
+        let ups_min_charge: Vec<Option<f32>> = ups_sum
+            .iter()
+            .map(|s| s.and_then(|s| s.min_charge_pct))
+            .collect();
+        let ups_min_runtime: Vec<Option<i32>> = ups_sum
+            .iter()
+            .map(|s| s.and_then(|s| s.min_runtime_secs))
+            .collect();
+        let ups_errors: Vec<Option<i32>> = ups_sum.iter().map(|s| s.map(|s| s.errors)).collect();
+        let ups_boot: Vec<Option<&str>> = ups.iter().map(|u| u.map(|u| &*u.1.boot)).collect();
+        let ups_seq: Vec<Option<i64>> = ups.iter().map(|u| u.map(|u| clamp_i64(u.1.seq))).collect();
+        let ups_agent_ts: Vec<Option<SystemTime>> =
+            ups.iter().map(|u| u.map(|u| agent_time(u.1.ts))).collect();
         let ensure_params: [&(dyn ToSql + Sync); 2] = [&sites, &first];
-        let touch_params: [&(dyn ToSql + Sync); 21] = [
+        let touch_params: [&(dyn ToSql + Sync); 32] = [
             &sites,
             &live,
             &skew_ms,
@@ -269,6 +328,17 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
             &hb_seq,
             &hb_agent_ts,
             &hb_received_at,
+            &ups_ts,
+            &ups_received_at,
+            &ups_interval,
+            &ups_power,
+            &ups_on_battery,
+            &ups_min_charge,
+            &ups_min_runtime,
+            &ups_errors,
+            &ups_boot,
+            &ups_seq,
+            &ups_agent_ts,
         ];
         // One pipeline, run by the server in this order: create, then lock
         // and touch (see the module documentation of `postgres` on
