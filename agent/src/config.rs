@@ -62,24 +62,67 @@ struct LogRaw {
 /// Top-level keys besides the sources' sections (`crate::sources::NAMES`).
 const OWN_KEYS: [&str; 5] = ["site_id", "mqtt", "log", "outbox", "status"];
 
-// One struct per section: each is parsed from the whole document on its own
-// (ignoring the other keys), so a mistake in one section does not hide a
-// mistake in another, and toml still reports the line of each.
-#[derive(Deserialize)]
-struct SiteOnly {
-    site_id: Option<String>,
+/// The config document, parsed once. Each section is deserialized from
+/// its own part of it, so a mistake in one section does not hide a
+/// mistake in another, and toml still names the line of each (the spans
+/// are the document's).
+///
+/// Why not `toml::from_str` per section (as before): it parses the whole
+/// text again for every section, and each section needed a one-field
+/// wrapper struct whose deserializer, with toml's document layer, was
+/// compiled once per section; on the gateway that was dead weight.
+pub struct Doc<'a> {
+    text: &'a str,
+    root: toml::de::DeTable<'a>,
 }
-#[derive(Deserialize)]
-struct MqttOnly {
-    mqtt: Option<BrokerConfig>,
-}
-#[derive(Deserialize)]
-struct LogOnly {
-    log: Option<LogRaw>,
-}
-#[derive(Deserialize)]
-struct OutboxOnly {
-    outbox: Option<crate::uplink::outbox::OutboxConfig>,
+
+impl<'a> Doc<'a> {
+    /// Parses `text`; `Err` is a syntax error, as [`toml_problem`] words it.
+    pub fn parse(text: &'a str) -> Result<Doc<'a>, String> {
+        match toml::de::DeTable::parse(text) {
+            Ok(root) => Ok(Doc {
+                text,
+                root: root.into_inner(),
+            }),
+            Err(e) => Err(toml_problem(text, "", &e)),
+        }
+    }
+
+    /// The top-level keys, in file order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.root.keys().map(|k| k.get_ref().as_ref())
+    }
+
+    /// The value at `path` (`["rtsp", "camera"]`), if every step is there.
+    pub fn get(&self, path: &[&str]) -> Option<&toml::de::DeValue<'a>> {
+        let (first, rest) = path.split_first()?;
+        let mut v = self.root.get(*first)?.get_ref();
+        for key in rest {
+            v = v.get(*key)?.get_ref();
+        }
+        Some(v)
+    }
+
+    /// Deserializes the top-level `key` (`Some(None)`: absent); on a
+    /// mistake records a problem with its line (`prefix` names the
+    /// section) and returns `None`.
+    pub fn section<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        prefix: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<Option<T>> {
+        let Some(value) = self.root.get(key) else {
+            return Some(None);
+        };
+        match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(v) => Some(Some(v)),
+            Err(e) => {
+                problems.push(toml_problem(self.text, prefix, &e));
+                None
+            }
+        }
+    }
 }
 
 /// The validated agent configuration.
@@ -177,12 +220,12 @@ impl Config {
         };
 
         // Syntax first: nothing else can be checked in a broken document.
-        let table: toml::Table = match toml::from_str(text) {
-            Ok(t) => t,
-            Err(e) => return Err(fail(vec![toml_problem(text, "", &e)])),
+        let doc = match Doc::parse(text) {
+            Ok(d) => d,
+            Err(problem) => return Err(fail(vec![problem])),
         };
-        for key in table.keys() {
-            if !OWN_KEYS.contains(&key.as_str()) && !sources::NAMES.contains(&key.as_str()) {
+        for key in doc.keys() {
+            if !OWN_KEYS.contains(&key) && !sources::NAMES.contains(&key) {
                 let known: Vec<String> = sources::NAMES.iter().map(|n| format!("[{n}]")).collect();
                 problems.push(format!(
                     "unknown setting `{key}` (known: site_id, [mqtt], {}, [log], [outbox], [status])",
@@ -191,18 +234,23 @@ impl Config {
             }
         }
 
-        let site = section::<SiteOnly>(text, "", &mut problems).and_then(|s| s.site_id);
-        let mqtt = section::<MqttOnly>(text, "[mqtt] ", &mut problems);
-        let raw_sources = sources::RawSections::read(text, &mut problems);
-        let log =
-            section::<LogOnly>(text, "[log] ", &mut problems).map(|s| s.log.unwrap_or_default());
-        let status = crate::status::from_table(table.get("status"), &mut problems);
-        let outbox = section::<OutboxOnly>(text, "[outbox] ", &mut problems).and_then(|s| {
-            let o = s.outbox.unwrap_or_default();
-            let before = problems.len();
-            problems.extend(o.problems());
-            (problems.len() == before).then_some(o)
-        });
+        let site = doc
+            .section::<String>("site_id", "", &mut problems)
+            .flatten();
+        let mqtt = doc.section::<BrokerConfig>("mqtt", "[mqtt] ", &mut problems);
+        let raw_sources = sources::RawSections::read(&doc, &mut problems);
+        let log = doc
+            .section::<LogRaw>("log", "[log] ", &mut problems)
+            .map(Option::unwrap_or_default);
+        let status = crate::status::from_table(doc.get(&["status"]), &mut problems);
+        let outbox = doc
+            .section::<crate::uplink::outbox::OutboxConfig>("outbox", "[outbox] ", &mut problems)
+            .and_then(|o| {
+                let o = o.unwrap_or_default();
+                let before = problems.len();
+                problems.extend(o.problems());
+                (problems.len() == before).then_some(o)
+            });
 
         // Site id, with its override.
         let site = env(ENV_SITE_ID).or(site);
@@ -227,11 +275,11 @@ impl Config {
         // environment (installer scripts).
         let mqtt = match mqtt {
             None => None, // parse error already reported
-            Some(MqttOnly { mqtt: Some(mut m) }) => {
+            Some(Some(mut m)) => {
                 m.apply_env(&env);
                 Some(m)
             }
-            Some(MqttOnly { mqtt: None }) => match env(sitewatch_mqtt::ENV_URL) {
+            Some(None) => match env(sitewatch_mqtt::ENV_URL) {
                 Some(url) => {
                     let mut m = BrokerConfig::with_url(url);
                     m.apply_env(&env);
@@ -348,22 +396,6 @@ pub(crate) fn read_password_file(path: &Path, max_len: usize) -> Result<String, 
         ));
     }
     Ok(line.to_owned())
-}
-
-/// Parses one section struct from the whole document, recording a problem
-/// (with its line) on failure.
-pub(crate) fn section<T: DeserializeOwned>(
-    text: &str,
-    prefix: &str,
-    problems: &mut Vec<String>,
-) -> Option<T> {
-    match toml::from_str::<T>(text) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            problems.push(toml_problem(text, prefix, &e));
-            None
-        }
-    }
 }
 
 /// `"[disk] line 12: unknown field ..."`.

@@ -13,10 +13,9 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use serde::de::IgnoredAny;
-use serde::Deserialize;
+use toml::de::DeValue;
 
-use crate::config::Config;
+use crate::config::{Config, Doc};
 
 /// Environment variable that allows exposed secrets (`1`/`true`/`yes`).
 pub const ENV_ALLOW: &str = "SITEWATCH_ALLOW_INSECURE_PERMISSIONS";
@@ -55,52 +54,43 @@ pub fn allowed_by_env() -> bool {
         .unwrap_or(false)
 }
 
-#[derive(Deserialize, Default)]
-struct InlineProbe {
-    #[serde(default)]
-    mqtt: Option<MqttProbe>,
-    #[serde(default)]
-    rtsp: Option<RtspProbe>,
-}
-#[derive(Deserialize, Default)]
-struct MqttProbe {
-    #[serde(default)]
-    password: Option<IgnoredAny>,
-}
-#[derive(Deserialize, Default)]
-struct RtspProbe {
-    #[serde(default)]
-    camera: Vec<CameraProbe>,
-}
-#[derive(Deserialize, Default)]
-struct CameraProbe {
-    #[serde(default)]
-    password: Option<IgnoredAny>,
-    #[serde(default)]
-    password_file: Option<PathBuf>,
-}
-
-/// Camera password files named in a config text (pure).
-pub fn camera_password_files(config_text: &str) -> Vec<PathBuf> {
-    let probe: InlineProbe = toml::from_str(config_text).unwrap_or_default();
-    probe
-        .rtsp
-        .map(|r| {
-            r.camera
-                .into_iter()
-                .filter_map(|c| c.password_file)
-                .collect()
-        })
-        .unwrap_or_default()
+/// Password files named in a config text at `section.password_file`
+/// (`[[rtsp.camera]]` entries, `[ups]`), with what each holds (pure; a
+/// text that does not parse names none: validation reports it).
+pub fn password_files(config_text: &str) -> Vec<(PathBuf, &'static str)> {
+    let Ok(doc) = Doc::parse(config_text) else {
+        return Vec::new();
+    };
+    let file = |v: &DeValue<'_>| {
+        v.get("password_file")?
+            .get_ref()
+            .as_str()
+            .map(PathBuf::from)
+    };
+    let mut out: Vec<(PathBuf, &'static str)> = doc
+        .get(&["rtsp", "camera"])
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| file(c.get_ref()))
+        .map(|p| (p, "a camera password"))
+        .collect();
+    if let Some(p) = doc.get(&["ups"]).and_then(file) {
+        out.push((p, "the UPS password"));
+    }
+    out
 }
 
 /// What inline secrets a config text holds (pure).
 pub fn inline_secrets(config_text: &str) -> Option<&'static str> {
-    let probe: InlineProbe = toml::from_str(config_text).unwrap_or_default();
-    let mqtt = probe.mqtt.is_some_and(|m| m.password.is_some());
-    let cams = probe
-        .rtsp
-        .is_some_and(|r| r.camera.iter().any(|c| c.password.is_some()));
+    let Ok(doc) = Doc::parse(config_text) else {
+        return None;
+    };
+    let mqtt = doc.get(&["mqtt", "password"]).is_some();
+    let cams = doc
+        .get(&["rtsp", "camera"])
+        .and_then(|c| c.as_array())
+        .is_some_and(|cams| cams.iter().any(|c| c.get_ref().get("password").is_some()));
     match (mqtt, cams) {
         (true, true) => Some("the broker password and camera passwords"),
         (true, false) => Some("the broker password"),
@@ -137,8 +127,8 @@ pub fn exposed(config_path: &Path, config_text: &str, cfg: &Config) -> Vec<Expos
     if let Some(p) = &cfg.mqtt.client_key_file {
         check(p, "the TLS client private key");
     }
-    for p in camera_password_files(config_text) {
-        check(&p, "a camera password");
+    for (p, holds) in password_files(config_text) {
+        check(&p, holds);
     }
     out
 }
@@ -162,10 +152,15 @@ mod tests {
             Some("camera passwords")
         );
         assert_eq!(
-            camera_password_files(
-                "[[rtsp.camera]]\nname = \"a\"\npassword_file = \"/etc/c.pass\"\n"
+            password_files(
+                "[[rtsp.camera]]\nname = \"a\"\npassword_file = \"/etc/c.pass\"\n\
+                 [[rtsp.camera]]\nname = \"b\"\n\
+                 [ups]\nusername = \"mon\"\npassword_file = \"/etc/ups.pass\"\n"
             ),
-            vec![PathBuf::from("/etc/c.pass")]
+            vec![
+                (PathBuf::from("/etc/c.pass"), "a camera password"),
+                (PathBuf::from("/etc/ups.pass"), "the UPS password"),
+            ]
         );
         // Invalid TOML is validation's business, not a secret.
         assert_eq!(inline_secrets("[mqtt\npassword = 1"), None);

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use toml::de::DeValue;
 
 use crate::config::Config;
 use crate::sources::forward::human_bytes as bytes;
@@ -105,19 +106,25 @@ impl StatusConfig {
 
 /// A TOML value as written, for messages (strings and integers; other
 /// kinds by their type).
-fn shown(v: &toml::Value) -> String {
+fn shown(v: &DeValue<'_>) -> String {
     match v {
-        toml::Value::String(s) => format!("\"{s}\""),
-        toml::Value::Integer(n) => n.to_string(),
+        DeValue::String(s) => format!("\"{s}\""),
+        DeValue::Integer(n) => n.to_string(),
         other => format!("a {}", other.type_str()),
     }
 }
 
+/// A TOML integer's value, if it fits an `i64`.
+fn integer(v: &DeValue<'_>) -> Option<i64> {
+    v.as_integer()
+        .and_then(|n| i64::from_str_radix(n.as_str(), n.radix()).ok())
+}
+
 /// Reads and checks the `[status]` table (`None`: absent), appending
-/// plain-words problems. Read from the config's plain TOML table rather
-/// than through a serde struct: one more derived deserializer costs the
-/// aarch64 binary several KB.
-pub fn from_table(table: Option<&toml::Value>, problems: &mut Vec<String>) -> Option<StatusConfig> {
+/// plain-words problems. Walks the parsed table rather than going through
+/// a serde struct: one more derived deserializer costs the aarch64 binary
+/// several KB.
+pub fn from_table(table: Option<&DeValue<'_>>, problems: &mut Vec<String>) -> Option<StatusConfig> {
     let before = problems.len();
     let mut cfg = StatusConfig::default();
     let Some(table) = table else {
@@ -128,7 +135,8 @@ pub fn from_table(table: Option<&toml::Value>, problems: &mut Vec<String>) -> Op
         return None;
     };
     for (key, value) in table {
-        match key.as_str() {
+        let value = value.get_ref();
+        match key.get_ref().as_ref() {
             "file" => match value.as_str() {
                 Some(f) if Path::new(f).is_absolute() && Path::new(f).file_name().is_some() => {
                     cfg.file = Some(PathBuf::from(f));
@@ -139,7 +147,7 @@ pub fn from_table(table: Option<&toml::Value>, problems: &mut Vec<String>) -> Op
                     shown(value)
                 )),
             },
-            "interval_secs" => match value.as_integer() {
+            "interval_secs" => match integer(value) {
                 Some(n) if (1..=i64::from(MAX_INTERVAL_SECS)).contains(&n) => {
                     cfg.interval = Duration::from_secs(n.unsigned_abs());
                 }
@@ -1302,21 +1310,16 @@ pub fn file_for_config(config_path: &Path) -> (PathBuf, Option<String>) {
             return (default.path(), Some(note));
         }
     };
-    // A plain table, as Config::parse reads it first.
-    match toml::from_str::<toml::Table>(&text) {
-        Ok(t) => match t
-            .get("status")
-            .and_then(|s| s.get("file"))
-            .and_then(|f| f.as_str())
-        {
+    // The parsed document, as Config::parse reads it first.
+    match crate::config::Doc::parse(&text) {
+        Ok(doc) => match doc.get(&["status", "file"]).and_then(|f| f.as_str()) {
             Some(f) => (PathBuf::from(f), None),
             None => (default.path(), None),
         },
-        Err(e) => {
+        Err(problem) => {
             let note = format!(
-                "cannot read {} ({}); looking at the default status file",
-                config_path.display(),
-                e.message().trim_end()
+                "cannot read {} ({problem}); looking at the default status file",
+                config_path.display()
             );
             (default.path(), Some(note))
         }

@@ -147,15 +147,6 @@ impl Source for HeartbeatSource {
     type Raw = HeartbeatRaw;
     type Config = HeartbeatConfig;
 
-    fn read(text: &str, problems: &mut Vec<String>) -> Option<HeartbeatRaw> {
-        #[derive(Deserialize)]
-        struct Only {
-            heartbeat: Option<HeartbeatRaw>,
-        }
-        crate::config::section::<Only>(text, "[heartbeat] ", problems)
-            .map(|s| s.heartbeat.unwrap_or_default())
-    }
-
     fn validate(raw: HeartbeatRaw, problems: &mut Vec<String>) -> Option<HeartbeatConfig> {
         super::check_interval("heartbeat.interval_secs", raw.interval_secs, problems).map(|secs| {
             HeartbeatConfig {

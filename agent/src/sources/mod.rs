@@ -49,6 +49,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::row::Row;
+use crate::config::Doc;
 use crate::uplink::publish::Publisher;
 
 /// How long a source task gets to stop after it is asked to. Sources only
@@ -82,16 +83,21 @@ pub trait Source {
     /// lines and logs.
     const NAME: &'static str;
 
-    /// `[NAME]` as written in the file (serde, `deny_unknown_fields`).
-    type Raw;
+    /// `[NAME]` as written in the file (serde, `deny_unknown_fields`);
+    /// its `Default` stands for an absent table (`Option<_>` for a source
+    /// that is off without it).
+    type Raw: serde::de::DeserializeOwned + Default;
 
     /// Validated settings; `Option<_>` for a source that is off without
     /// its table.
     type Config: Clone + PartialEq + fmt::Debug + Send + Sync + 'static;
 
-    /// Reads `[NAME]` from the whole document (so toml names the line of
-    /// a mistake); pushes a problem and returns `None` if it cannot.
-    fn read(text: &str, problems: &mut Vec<String>) -> Option<Self::Raw>;
+    /// Reads `[NAME]` from the document (toml names the line of a
+    /// mistake); pushes a problem and returns `None` if it cannot.
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
+        doc.section::<Self::Raw>(Self::NAME, &format!("[{}] ", Self::NAME), problems)
+            .map(Option::unwrap_or_default)
+    }
 
     /// Validates what [`Source::read`] got; pushes every problem and
     /// returns `None` if there was one. Pure: no sockets, no files but
@@ -300,9 +306,9 @@ macro_rules! registry {
         impl RawSections {
             /// Reads every source's section on its own, so a mistake in
             /// one does not hide a mistake in another.
-            pub(crate) fn read(text: &str, problems: &mut Vec<String>) -> RawSections {
+            pub(crate) fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> RawSections {
                 RawSections {
-                    $($field: <$src as Source>::read(text, problems),)*
+                    $($field: <$src as Source>::read(doc, problems),)*
                 }
             }
 

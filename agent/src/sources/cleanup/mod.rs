@@ -457,14 +457,6 @@ impl Source for CleanupSource {
     type Raw = Option<config::CleanupRaw>;
     type Config = Option<CleanupConfig>;
 
-    fn read(text: &str, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        #[derive(serde::Deserialize)]
-        struct Only {
-            cleanup: Option<config::CleanupRaw>,
-        }
-        crate::config::section::<Only>(text, "[cleanup] ", problems).map(|s| s.cleanup)
-    }
-
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         match raw {
             None => Some(None),

@@ -228,15 +228,6 @@ impl Source for DiskSource {
     type Raw = config::DiskRaw;
     type Config = DiskConfig;
 
-    fn read(text: &str, problems: &mut Vec<String>) -> Option<config::DiskRaw> {
-        #[derive(serde::Deserialize)]
-        struct Only {
-            disk: Option<config::DiskRaw>,
-        }
-        crate::config::section::<Only>(text, "[disk] ", problems)
-            .map(|s| s.disk.unwrap_or_default())
-    }
-
     fn validate(raw: config::DiskRaw, problems: &mut Vec<String>) -> Option<DiskConfig> {
         config::validate(raw, problems)
     }

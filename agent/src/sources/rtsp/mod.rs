@@ -40,14 +40,6 @@ impl Source for RtspSource {
     type Raw = Option<config::RtspRaw>;
     type Config = Option<RtspConfig>;
 
-    fn read(text: &str, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        #[derive(serde::Deserialize)]
-        struct Only {
-            rtsp: Option<config::RtspRaw>,
-        }
-        crate::config::section::<Only>(text, "[rtsp] ", problems).map(|s| s.rtsp)
-    }
-
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         match raw {
             None => Some(None),

@@ -144,14 +144,6 @@ impl super::Source for SmartSource {
     type Raw = Option<config::SmartRaw>;
     type Config = Option<SmartConfig>;
 
-    fn read(text: &str, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        #[derive(serde::Deserialize)]
-        struct Only {
-            smart: Option<config::SmartRaw>,
-        }
-        crate::config::section::<Only>(text, "[smart] ", problems).map(|s| s.smart)
-    }
-
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         match raw {
             None => Some(None),

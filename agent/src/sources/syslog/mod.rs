@@ -368,14 +368,6 @@ impl Source for SyslogSource {
     type Raw = Option<config::SyslogRaw>;
     type Config = Option<SyslogConfig>;
 
-    fn read(text: &str, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        #[derive(serde::Deserialize)]
-        struct Only {
-            syslog: Option<config::SyslogRaw>,
-        }
-        crate::config::section::<Only>(text, "[syslog] ", problems).map(|s| s.syslog)
-    }
-
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         match raw {
             None => Some(None),

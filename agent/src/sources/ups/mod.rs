@@ -267,14 +267,6 @@ impl Source for UpsSource {
     type Raw = Option<config::UpsRaw>;
     type Config = Option<UpsConfig>;
 
-    fn read(text: &str, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        #[derive(serde::Deserialize)]
-        struct Only {
-            ups: Option<config::UpsRaw>,
-        }
-        crate::config::section::<Only>(text, "[ups] ", problems).map(|s| s.ups)
-    }
-
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         config::validate(raw, problems)
     }
