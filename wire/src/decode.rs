@@ -208,6 +208,9 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Message, DecodeError> {
             if m.load.iter().any(|l| !l.is_finite() || *l < 0.0) {
                 return Err(DecodeError::Invalid("load must be finite and >= 0"));
             }
+            if let Some(w) = &m.wan {
+                check_ifname(&w.iface)?;
+            }
             Message::Heartbeat(m)
         }
         Kind::Disk => {
@@ -353,6 +356,22 @@ fn check_codes<'a>(codes: impl IntoIterator<Item = &'a str>) -> Result<(), Decod
     } else {
         Err(DecodeError::Invalid(
             "class, verdict, code and event names are 1-32 of [a-z0-9_]",
+        ))
+    }
+}
+
+/// An interface name as Linux allows it: 1 to 15 bytes, no `/`, no
+/// whitespace, no control character.
+fn check_ifname(name: &str) -> Result<(), DecodeError> {
+    let ok = (1..=crate::payload::MAX_IFNAME_LEN).contains(&name.len())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::Invalid(
+            "wan.if must be an interface name: 1-15 bytes, no '/' or whitespace",
         ))
     }
 }

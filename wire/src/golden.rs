@@ -68,6 +68,11 @@ pub const VALID: &[Vector] = &[
         true
     ),
     valid!("heartbeat.json", "sitewatch/v1/lokasi1/heartbeat", false),
+    valid!(
+        "heartbeat-wan.json",
+        "sitewatch/v1/lokasi1/heartbeat",
+        false
+    ),
     valid!("disk.json", "sitewatch/v1/lokasi1/disk", false),
     valid!("log.json", "sitewatch/v1/lokasi1/log", false),
     valid!("stream-ok.json", "sitewatch/v1/lokasi1/stream/gate", true),
@@ -142,6 +147,11 @@ pub const INVALID: &[Rejected] = &[
         "unsupported_version"
     ),
     invalid!("seq-zero.json", "sitewatch/v1/lokasi1/heartbeat", "invalid"),
+    invalid!(
+        "heartbeat-wan-if.json",
+        "sitewatch/v1/lokasi1/heartbeat",
+        "invalid"
+    ),
     invalid!("disk-pct.json", "sitewatch/v1/lokasi1/disk", "invalid"),
     invalid!("log-severity.json", "sitewatch/v1/lokasi1/log", "invalid"),
     invalid!("log-empty.json", "sitewatch/v1/lokasi1/log", "invalid"),

@@ -42,6 +42,21 @@ fn heartbeat() -> HeartbeatOut<'static> {
     hb
 }
 
+/// A heartbeat from a gateway whose uplink is `pppoe-wan`.
+fn heartbeat_wan() -> HeartbeatOut<'static> {
+    let mut hb = heartbeat();
+    hb.wan = Some(WanOut {
+        iface: "pppoe-wan",
+        rx_bytes: 98_765_432_100,
+        tx_bytes: 1_234_567_890,
+        rx_errors: 3,
+        tx_errors: 0,
+        rx_dropped: 12,
+        tx_dropped: 1,
+    });
+    hb
+}
+
 const MOUNTS: [MountOut<'static>; 3] = [
     MountOut {
         path: "/srv/recordings",
@@ -406,6 +421,7 @@ fn encode_case(file: &str, buf: &mut [u8]) -> usize {
             buf,
         ),
         "heartbeat.json" => encode(&heartbeat(), buf),
+        "heartbeat-wan.json" => encode(&heartbeat_wan(), buf),
         "disk.json" => encode(&DiskOut::new(header(3, 1_764_284_431_000), &MOUNTS), buf),
         "log.json" => encode(
             &LogOut::new(header(5, 1_764_284_442_100), &LOG_RECORDS),
@@ -498,6 +514,20 @@ fn decoder_reads_golden_values() {
                 assert_eq!(h.counters.get("syslog_vendor"), Some(&1));
                 assert_eq!(h.counters.len(), 36);
                 assert_eq!(h.clock.as_deref(), Some("ok"));
+                assert_eq!(h.wan, None);
+            }
+            ("heartbeat-wan.json", Message::Heartbeat(h)) => {
+                let want = heartbeat_wan().wan.expect("wan");
+                let got = h.wan.expect("wan decoded");
+                assert_eq!(got.iface, want.iface);
+                assert_eq!(
+                    (got.rx_bytes, got.tx_bytes, got.rx_errors, got.tx_errors),
+                    (want.rx_bytes, want.tx_bytes, want.rx_errors, want.tx_errors)
+                );
+                assert_eq!(
+                    (got.rx_dropped, got.tx_dropped),
+                    (want.rx_dropped, want.tx_dropped)
+                );
             }
             ("disk.json", Message::Disk(d)) => {
                 assert_eq!(d.mounts.len(), MOUNTS.len());
@@ -910,4 +940,46 @@ fn truncate_cuts_on_a_char_boundary() {
     assert_eq!(truncate("abc", 5), "abc");
     assert_eq!(truncate("aé", 2), "a");
     assert_eq!(truncate("aé", 3), "aé");
+}
+
+#[test]
+fn worst_case_heartbeat_with_wan_fits_its_buffer() {
+    let site = "s".repeat(63);
+    let mut hb = HeartbeatOut::new(worst_header(&site), VERSION, u32::MAX);
+    hb.uptime_secs = u64::MAX;
+    hb.agent_uptime_secs = u64::MAX;
+    hb.load = [f32::MAX; 3];
+    hb.mem_total_bytes = u64::MAX;
+    hb.mem_available_bytes = u64::MAX;
+    hb.agent_rss_bytes = u64::MAX;
+    hb.clock = "before_build";
+    hb.wan = Some(WanOut {
+        iface: "abcdefghijklmno",
+        rx_bytes: u64::MAX,
+        tx_bytes: u64::MAX,
+        rx_errors: u64::MAX,
+        tx_errors: u64::MAX,
+        rx_dropped: u64::MAX,
+        tx_dropped: u64::MAX,
+    });
+    hb.counters = AgentCounters {
+        published: u64::MAX,
+        acked: u64::MAX,
+        reconnects: u64::MAX,
+        connect_errors: u64::MAX,
+        dropped: u64::MAX,
+        disk_errors: u64::MAX,
+        ..AgentCounters::default()
+    };
+    let mut buf = [0u8; HEARTBEAT_BUF_LEN];
+    let n = encode(&hb, &mut buf).expect("fits");
+    // The counters left at 0 take 19 more digits each at their largest.
+    let zeros = std::str::from_utf8(&buf[..n])
+        .expect("utf-8")
+        .matches("\":0")
+        .count();
+    assert!(
+        n + zeros * 19 <= HEARTBEAT_BUF_LEN,
+        "{n} B + {zeros} counters"
+    );
 }

@@ -258,6 +258,36 @@ pub struct HeartbeatOut<'a> {
     pub clock: &'a str,
     /// Agent counters.
     pub counters: AgentCounters,
+    /// The uplink interface's counters; absent when the agent reads none
+    /// (`[heartbeat] wan_interface = "off"`, or no default route).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan: Option<WanOut<'a>>,
+}
+
+/// Longest network interface name (Linux `IFNAMSIZ` - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// The counters of the site's uplink (WAN) interface, as the kernel keeps
+/// them (`/sys/class/net/IF/statistics`): monotonic until the interface
+/// is re-created or the gateway reboots, so the centre computes rates
+/// from consecutive heartbeats and treats a decrease as a reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct WanOut<'a> {
+    /// Interface name (at most [`MAX_IFNAME_LEN`] bytes).
+    #[serde(rename = "if")]
+    pub iface: &'a str,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Receive errors (CRC, frame, FIFO...).
+    pub rx_errors: u64,
+    /// Send errors.
+    pub tx_errors: u64,
+    /// Received packets dropped (no buffer, unknown protocol...).
+    pub rx_dropped: u64,
+    /// Packets to send dropped.
+    pub tx_dropped: u64,
 }
 
 impl<'a> HeartbeatOut<'a> {
@@ -280,6 +310,7 @@ impl<'a> HeartbeatOut<'a> {
             agent_rss_bytes: 0,
             clock: "ok",
             counters: AgentCounters::default(),
+            wan: None,
         }
     }
 }
@@ -563,6 +594,30 @@ mod owned {
         pub clock: Option<String>,
         /// Agent counters by name; unknown names are kept.
         pub counters: BTreeMap<String, u64>,
+        /// The uplink interface's counters; absent from agents older than
+        /// the field and when the agent reads none.
+        #[serde(default)]
+        pub wan: Option<Wan>,
+    }
+
+    /// Decoded uplink counters (see [`super::WanOut`]).
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Wan {
+        /// Interface name.
+        #[serde(rename = "if")]
+        pub iface: String,
+        /// Bytes received.
+        pub rx_bytes: u64,
+        /// Bytes sent.
+        pub tx_bytes: u64,
+        /// Receive errors.
+        pub rx_errors: u64,
+        /// Send errors.
+        pub tx_errors: u64,
+        /// Received packets dropped.
+        pub rx_dropped: u64,
+        /// Packets to send dropped.
+        pub tx_dropped: u64,
     }
 
     /// One decoded mount entry.
