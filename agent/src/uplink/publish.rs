@@ -219,6 +219,7 @@ struct Inner {
     disk_topic: String,
     log_topic: String,
     event_topic: String,
+    ups_topic: String,
 }
 
 impl Publisher {
@@ -248,6 +249,7 @@ impl Publisher {
                 disk_topic: topic(Kind::Disk)?,
                 log_topic: topic(Kind::Log)?,
                 event_topic: topic(Kind::Event)?,
+                ups_topic: topic(Kind::Ups)?,
                 shared,
             }),
         })
@@ -321,6 +323,7 @@ impl Publisher {
             Kind::Disk => &self.inner.disk_topic,
             Kind::Log => &self.inner.log_topic,
             Kind::Event => &self.inner.event_topic,
+            Kind::Ups => &self.inner.ups_topic,
             _ => &self.inner.status_topic,
         }
     }

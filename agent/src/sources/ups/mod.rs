@@ -1,8 +1,9 @@
 //! UPS source: reads each UPS from NUT's upsd (TCP 3493, `LIST VAR`)
-//! every `[ups] interval_secs` and publishes an `event` on each change of
-//! power state (`ups_on_battery`, `ups_low_battery`, `ups_on_line`), so
-//! the centre can tell a power cut (site lost while its UPS was on
-//! battery) from an uplink fault.
+//! every `[ups] interval_secs`, publishes the reading (`ups` kind: power
+//! state, charge, runtime, load, input voltage of every UPS) and an
+//! `event` on each change of power state (`ups_on_battery`,
+//! `ups_low_battery`, `ups_on_line`), so the centre can tell a power cut
+//! (site lost while its UPS was on battery) from an uplink fault.
 //!
 //! Talking to upsd rather than to the UPS keeps the agent free of USB and
 //! serial drivers: NUT's drivers already know hundreds of models.
@@ -13,10 +14,15 @@ pub mod proto;
 
 use std::future::Future;
 
+use sitewatch_wire::payload::{
+    truncate, UpsEntryOut, UpsOut, MAX_TEXT_LEN, MAX_UPS, MAX_UPS_ERROR_LEN, MAX_UPS_NAME_LEN,
+    MAX_UPS_STATUS_LEN,
+};
 use sitewatch_wire::topic::Kind;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use client::UpsResult;
 pub use config::UpsConfig;
 use proto::{Power, Reading};
 
@@ -115,6 +121,63 @@ fn publish_change(p: &Publisher, ups: &str, c: Change, r: &Reading) {
     });
 }
 
+/// Publishes one `ups` reading: every UPS of the round (cut to the wire's
+/// bounds), or why upsd could not be read.
+fn publish_reading(p: &Publisher, interval_secs: u32, round: Result<&[UpsResult], &str>) {
+    let (all, error) = match round {
+        Ok(all) => (all, None),
+        Err(e) => (&[][..], Some(truncate(e, MAX_TEXT_LEN))),
+    };
+    let all = &all[..all.len().min(MAX_UPS)];
+    let status: Vec<String> = all
+        .iter()
+        .map(|u| {
+            u.reading
+                .as_ref()
+                .map_or(String::new(), |r| r.flags.join(" "))
+        })
+        .collect();
+    let entries: Vec<UpsEntryOut> = all
+        .iter()
+        .zip(&status)
+        .map(|(u, status)| {
+            let name = truncate(&u.name, MAX_UPS_NAME_LEN);
+            let status = truncate(status, MAX_UPS_STATUS_LEN);
+            match &u.reading {
+                Ok(r) => UpsEntryOut {
+                    name,
+                    power: r.power().as_str(),
+                    on_line: r.has("OL"),
+                    on_battery: r.has("OB"),
+                    low_battery: r.has("LB"),
+                    status,
+                    charge_pct: r.charge_pct.map(|x| x as f32),
+                    runtime_secs: r.runtime_secs.map(|x| x.round() as u32),
+                    load_pct: r.load_pct.map(|x| x as f32),
+                    input_voltage_v: r.input_voltage.map(|x| x as f32),
+                    error: None,
+                },
+                Err(e) => UpsEntryOut {
+                    name,
+                    power: Power::Unknown.as_str(),
+                    on_line: false,
+                    on_battery: false,
+                    low_battery: false,
+                    status,
+                    charge_pct: None,
+                    runtime_secs: None,
+                    load_pct: None,
+                    input_voltage_v: None,
+                    error: Some(truncate(e, MAX_UPS_ERROR_LEN)),
+                },
+            }
+        })
+        .collect();
+    let _ = p.publish(Kind::Ups, |h| {
+        UpsOut::new(h, interval_secs, error, &entries)
+    });
+}
+
 /// Logs a change of upsd reachability or of one UPS's error once.
 fn log_errors(last: &mut Vec<(String, String)>, key: &str, err: Option<&str>) {
     let at = last.iter().position(|(k, _)| k == key);
@@ -149,6 +212,7 @@ pub async fn run(
     }
     let mut tracker = Tracker::default();
     let mut errors = Vec::new();
+    let secs = u32::try_from(cfg.interval.as_secs()).unwrap_or(u32::MAX);
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -169,10 +233,12 @@ pub async fn run(
             }
             Err(e) => {
                 log_errors(&mut errors, "upsd", Some(&e));
+                publish_reading(&p, secs, Err(&e));
                 p.board().ups(vec![("upsd".into(), "error".into(), e)]);
                 continue;
             }
         };
+        publish_reading(&p, secs, Ok(&all));
         p.board().ups(
             all.iter()
                 .map(|u| match &u.reading {
@@ -298,13 +364,19 @@ impl Source for UpsSource {
         }
     }
 
-    /// One reading of each UPS: an event for any UPS not on line (as the
-    /// running agent's first round), a note for the others.
+    /// One reading of each UPS: the `ups` message, an event for any UPS
+    /// not on line (as the running agent's first round), a note for the
+    /// others.
     async fn once(p: &Publisher, cfg: &Self::Config, note: &mut dyn FnMut(String)) {
         let Some(c) = cfg else { return };
+        let secs = u32::try_from(c.interval.as_secs()).unwrap_or(u32::MAX);
         match client::read_all(c).await {
-            Err(e) => note(format!("ups: {e}")),
+            Err(e) => {
+                publish_reading(p, secs, Err(&e));
+                note(format!("ups: {e}"));
+            }
             Ok(all) => {
+                publish_reading(p, secs, Ok(&all));
                 let mut t = Tracker::default();
                 for u in all {
                     match &u.reading {
