@@ -1,4 +1,5 @@
-//! Host and process metrics from `/proc`: uptime, load, memory, own RSS.
+//! Host and process metrics from `/proc`: uptime, load, memory, own RSS,
+//! and the uplink interface's counters from `/sys/class/net`.
 //!
 //! Pure parsers over the text of each file (unit-tested with real samples)
 //! plus thin readers. Nothing here blocks for long: `/proc` files are
@@ -135,6 +136,74 @@ pub fn sample() -> (HostSample, Option<String>) {
     (s, first_err)
 }
 
+/// The interface of the IPv4 default route in `/proc/net/route`'s text:
+/// destination and mask 0, flag `RTF_UP`; the lowest metric wins (a
+/// backup LTE uplink usually has a higher one). `None`: no default route.
+pub fn parse_default_route(text: &str) -> Option<&str> {
+    const RTF_UP: u32 = 0x1;
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dest, flags, metric, mask) = (
+                *f.first()?,
+                *f.get(1)?,
+                u32::from_str_radix(f.get(3)?, 16).ok()?,
+                f.get(6)?.parse::<u32>().ok()?,
+                *f.get(7)?,
+            );
+            let default = dest == "00000000" && mask == "00000000" && flags & RTF_UP != 0;
+            default.then_some((metric, iface))
+        })
+        .min_by_key(|(metric, _)| *metric)
+        .map(|(_, iface)| iface)
+}
+
+/// Whether `name` can be a Linux interface name (so it is safe in a
+/// `/sys/class/net` path): 1-15 bytes, no `/`, no whitespace or control
+/// character, not `.` or `..`.
+pub fn valid_ifname(name: &str) -> bool {
+    (1..=sitewatch_wire::payload::MAX_IFNAME_LEN).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
+/// The six kernel counters of an interface, in the order of
+/// [`WAN_STATS`].
+pub type WanCounters = [u64; 6];
+
+/// The files of `/sys/class/net/IF/statistics` a heartbeat carries.
+pub const WAN_STATS: [&str; 6] = [
+    "rx_bytes",
+    "tx_bytes",
+    "rx_errors",
+    "tx_errors",
+    "rx_dropped",
+    "tx_dropped",
+];
+
+/// Reads `iface`'s counters under `sys_class_net` (`/sys/class/net`; a
+/// directory of the same shape in tests). The name must pass
+/// [`valid_ifname`].
+pub fn read_wan_counters(sys_class_net: &str, iface: &str) -> Result<WanCounters, String> {
+    if !valid_ifname(iface) {
+        return Err(format!("`{iface}` is not an interface name"));
+    }
+    let mut out = [0u64; 6];
+    for (slot, stat) in out.iter_mut().zip(WAN_STATS) {
+        let path = format!("{sys_class_net}/{iface}/statistics/{stat}");
+        let text = read(&path).map_err(|e| format!("{path}: {e}"))?;
+        *slot = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{path}: not a number"))?;
+    }
+    Ok(out)
+}
+
 /// The agent's own resident set size in bytes.
 pub fn self_rss_bytes() -> Result<u64, String> {
     let t = read("/proc/self/status").map_err(|e| e.to_string())?;
@@ -207,6 +276,68 @@ Hugepagesize:       2048 kB
         assert_eq!(parse_status_rss(status), Some(3456 * 1024));
         // Kernel threads have no VmRSS line.
         assert_eq!(parse_status_rss("Name:\tkthreadd\nThreads:\t1\n"), None);
+    }
+
+    #[test]
+    fn default_route_is_the_lowest_metric_up_default() {
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            br-lan\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            wwan0\t00000000\t01F2A8C0\t0003\t0\t0\t20\t00000000\t0\t0\t0\n\
+            pppoe-wan\t00000000\t0100000A\t0003\t0\t0\t10\t00000000\t0\t0\t0\n\
+            eth9\t00000000\t0100000A\t0002\t0\t0\t0\t00000000\t0\t0\t0\n";
+        // eth9's route is not up (flags 0002); pppoe-wan has the lower metric.
+        assert_eq!(parse_default_route(text), Some("pppoe-wan"));
+        let no_default = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            br-lan\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+        assert_eq!(parse_default_route(no_default), None);
+        assert_eq!(parse_default_route(""), None);
+        assert_eq!(parse_default_route("Iface\nx\n\x00 00000000\n"), None);
+    }
+
+    #[test]
+    fn interface_names_are_checked_before_any_path_is_built() {
+        for ok in ["eth0", "pppoe-wan", "wwan0", "br-lan.10", "abcdefghijklmno"] {
+            assert!(valid_ifname(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../etc", "a b", "abcdefghijklmnop", "x\n"] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+            assert!(read_wan_counters("/sys/class/net", bad).is_err());
+        }
+    }
+
+    #[test]
+    fn wan_counters_are_read_from_a_statistics_directory() {
+        let dir = std::env::temp_dir().join(format!("sw-wan-{}", std::process::id()));
+        let stats = dir.join("wan0/statistics");
+        std::fs::create_dir_all(&stats).expect("mkdir");
+        for (i, name) in WAN_STATS.iter().enumerate() {
+            std::fs::write(stats.join(name), format!("{}\n", 1000 + i)).expect("write");
+        }
+        let root = dir.to_str().expect("utf-8 temp dir");
+        assert_eq!(
+            read_wan_counters(root, "wan0"),
+            Ok([1000, 1001, 1002, 1003, 1004, 1005])
+        );
+        std::fs::write(stats.join("tx_dropped"), "lots\n").expect("write");
+        let e = read_wan_counters(root, "wan0").expect_err("not a number");
+        assert!(e.ends_with("tx_dropped: not a number"), "{e}");
+        assert!(read_wan_counters(root, "gone0").is_err());
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// The real kernel's counters of `lo` grow with traffic over it.
+    #[test]
+    fn loopback_counters_grow_with_traffic() {
+        let before = read_wan_counters("/sys/class/net", "lo").expect("lo counters");
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = sock.local_addr().expect("addr");
+        for _ in 0..10 {
+            sock.send_to(&[0u8; 1000], to).expect("send");
+        }
+        let after = read_wan_counters("/sys/class/net", "lo").expect("lo counters");
+        assert!(after[0] >= before[0] + 10_000, "rx {before:?} -> {after:?}");
+        assert!(after[1] >= before[1] + 10_000, "tx {before:?} -> {after:?}");
     }
 
     #[test]

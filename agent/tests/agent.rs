@@ -81,6 +81,42 @@ fn birth_heartbeat_and_disk_with_consecutive_seq() {
     drop(agent);
 }
 
+/// `[heartbeat] wan_interface` names the uplink: heartbeats carry the
+/// kernel's counters of that interface (here `lo`, which the agent's own
+/// MQTT traffic goes over, so they must grow between heartbeats).
+#[test]
+fn heartbeats_carry_the_uplink_interface_counters() {
+    let broker = Mosquitto::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut obs = Observer::start(&broker);
+    let cfg = TestConfig::new("wan-site", &broker.url());
+    let text = cfg.text().replace(
+        "[heartbeat]\ninterval_secs = 1\n",
+        "[heartbeat]\ninterval_secs = 1\nwan_interface = \"lo\"\n",
+    );
+    assert!(text.contains("wan_interface"), "{text}");
+    let path = dir.path().join("wan-site.toml");
+    std::fs::write(&path, text).expect("write config");
+    let agent = spawn_agent(&path);
+
+    let mut wans = Vec::new();
+    obs.wait_for(T, "3 heartbeats", |m| {
+        if let Message::Heartbeat(h) = &m.msg {
+            wans.push(h.wan.clone());
+        }
+        wans.len() >= 3
+    });
+    let wans: Vec<_> = wans
+        .into_iter()
+        .map(|w| w.expect("wan in every heartbeat"))
+        .collect();
+    assert!(wans.iter().all(|w| w.iface == "lo"), "{wans:?}");
+    let (first, last) = (&wans[0], &wans[wans.len() - 1]);
+    assert!(last.rx_bytes > first.rx_bytes, "{wans:?}");
+    assert!(last.tx_bytes > first.tx_bytes, "{wans:?}");
+    drop(agent);
+}
+
 /// A crash (SIGKILL) makes the broker publish the retained Will:
 /// offline/lost, seq 0, same boot and session as the birth.
 #[test]
