@@ -58,7 +58,8 @@ CREATE TABLE ups_readings (
     error           text,
     PRIMARY KEY (site, boot, seq, ups, agent_ts)
 ) PARTITION BY RANGE (agent_ts);
-CREATE INDEX ups_readings_site_ups_ts ON ups_readings (site, ups, ts DESC);
+-- The site dashboard's UPS panels: one site, a time range, every UPS.
+CREATE INDEX ups_readings_site_ts ON ups_readings (site, ts DESC);
 
 -- A DEFAULT partition, this week and the next two; later weeks are made
 -- ahead by the bridge (bridge/src/sink/postgres/retention.rs).

@@ -110,6 +110,9 @@ fn panels() -> Vec<Panel> {
                     ),
                     ("1", "0", "4")
                 );
+                // site-down (offline: its last reading was on battery) and
+                // site-cams (online, its rack UPS on battery).
+                assert_eq!(now.get(0, "on_battery"), "2");
             },
         },
         Panel {
@@ -121,22 +124,28 @@ fn panels() -> Vec<Panel> {
                     sites.column("site"),
                     [
                         "site-down",
-                        "site-disk",
                         "site-cams",
+                        "site-disk",
                         "site-online",
                         "site-skew"
                     ],
-                    "worst first: offline, failed mount, SMART critical and cameras down, then the rest"
+                    "worst first: offline, on battery, failed mount, then the rest"
                 );
                 assert_eq!(sites.get(0, "state"), "offline");
                 assert_eq!(sites.get(0, "reason"), "lost");
-                assert_eq!(sites.get(1, "failed_mounts"), "1");
-                assert_eq!(sites.get(1, "missing_messages"), "12");
-                assert_eq!(sites.get(2, "state"), "online");
-                assert_eq!(sites.get(2, "cameras_down"), "2");
-                assert_eq!(sites.get(2, "cameras_degraded"), "1");
-                assert_eq!(sites.get(2, "smart_critical"), "1");
-                assert_eq!(sites.get(2, "smart_warning"), "0");
+                assert_eq!(sites.get(0, "ups"), "on_battery");
+                assert_eq!(sites.get(1, "state"), "online");
+                assert_eq!(
+                    (sites.get(1, "ups"), sites.get(1, "ups_runtime_secs")),
+                    ("on_battery", "900")
+                );
+                assert_eq!(sites.get(1, "cameras_down"), "2");
+                assert_eq!(sites.get(1, "cameras_degraded"), "1");
+                assert_eq!(sites.get(1, "smart_critical"), "1");
+                assert_eq!(sites.get(1, "smart_warning"), "0");
+                assert_eq!(sites.get(2, "failed_mounts"), "1");
+                assert_eq!(sites.get(2, "missing_messages"), "12");
+                assert_eq!(sites.get(2, "ups"), "", "no [ups] at site-disk");
             },
         },
         Panel {
@@ -411,6 +420,83 @@ fn panels() -> Vec<Panel> {
                 let ok_mounts = res.r(SITE, "Mounts now", "site-online");
                 assert_eq!(ok_mounts.column("path"), ["/dev/shm"]);
                 assert_eq!(ok_mounts.get(0, "error"), "");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "UPS now",
+            check: |res| {
+                let cams = res.r(SITE, "UPS now", "site-cams");
+                assert_eq!(cams.column("ups"), ["rack", "nvr"], "on battery first");
+                assert_eq!(cams.column("power"), ["on_battery", "on_line"]);
+                assert_eq!(cams.get(0, "status"), "OB DISCHRG");
+                assert_eq!(
+                    (
+                        cams.get(0, "charge_pct"),
+                        cams.get(0, "runtime_secs"),
+                        cams.get(0, "load_pct"),
+                        cams.get(0, "input_voltage_v")
+                    ),
+                    ("64", "900", "42", "0")
+                );
+                assert_eq!(
+                    (cams.get(1, "runtime_secs"), cams.get(1, "input_voltage_v")),
+                    ("", ""),
+                    "not reported: empty, not 0"
+                );
+                let down = res.r(SITE, "UPS now", "site-down");
+                assert_eq!(down.column("ups"), ["ups"]);
+                assert_eq!(down.get(0, "power"), "on_battery");
+                assert!(res.r(SITE, "UPS now", "site-online").rows.is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "UPS charge and load",
+            check: |res| {
+                let r = res.r(SITE, "UPS charge and load", "site-cams");
+                let last = |metric: &str| {
+                    r.rows
+                        .iter()
+                        .rev()
+                        .find(|row| row[r.col("metric")] == metric)
+                        .map(|row| row[r.col("pct")].clone())
+                        .unwrap_or_else(|| panic!("no {metric}"))
+                };
+                assert_eq!(last("rack charge"), "64");
+                assert_eq!(last("rack load"), "42");
+                assert_eq!(last("nvr charge"), "100");
+                assert_eq!(r.rows.len(), 12, "2 UPS x 2 figures x 3 readings");
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "UPS runtime left",
+            check: |res| {
+                let r = res.r(SITE, "UPS runtime left", "site-cams");
+                assert_eq!(
+                    r.column("metric"),
+                    ["rack", "rack", "rack"],
+                    "nvr reports none"
+                );
+                assert_eq!(r.column("runtime_secs"), ["2400", "1500", "900"]);
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "UPS input voltage",
+            check: |res| {
+                let r = res.r(SITE, "UPS input voltage", "site-cams");
+                assert_eq!(
+                    r.column("metric"),
+                    ["rack", "rack", "rack"],
+                    "nvr reports none"
+                );
+                assert_eq!(r.column("input_voltage_v"), ["231", "0", "0"]);
+                assert!(res
+                    .r(SITE, "UPS input voltage", "site-disk")
+                    .rows
+                    .is_empty());
             },
         },
         Panel {

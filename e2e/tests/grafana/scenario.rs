@@ -1,12 +1,14 @@
 //! The scenario the dashboards are checked against: crafted wire messages
 //! (docs/wire.md) for the sites the real agent does not play.
 //!
-//! - site-down: online with a half-full disk, its UPS on battery, then its
-//!   Last Will.
+//! - site-down: online with a half-full disk, its UPS on battery (the
+//!   event and a reading), then its Last Will.
 //! - site-disk: "/" filling up, the recording disk not mounted, a sequence
 //!   gap of 12 and 5 messages dropped by the agent.
 //! - site-cams: four cameras (ok, stalled, frozen, auth), three SMART disks
-//!   (one critical) and their events.
+//!   (one critical) and their events; two UPSes read three times, `rack`
+//!   going on battery (runtime and input voltage falling), `nvr` on mains
+//!   reporting neither runtime nor input voltage.
 //! - site-skew: a gateway whose clock is a year behind.
 //! - one message the bridge refuses.
 
@@ -378,6 +380,82 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
         ),
         false,
     );
+    // UPS readings (the agent's `ups` kind, docs/wire.md): site-down's
+    // after its event; site-cams' rack on mains 20 min ago, then on
+    // battery; its nvr UPS reports no runtime and no input voltage.
+    let ups = |site: &str, seq: u64, ago_s: i64, entries: &[String]| {
+        format!(
+            "{{\"v\":1,\"site\":\"{site}\",\"boot\":\"b0000000000000001\",\"seq\":{seq},\"ts\":{},\
+             \"interval_secs\":15,\"ups\":[{}]}}",
+            now_ms - ago_s * 1000,
+            entries.join(",")
+        )
+    };
+    let entry = |name: &str,
+                 status: &str,
+                 charge: u32,
+                 load: u32,
+                 runtime: Option<u32>,
+                 volts: Option<f32>| {
+        let power = if status.contains("OB") {
+            "on_battery"
+        } else {
+            "on_line"
+        };
+        let runtime = runtime
+            .map(|r| format!(",\"runtime_secs\":{r}"))
+            .unwrap_or_default();
+        let volts = volts
+            .map(|v| format!(",\"input_voltage_v\":{v:.1}"))
+            .unwrap_or_default();
+        format!(
+            "{{\"name\":\"{name}\",\"power\":\"{power}\",\"on_line\":{},\"on_battery\":{},\
+             \"low_battery\":false,\"status\":\"{status}\",\"charge_pct\":{charge}.0,\
+             \"load_pct\":{load}.0{runtime}{volts}}}",
+            status.contains("OL"),
+            status.contains("OB"),
+        )
+    };
+    publish(
+        broker,
+        &t("site-down", "ups"),
+        &ups(
+            "site-down",
+            5,
+            555,
+            &[entry("ups", "OB DISCHRG", 97, 31, Some(1500), Some(0.0))],
+        ),
+        false,
+    );
+    for (seq, ago, rack) in [
+        (
+            20,
+            1200,
+            entry("rack", "OL", 100, 40, Some(2400), Some(231.0)),
+        ),
+        (
+            21,
+            600,
+            entry("rack", "OB DISCHRG", 80, 42, Some(1500), Some(0.0)),
+        ),
+        (
+            22,
+            60,
+            entry("rack", "OB DISCHRG", 64, 42, Some(900), Some(0.0)),
+        ),
+    ] {
+        publish(
+            broker,
+            &t("site-cams", "ups"),
+            &ups(
+                "site-cams",
+                seq,
+                ago,
+                &[rack, entry("nvr", "OL CHRG", 100, 15, None, None)],
+            ),
+            false,
+        );
+    }
     // The Will, last.
     publish(
         broker,
