@@ -385,8 +385,10 @@ async fn fingerprint(c: &Client) -> Vec<(String, i64, String)> {
         let row = c
             .query_one(
                 &format!(
-                    "SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '')
-                     FROM {} x",
+                    // NULLs stripped: a later migration's new nullable
+                    // columns (13: heartbeats.wan_*) leave rows unchanged.
+                    "SELECT count(*), coalesce(md5(string_agg(j, '|' ORDER BY j)), '')
+                     FROM (SELECT jsonb_strip_nulls(to_jsonb(x))::text AS j FROM {} x) r",
                     t.name
                 ),
                 &[],

@@ -42,9 +42,11 @@ fn heartbeat() -> HeartbeatOut<'static> {
     hb
 }
 
-/// A heartbeat from a gateway whose uplink is `pppoe-wan`.
+/// A later heartbeat from the same gateway, whose uplink is `pppoe-wan`.
 fn heartbeat_wan() -> HeartbeatOut<'static> {
     let mut hb = heartbeat();
+    hb.seq = 14;
+    hb.ts = 1_764_284_500_000;
     hb.wan = Some(WanOut {
         iface: "pppoe-wan",
         rx_bytes: 98_765_432_100,

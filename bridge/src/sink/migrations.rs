@@ -83,6 +83,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ups_readings",
         sql: include_str!("../../migrations/0012_ups_readings.sql"),
     },
+    Migration {
+        version: 13,
+        name: "uplink_counters",
+        sql: include_str!("../../migrations/0013_uplink_counters.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

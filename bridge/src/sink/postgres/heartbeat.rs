@@ -15,11 +15,13 @@ const SQL_INSERT_HEARTBEATS: &str = "\
 INSERT INTO heartbeats
     (site, boot, seq, ts, received_at, agent_version, interval_secs, uptime_secs,
      agent_uptime_secs, load1, load5, load15, mem_total_bytes, mem_available_bytes,
-     agent_rss_bytes, counters, agent_ts)
+     agent_rss_bytes, counters, agent_ts, wan_if, wan_rx_bytes, wan_tx_bytes,
+     wan_rx_errors, wan_tx_errors, wan_rx_dropped, wan_tx_dropped)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[],
                      $6::text[], $7::int4[], $8::int8[], $9::int8[], $10::float4[],
                      $11::float4[], $12::float4[], $13::int8[], $14::int8[], $15::int8[],
-                     $16::jsonb[], $17::timestamptz[])
+                     $16::jsonb[], $17::timestamptz[], $18::text[], $19::int8[], $20::int8[],
+                     $21::int8[], $22::int8[], $23::int8[], $24::int8[])
 ON CONFLICT DO NOTHING
 RETURNING site, boot, seq";
 
@@ -89,6 +91,13 @@ pub(super) async fn write_heartbeats<C: GenericClient + Sync>(
                     &hc.agent_rss_bytes,
                     &hc.counters,
                     &hc.agent_ts,
+                    &hc.wan_if,
+                    &hc.wan[0],
+                    &hc.wan[1],
+                    &hc.wan[2],
+                    &hc.wan[3],
+                    &hc.wan[4],
+                    &hc.wan[5],
                 ],
             )
             .await?;
@@ -146,6 +155,10 @@ struct HeartbeatCols<'a> {
     agent_rss_bytes: Vec<i64>,
     counters: Vec<serde_json::Value>,
     agent_ts: Vec<SystemTime>,
+    /// `wan.if`; NULL when the heartbeat has no `wan`.
+    wan_if: Vec<Option<&'a str>>,
+    /// `wan`'s rx/tx bytes, errors, drops, in the columns' order.
+    wan: [Vec<Option<i64>>; 6],
 }
 
 impl<'a> HeartbeatCols<'a> {
@@ -169,6 +182,20 @@ impl<'a> HeartbeatCols<'a> {
         self.mem_available_bytes
             .push(clamp_i64(h.mem_available_bytes));
         self.agent_rss_bytes.push(clamp_i64(h.agent_rss_bytes));
+        self.wan_if.push(h.wan.as_ref().map(|w| w.iface.as_str()));
+        let counters = h.wan.as_ref().map(|w| {
+            [
+                w.rx_bytes,
+                w.tx_bytes,
+                w.rx_errors,
+                w.tx_errors,
+                w.rx_dropped,
+                w.tx_dropped,
+            ]
+        });
+        for (i, col) in self.wan.iter_mut().enumerate() {
+            col.push(counters.map(|c| clamp_i64(c[i])));
+        }
         self.counters.push(serde_json::Value::Object(
             h.counters
                 .iter()
