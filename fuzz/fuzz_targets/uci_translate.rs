@@ -59,11 +59,12 @@ enum Sec {
     Smart,
     Cleanup,
     CleanupRoot,
+    Ups,
     Outbox,
 }
 
 /// Named sections, in file order, with their UCI type and name.
-const NAMED: [(Sec, &str, &str); 9] = [
+const NAMED: [(Sec, &str, &str); 10] = [
     (Sec::Main, "agent", "main"),
     (Sec::Mqtt, "mqtt", "mqtt"),
     (Sec::Heartbeat, "heartbeat", "heartbeat"),
@@ -72,6 +73,7 @@ const NAMED: [(Sec, &str, &str); 9] = [
     (Sec::Rtsp, "rtsp", "rtsp"),
     (Sec::Smart, "smart", "smart"),
     (Sec::Cleanup, "cleanup", "cleanup"),
+    (Sec::Ups, "ups", "ups"),
     (Sec::Outbox, "outbox", "outbox"),
 ];
 
@@ -143,6 +145,13 @@ const OPTIONS: &[(Sec, &str, Kind)] = &[
     (Sec::Outbox, "dir", Opt),
     (Sec::Outbox, "memory_max_bytes", Opt),
     (Sec::Outbox, "disk_max_bytes", Opt),
+    (Sec::Ups, "enabled", Opt),
+    (Sec::Ups, "server", Opt),
+    (Sec::Ups, "name", List),
+    (Sec::Ups, "interval_secs", Opt),
+    (Sec::Ups, "timeout_secs", Opt),
+    (Sec::Ups, "username", Opt),
+    (Sec::Ups, "password_file", File),
 ];
 /// Tags past the options start a new section of these types.
 const NEW_SECTION: [Sec; 3] = [Sec::SyslogHost, Sec::Camera, Sec::CleanupRoot];
@@ -533,6 +542,18 @@ fn expected(u: &Uci) -> Result<Table, Refused> {
             cleanup.insert("root".into(), Value::Array(roots));
         }
         top.insert("cleanup".into(), Value::Table(cleanup));
+    }
+
+    let up = u.named(Sec::Ups);
+    if boolean(up.get("enabled"), false) {
+        let mut ups = Table::new();
+        put_str(&mut ups, "server", up.get("server"))?;
+        put_list(&mut ups, "names", &up.list("name"))?;
+        put_int(&mut ups, "interval_secs", up.get("interval_secs"))?;
+        put_int(&mut ups, "timeout_secs", up.get("timeout_secs"))?;
+        put_str(&mut ups, "username", up.get("username"))?;
+        put_str(&mut ups, "password_file", up.get("password_file"))?;
+        top.insert("ups".into(), Value::Table(ups));
     }
 
     let o = u.named(Sec::Outbox);

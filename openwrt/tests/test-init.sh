@@ -13,7 +13,8 @@
 #     leading zeros dropped; a too large number, a value that is not
 #     UTF-8, a syslog host listed twice: refused (found by fuzzing);
 #   - disk reporting off; the [syslog] and [outbox] tables; cameras
-#     ([rtsp]), [smart] and cleanup roots ([cleanup]);
+#     ([rtsp]), [smart] and cleanup roots ([cleanup]); [ups] (names, login,
+#     its password file watched; off in the shipped config);
 #   - reload (start_service again, as rc.common does for `reload`,
 #     reload_config and LuCI) against the procd stand-in's model of which
 #     instances procd keeps, signals, restarts or stops: a rejected or
@@ -196,7 +197,7 @@ if [ "$mode" = 755 ]; then ok "status directory made (0755)"; else bad "status d
 if toml_check "$TOML" site_id=lokasi1 mqtt/url=mqtt://127.0.0.1:1883 mqtt/username=lokasi1 \
 	mqtt/keep_alive_secs=30 heartbeat/interval_secs=30 disk/interval_secs=60 \
 	disk/mounts=@/,/tmp disk/statvfs_timeout_ms=5000 log/level=info \
-	mqtt/!allow_plaintext mqtt/!password mqtt/!ca_file "!syslog" "!outbox" >"$T/py" 2>&1; then
+	mqtt/!allow_plaintext mqtt/!password mqtt/!ca_file "!syslog" "!outbox" "!ups" >"$T/py" 2>&1; then
 	ok "TOML valid (tomllib) with the UCI values"
 else
 	bad "TOML valid (tomllib) with the UCI values" "$T/py" "$TOML"
@@ -520,6 +521,69 @@ if [ "$(cat "$T/status")" != 0 ] && grep -q "min_fps: '12,5' is not a number" "$
 	ok "a bad camera min_fps stops the start and is logged"
 else
 	bad "a bad camera min_fps stops the start and is logged" "$LOGGER_LOG" "$T/stdout"
+fi
+
+# 7c. [ups]: NUT's upsd, as the agent's code expects; the shipped config
+#     has it off (no [ups] table); no name = every UPS upsd lists.
+printf 'ups-secret\n' >"$T/ups.pass"
+chmod 600 "$T/ups.pass"
+cat >"$UCI_CONFIG_DIR/sitewatch" <<EOF
+config agent 'main'
+	option enabled '1'
+	option site_id 'lokasi1'
+config mqtt 'mqtt'
+	option url 'mqtt://127.0.0.1:1883'
+config ups 'ups'
+	option enabled '1'
+	option server '192.168.1.2:3493'
+	list name 'rack'
+	list name 'nvr-ups'
+	option interval_secs '030'
+	option timeout_secs '4'
+	option username 'monuser'
+	option password_file '$T/ups.pass'
+EOF
+run_init
+if [ "$(cat "$T/status")" = 0 ] && UPS_PASS="$T/ups.pass" "$PYTHON" - "$TOML" >"$T/py" 2>&1 <<'EOF'
+import os, sys, tomllib
+doc = tomllib.load(open(sys.argv[1], "rb"))
+want = {"server": "192.168.1.2:3493", "names": ["rack", "nvr-ups"], "interval_secs": 30,
+        "timeout_secs": 4, "username": "monuser", "password_file": os.environ["UPS_PASS"]}
+assert doc["ups"] == want, doc["ups"]
+EOF
+then
+	ok "[ups] with names, login and password file"
+else
+	bad "[ups] with names, login and password file" "$T/py" "$TOML" "$T/stdout" "$LOGGER_LOG"
+fi
+if procd_has "procd_set_param [file] [/etc/config/sitewatch] [$TOML] [$T/ups.pass]"; then
+	ok "procd: the UPS password file is watched"
+else
+	bad "procd: the UPS password file is watched" "$PROCD_LOG"
+fi
+cp "$TOML" "$T/table.toml"
+table_check ups
+cat >"$UCI_CONFIG_DIR/sitewatch" <<'EOF'
+config agent 'main'
+	option enabled '1'
+	option site_id 'lokasi1'
+config mqtt 'mqtt'
+	option url 'mqtt://127.0.0.1:1883'
+config ups 'ups'
+	option enabled '1'
+EOF
+run_init
+if [ "$(cat "$T/status")" = 0 ] && toml_check "$TOML" ups/names=@ ups/!server ups/!username >"$T/py" 2>&1; then
+	ok "[ups] with defaults: names = [] (every UPS upsd lists)"
+else
+	bad "[ups] with defaults: names = [] (every UPS upsd lists)" "$T/py" "$TOML"
+fi
+echo "	option interval_secs '15s'" >>"$UCI_CONFIG_DIR/sitewatch"
+run_init
+if [ "$(cat "$T/status")" != 0 ] && grep -q "ups.interval_secs: '15s' is not a whole number" "$LOGGER_LOG"; then
+	ok "a bad [ups] interval stops the start and is logged"
+else
+	bad "a bad [ups] interval stops the start and is logged" "$LOGGER_LOG" "$T/stdout"
 fi
 
 # 8. Certificate and password files are watched: replacing one and running
