@@ -719,7 +719,8 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     std::fs::write(
         &agent_cfg,
         format!(
-            "site_id = \"site-online\"\n\n[mqtt]\nurl = \"{}\"\n\n[heartbeat]\ninterval_secs = 1\n\n\
+            "site_id = \"site-online\"\n\n[mqtt]\nurl = \"{}\"\n\n[heartbeat]\ninterval_secs = 1\n\
+             wan_interface = \"lo\"\n\n\
              [disk]\ninterval_secs = 1\nmounts = [\"/dev/shm\"]\n",
             broker.url()
         ),

@@ -501,6 +501,52 @@ fn panels() -> Vec<Panel> {
         },
         Panel {
             dashboard: SITE,
+            title: "Uplink traffic",
+            check: |res| {
+                let num = |t: &str| {
+                    t.parse::<f64>()
+                        .unwrap_or_else(|_| panic!("not a number: {t:?}"))
+                };
+                // site-disk: 800 MB in and 400 MB out between its two
+                // heartbeats: one row, twice the rate in as out.
+                let disk = res.r(SITE, "Uplink traffic", "site-disk");
+                assert_eq!(disk.rows.len(), 1, "{:?}", disk.rows);
+                let (i, o) = (num(disk.get(0, "in")), num(disk.get(0, "out")));
+                assert!(o > 0.0 && (i / o - 2.0).abs() < 1e-9, "in {i} out {o}");
+                // site-cams: the receive counter was reset: a gap, never a
+                // negative rate; the send counter still gives a rate.
+                let cams = res.r(SITE, "Uplink traffic", "site-cams");
+                assert_eq!(cams.rows.len(), 1, "{:?}", cams.rows);
+                assert_eq!(cams.get(0, "in"), "", "reset shown as a gap");
+                assert!(num(cams.get(0, "out")) > 0.0);
+                // site-online: a real agent reporting lo, which its own
+                // MQTT traffic crosses.
+                let online = res.r(SITE, "Uplink traffic", "site-online");
+                assert!(
+                    online
+                        .column("in")
+                        .iter()
+                        .any(|v| !v.is_empty() && num(v) > 0.0),
+                    "{:?}",
+                    online.rows
+                );
+                // No uplink counters: nothing, not zeros.
+                assert!(res.r(SITE, "Uplink traffic", "site-down").rows.is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "Uplink errors and drops",
+            check: |res| {
+                let disk = res.r(SITE, "Uplink errors and drops", "site-disk");
+                assert_eq!(disk.rows.len(), 1, "{:?}", disk.rows);
+                let rx: f64 = disk.get(0, "rx errors").parse().expect("number");
+                assert!(rx > 0.0, "10 receive errors in the interval");
+                assert_eq!(disk.get(0, "tx errors").parse::<f64>().ok(), Some(0.0));
+            },
+        },
+        Panel {
+            dashboard: SITE,
             title: "Load",
             check: |res| assert!(!res.r(SITE, "Load", "site-online").rows.is_empty()),
         },

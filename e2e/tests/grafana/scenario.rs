@@ -58,6 +58,15 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
              \"connect_errors\":0,\"dropped\":{dropped},\"disk_errors\":0,\"syslog_dropped\":0}}}}"
         )
     };
+    // The uplink's counters (docs/wire.md, `wan`), appended to a heartbeat.
+    let wan = |hb: String, iface: &str, rx: u64, tx: u64, rx_errors: u64| {
+        let end = hb.len() - 1;
+        format!(
+            "{},\"wan\":{{\"if\":\"{iface}\",\"rx_bytes\":{rx},\"tx_bytes\":{tx},\
+             \"rx_errors\":{rx_errors},\"tx_errors\":0,\"rx_dropped\":0,\"tx_dropped\":0}}}}",
+            &hb[..end]
+        )
+    };
     let total: u64 = 1_000_000_000_000;
     let mount = |path: &str, avail: u64| {
         let used = total - avail;
@@ -119,7 +128,14 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
     publish(
         broker,
         &t("site-disk", "heartbeat"),
-        &heartbeat("site-disk", 2, now_ms - 3_990_000, 0),
+        // Its uplink: twice as many bytes in as out, 10 receive errors.
+        &wan(
+            heartbeat("site-disk", 2, now_ms - 3_990_000, 0),
+            "pppoe-wan",
+            5_000_000_000,
+            1_000_000_000,
+            7,
+        ),
         false,
     );
     for i in 0..5u64 {
@@ -140,7 +156,13 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
     publish(
         broker,
         &t("site-disk", "heartbeat"),
-        &heartbeat("site-disk", 20, now_ms - 1_000, 5),
+        &wan(
+            heartbeat("site-disk", 20, now_ms - 1_000, 5),
+            "pppoe-wan",
+            5_000_000_000 + 800_000_000,
+            1_000_000_000 + 400_000_000,
+            17,
+        ),
         false,
     );
     // site-cams (correct clock, contiguous seqs 1..19 so no gap): four
@@ -223,7 +245,15 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
     publish(
         broker,
         &t("site-cams", "heartbeat"),
-        &heartbeat("site-cams", 2, now_ms - 2_990_000, 0),
+        // Its uplink was re-created in between (a PPPoE reconnect): the
+        // receive counter went back, the send counter (by chance) did not.
+        &wan(
+            heartbeat("site-cams", 2, now_ms - 2_990_000, 0),
+            "pppoe-wan",
+            9_000_000_000,
+            1_000,
+            0,
+        ),
         false,
     );
     for (seq, ago, camera, class, failures) in [
@@ -341,7 +371,13 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
     publish(
         broker,
         &t("site-cams", "heartbeat"),
-        &heartbeat("site-cams", 19, now_ms - 1_000, 0),
+        &wan(
+            heartbeat("site-cams", 19, now_ms - 1_000, 0),
+            "pppoe-wan",
+            1_000_000,
+            2_000_000,
+            0,
+        ),
         false,
     );
     // site-skew: a gateway that booted with a date a year behind (no
