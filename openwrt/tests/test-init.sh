@@ -196,7 +196,7 @@ mode=$(stat -c %a "$T/var/run/sitewatch" 2>/dev/null || echo missing)
 if [ "$mode" = 755 ]; then ok "status directory made (0755)"; else bad "status directory is $mode, want 755"; fi
 if toml_check "$TOML" site_id=lokasi1 mqtt/url=mqtt://127.0.0.1:1883 mqtt/username=lokasi1 \
 	mqtt/keep_alive_secs=30 heartbeat/interval_secs=30 disk/interval_secs=60 \
-	disk/mounts=@/,/tmp disk/statvfs_timeout_ms=5000 log/level=info \
+	disk/mounts=@/,/tmp disk/statvfs_timeout_ms=5000 log/level=info heartbeat/!wan_interface \
 	mqtt/!allow_plaintext mqtt/!password mqtt/!ca_file "!syslog" "!outbox" "!ups" >"$T/py" 2>&1; then
 	ok "TOML valid (tomllib) with the UCI values"
 else
@@ -691,13 +691,14 @@ config mqtt 'mqtt'
 	option keep_alive_secs '$3'
 config heartbeat 'heartbeat'
 	option interval_secs '$1'
+	option wan_interface 'lo'
 EOF
 }
 # The agent runs as process $1 (not restarted) with a config whose
 # heartbeat interval is $2, which is also the config file on disk.
 agent_runs() {
 	[ -f "$INST/pid" ] && [ "$(cat "$INST/pid")" = "$1" ] && [ -f "$INST/loaded" ] \
-		&& toml_check "$INST/loaded" "heartbeat/interval_secs=$2" >"$T/py" 2>&1 \
+		&& toml_check "$INST/loaded" "heartbeat/interval_secs=$2" heartbeat/wan_interface=lo >"$T/py" 2>&1 \
 		&& cmp -s "$INST/loaded" "$TOML"
 }
 no_leftovers() { ! ls "$T/var/etc/sitewatch/"*.new* "$T/var/etc/sitewatch/"*.tmp.* >/dev/null 2>&1; }
