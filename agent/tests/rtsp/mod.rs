@@ -139,8 +139,14 @@ fn h264_and_h265_play_ok_with_2s_keyframes() {
         assert!(p.f("bitrate_kbps") > 20.0, "{}", p.text);
         assert!(p.f("ttff_ms") < 5000.0, "{}", p.text);
         assert_eq!(p.f("loss"), 0.0, "{}", p.text);
+        // Media time over wall time: about 1 for a live camera. The lower
+        // bound is loose because the fixture encodes in software on the
+        // shared 2-core machine and falls behind real time under load
+        // (0.78 was seen with a parallel build); what must hold is that a
+        // playing stream stays well clear of the frozen threshold (0.5,
+        // verdict::FROZEN_RATIO).
         let ratio = p.f("rtp_wall_ratio");
-        assert!((0.8..=1.2).contains(&ratio), "{}", p.text);
+        assert!((0.65..=1.2).contains(&ratio), "{}", p.text);
         assert_eq!(j["transport"], "tcp");
     }
     // UDP transport works too.
