@@ -6,6 +6,7 @@
 mod cleanup;
 mod faults;
 mod ops;
+mod reach;
 mod rtsp;
 mod syslog;
 mod ups;

@@ -33,6 +33,7 @@ pub mod cleanup;
 pub mod disk;
 pub mod forward;
 pub mod heartbeat;
+pub mod reach;
 pub mod rtsp;
 pub mod smart;
 pub mod syslog;
@@ -395,4 +396,5 @@ registry! {
     smart: smart::SmartSource,
     cleanup: cleanup::CleanupSource,
     ups: ups::UpsSource,
+    reach: reach::ReachSource,
 }
