@@ -10,6 +10,7 @@
 //! looked up at every beat: when a site fails over from its fixed line
 //! to an LTE modem, `wan.if` says so at the centre.
 
+use crate::config::Doc;
 use std::future::Future;
 use std::time::Duration;
 
@@ -236,6 +237,10 @@ impl Source for HeartbeatSource {
     const NAME: &'static str = "heartbeat";
     type Raw = HeartbeatRaw;
     type Config = HeartbeatConfig;
+
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
+        super::read_section(doc, Self::NAME, problems)
+    }
 
     fn validate(raw: HeartbeatRaw, problems: &mut Vec<String>) -> Option<HeartbeatConfig> {
         let interval =

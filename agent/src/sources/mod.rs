@@ -74,6 +74,18 @@ pub fn check_interval(key: &str, secs: u32, problems: &mut Vec<String>) -> Optio
     }
 }
 
+/// Reads section `name` of `doc` with serde (toml names the line of a
+/// mistake); an absent table is `T::default()`. What [`Source::read`] is
+/// for every source with a derived raw struct.
+pub fn read_section<T: serde::de::DeserializeOwned + Default>(
+    doc: &Doc<'_>,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    doc.section::<T>(name, &format!("[{name}] "), problems)
+        .map(Option::unwrap_or_default)
+}
+
 /// A boxed future, as a running source's object-safe calls return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -84,21 +96,20 @@ pub trait Source {
     /// lines and logs.
     const NAME: &'static str;
 
-    /// `[NAME]` as written in the file (serde, `deny_unknown_fields`);
-    /// its `Default` stands for an absent table (`Option<_>` for a source
-    /// that is off without it).
-    type Raw: serde::de::DeserializeOwned + Default;
+    /// `[NAME]` as written in the file (usually a serde struct with
+    /// `deny_unknown_fields`; `Option<_>` for a source that is off without
+    /// its table).
+    type Raw;
 
     /// Validated settings; `Option<_>` for a source that is off without
     /// its table.
     type Config: Clone + PartialEq + fmt::Debug + Send + Sync + 'static;
 
-    /// Reads `[NAME]` from the document (toml names the line of a
-    /// mistake); pushes a problem and returns `None` if it cannot.
-    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        doc.section::<Self::Raw>(Self::NAME, &format!("[{}] ", Self::NAME), problems)
-            .map(Option::unwrap_or_default)
-    }
+    /// Reads `[NAME]` from the document; pushes a problem and returns
+    /// `None` if it cannot. A serde raw struct is one line:
+    /// [`read_section`]; a source that walks the table instead (no
+    /// derived deserializer: `[reach]`) gets the value from [`Doc::get`].
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw>;
 
     /// Validates what [`Source::read`] got; pushes every problem and
     /// returns `None` if there was one. Pure: no sockets, no files but

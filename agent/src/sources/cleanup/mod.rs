@@ -41,6 +41,7 @@ pub mod glob;
 pub mod plan;
 pub mod walk;
 
+use crate::config::Doc;
 use std::future::Future;
 use std::io;
 use std::path::Path;
@@ -456,6 +457,10 @@ impl Source for CleanupSource {
     const NAME: &'static str = "cleanup";
     type Raw = Option<config::CleanupRaw>;
     type Config = Option<CleanupConfig>;
+
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
+        super::read_section(doc, Self::NAME, problems)
+    }
 
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         match raw {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod mountinfo;
 pub mod probe;
 
+use crate::config::Doc;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,6 +228,10 @@ impl Source for DiskSource {
     const NAME: &'static str = "disk";
     type Raw = config::DiskRaw;
     type Config = DiskConfig;
+
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
+        super::read_section(doc, Self::NAME, problems)
+    }
 
     fn validate(raw: config::DiskRaw, problems: &mut Vec<String>) -> Option<DiskConfig> {
         config::validate(raw, problems)

@@ -40,16 +40,6 @@ impl Default for ReachRaw {
     }
 }
 
-/// The source contract asks for a deserializer; it is never used, as
-/// [`read`] walks the parsed table instead.
-impl<'de> serde::Deserialize<'de> for ReachRaw {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<ReachRaw, D::Error> {
-        Err(serde::de::Error::custom(
-            "[reach] is read by reach::config::read",
-        ))
-    }
-}
-
 /// One `[[reach.target]]` as written.
 #[derive(Debug, Clone, Default)]
 pub struct TargetRaw {

@@ -28,6 +28,7 @@ pub use verdict::{ChangeKind, Class, Warning};
 
 use super::{Context, Running, Source};
 use crate::check::Row;
+use crate::config::Doc;
 use crate::uplink::publish::Publisher;
 use std::future::Future;
 
@@ -39,6 +40,10 @@ impl Source for RtspSource {
     const NAME: &'static str = "rtsp";
     type Raw = Option<config::RtspRaw>;
     type Config = Option<RtspConfig>;
+
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
+        super::read_section(doc, Self::NAME, problems)
+    }
 
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         match raw {

@@ -31,6 +31,7 @@ pub use config::SmartConfig;
 pub use report::{DeviceType, DiskReport, Reading, Source};
 pub use rules::{judge, Level, Reason, Verdict};
 
+use crate::config::Doc;
 use std::fmt;
 use std::future::Future;
 
@@ -143,6 +144,10 @@ impl super::Source for SmartSource {
     const NAME: &'static str = "smart";
     type Raw = Option<config::SmartRaw>;
     type Config = Option<SmartConfig>;
+
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
+        super::read_section(doc, Self::NAME, problems)
+    }
 
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         match raw {

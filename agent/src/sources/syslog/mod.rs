@@ -34,6 +34,7 @@ pub mod parse;
 pub mod source;
 pub mod time;
 
+use crate::config::Doc;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
@@ -367,6 +368,10 @@ impl Source for SyslogSource {
     const NAME: &'static str = "syslog";
     type Raw = Option<config::SyslogRaw>;
     type Config = Option<SyslogConfig>;
+
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
+        super::read_section(doc, Self::NAME, problems)
+    }
 
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         match raw {

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod proto;
 
+use crate::config::Doc;
 use std::future::Future;
 
 use sitewatch_wire::payload::{
@@ -332,6 +333,10 @@ impl Source for UpsSource {
     const NAME: &'static str = "ups";
     type Raw = Option<config::UpsRaw>;
     type Config = Option<UpsConfig>;
+
+    fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
+        super::read_section(doc, Self::NAME, problems)
+    }
 
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {
         config::validate(raw, problems)
