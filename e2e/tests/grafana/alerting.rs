@@ -440,6 +440,7 @@ fn sample_labels(uid: &str, n: usize) -> Vec<(&'static str, String)> {
         "sitewatch-mount-failed" => l(&[("path", "/srv/recordings"), ("problem", "not_mounted")]),
         "sitewatch-sequence-gaps" | "sitewatch-clock-skew" | "sitewatch-site-power-cut" => l(&[]),
         "sitewatch-camera-down" => l(&[("camera", "gate"), ("class", "auth")]),
+        "sitewatch-device-down" => l(&[("device", "nvr")]),
         "sitewatch-camera-degraded" => l(&[("camera", "yard"), ("class", "frozen")]),
         "sitewatch-centre-unreachable" => l(&[("classes", "tcp_timeout")]),
         "sitewatch-smart-critical" => l(&[
@@ -460,6 +461,7 @@ fn sample_value(uid: &str) -> f64 {
     match uid {
         "sitewatch-site-down" => 12.5,
         "sitewatch-site-power-cut" => 8.0,
+        "sitewatch-device-down" => 12.0,
         "sitewatch-disk-watermark" => 96.5,
         "sitewatch-disk-forecast" => 3.2,
         "sitewatch-mount-failed" => 1.0,

@@ -335,7 +335,16 @@ fn panels() -> Vec<Panel> {
                 let recent = res.r(FLEET, "Recent events", "");
                 assert_eq!(
                     recent.column("subject"),
-                    ["dahua-ch1", "ups", "lobby", "sda", "yard"],
+                    [
+                        "dahua-ch1",
+                        "ups",
+                        "lobby",
+                        "sda",
+                        "yard",
+                        "switch",
+                        "nvr",
+                        "switch"
+                    ],
                     "newest first (site-down's UPS on battery among site-cams' events)"
                 );
                 assert_eq!(recent.get(0, "to_state"), "auth");
@@ -714,7 +723,7 @@ fn panels() -> Vec<Panel> {
             dashboard: SITE,
             title: "Events of $site",
             check: |res| {
-                assert_eq!(res.r(SITE, "Events of $site", "site-cams").rows.len(), 4);
+                assert_eq!(res.r(SITE, "Events of $site", "site-cams").rows.len(), 7);
                 assert!(res.r(SITE, "Events of $site", "site-disk").rows.is_empty());
             },
         },
@@ -760,6 +769,17 @@ fn panels() -> Vec<Panel> {
                     res.fires(t).is_empty(),
                     "down for seconds only, threshold POWER_CUT_MINUTES is minutes"
                 );
+            },
+        },
+        Panel {
+            dashboard: ALERT,
+            title: "Device on the site LAN unreachable",
+            check: |res| {
+                let t = "Device on the site LAN unreachable";
+                // The NVR's last event is device_down (45 min); the
+                // switch came back; site-down's devices are not judged.
+                assert_eq!(res.fires(t), ["site=site-cams,device=nvr"]);
+                assert_eq!(res.r(ALERT, t, "").column("device"), ["nvr"]);
             },
         },
         Panel {

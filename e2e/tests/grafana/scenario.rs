@@ -165,7 +165,7 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
         ),
         false,
     );
-    // site-cams (correct clock, contiguous seqs 1..19 so no gap): four
+    // site-cams (correct clock, contiguous seqs 1..22 so no gap): four
     // cameras, three disks and their events, as an agent reports them
     // (docs/wire.md; shapes of wire/vectors/stream-*.json, smart-*.json,
     // event-*.json). gate is ok; lobby went from ok to stalled 20 min ago;
@@ -366,6 +366,35 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
             &cams("stream", camera),
             &stream(seq, 60, camera, class, failures),
             true,
+        );
+    }
+    // Its LAN devices ([[reach.target]], docs/wire.md events): the NVR
+    // stopped answering 45 min ago; the switch dropped out and came back.
+    let device = |seq: u64, ago_s: i64, ev: &str, subject: &str, from: &str, to: &str| {
+        format!(
+            "{{\"v\":1,\"site\":\"site-cams\",\"boot\":\"{boot}\",\"seq\":{seq},\"ts\":{},\
+             \"event\":\"{ev}\",\"severity\":\"{}\",\"subject\":\"{subject}\",\
+             \"from\":\"{from}\",\"to\":\"{to}\",\"message\":\"{subject}: {to}\",\
+             \"numbers\":{{\"loss_pct\":{}}}}}",
+            now_ms - ago_s * 1000,
+            if ev == "device_down" {
+                "critical"
+            } else {
+                "info"
+            },
+            if ev == "device_down" { 100 } else { 0 },
+        )
+    };
+    for (seq, ago, kind, subject, from, to) in [
+        (20, 2800, "device_down", "switch", "up", "down"),
+        (21, 2700, "device_down", "nvr", "up", "down"),
+        (22, 2650, "device_up", "switch", "down", "up"),
+    ] {
+        publish(
+            broker,
+            &ev,
+            &device(seq, ago, kind, subject, from, to),
+            false,
         );
     }
     publish(
