@@ -586,6 +586,52 @@ else
 	bad "a bad [ups] interval stops the start and is logged" "$LOGGER_LOG" "$T/stdout"
 fi
 
+# 7d. [reach] with one [[reach.target]] per `config target` section; the
+#     shipped config has it off (no [reach] table).
+cat >"$UCI_CONFIG_DIR/sitewatch" <<EOF
+config agent 'main'
+	option enabled '1'
+	option site_id 'lokasi1'
+config mqtt 'mqtt'
+	option url 'mqtt://127.0.0.1:1883'
+config reach 'reach'
+	option enabled '1'
+	option interval_secs '20'
+	option count '2'
+	option timeout_ms '500'
+config target
+	option name 'NVR'
+	option address '192.168.1.10'
+config target
+	option name 'NVR web'
+	option address '192.168.1.10'
+	option kind 'tcp'
+	option port '80'
+EOF
+run_init
+if [ "$(cat "$T/status")" = 0 ] && "$PYTHON" - "$TOML" >"$T/py" 2>&1 <<'EOF'
+import sys, tomllib
+doc = tomllib.load(open(sys.argv[1], "rb"))
+r = doc["reach"]
+assert (r["interval_secs"], r["count"], r["timeout_ms"]) == (20, 2, 500), r
+assert r["target"] == [{"name": "NVR", "address": "192.168.1.10"},
+                       {"name": "NVR web", "address": "192.168.1.10", "kind": "tcp", "port": 80}], r["target"]
+EOF
+then
+	ok "[reach] with its [[reach.target]] entries"
+else
+	bad "[reach] with its [[reach.target]] entries" "$T/py" "$TOML" "$T/stdout" "$LOGGER_LOG"
+fi
+cp "$TOML" "$T/table.toml"
+table_check reach
+sed -i "s/option port '80'/option port 'http'/" "$UCI_CONFIG_DIR/sitewatch"
+run_init
+if [ "$(cat "$T/status")" != 0 ] && grep -q "port: 'http' is not a whole number" "$LOGGER_LOG"; then
+	ok "a bad target port stops the start and is logged"
+else
+	bad "a bad target port stops the start and is logged" "$LOGGER_LOG" "$T/stdout"
+fi
+
 # 8. Certificate and password files are watched: replacing one and running
 #    reload restarts the agent (procd compares file hashes).
 if command -v openssl >/dev/null 2>&1 \
