@@ -138,10 +138,10 @@ path = "/secure"
 CONF
 
 log "Starting sitewatch-bridge (metrics on http://127.0.0.1:$HTTP_PORT/metrics)"
-RUST_LOG=${RUST_LOG:-info} "$BRIDGE" --config "$WORK/bridge.toml" >"$WORK/bridge.log" 2>&1 & BRIDGE_PID=$!; PIDS+=($BRIDGE_PID)
+RUST_LOG=${RUST_LOG:-info} "$BRIDGE" --config "$WORK/bridge.toml" >"$WORK/bridge.log" 2>&1 & BRIDGE_PID=$!; PIDS+=("$BRIDGE_PID")
 log "Checking the agent config, then starting sitewatch-agent as site demo-site"
 "$AGENT" check --config "$WORK/agent.toml"
-RUST_LOG=${RUST_LOG:-info} "$AGENT" --config "$WORK/agent.toml" >"$WORK/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=($AGENT_PID)
+RUST_LOG=${RUST_LOG:-info} "$AGENT" --config "$WORK/agent.toml" >"$WORK/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=("$AGENT_PID")
 # sitewatch-live writes into the bridge's schema (migration 10): start it
 # once the bridge has migrated, so its first probe is stored.
 for _ in $(seq 100); do
@@ -150,7 +150,7 @@ for _ in $(seq 100); do
 done
 log "Checking the live config, then starting sitewatch-live on 127.0.0.1:$LIVE_PORT"
 "$LIVE" check --config "$WORK/live.toml"
-RUST_LOG=${RUST_LOG:-info} "$LIVE" --config "$WORK/live.toml" >"$WORK/live.log" 2>&1 & LIVE_PID=$!; PIDS+=($LIVE_PID)
+RUST_LOG=${RUST_LOG:-info} "$LIVE" --config "$WORK/live.toml" >"$WORK/live.log" 2>&1 & LIVE_PID=$!; PIDS+=("$LIVE_PID")
 LIVE_URL="http://127.0.0.1:$LIVE_PORT/?token=$LIVE_TOKEN&site=demo-site&camera=entrance"
 
 cat >&2 <<TXT
