@@ -86,6 +86,9 @@ pub async fn forget(client: &mut Client, what: &Forget) -> anyhow::Result<Forgot
             }
             done.cameras = exec(&tx, "DELETE FROM cameras WHERE site = $1", &[site]).await?;
             done.disks = exec(&tx, "DELETE FROM disks WHERE site = $1", &[site]).await?;
+            // The reachability targets' latest state goes with the site
+            // (not counted: it is not alerted on by itself).
+            exec(&tx, "DELETE FROM reach_targets WHERE site = $1", &[site]).await?;
             done.sites = exec(&tx, "DELETE FROM sites WHERE site = $1", &[site]).await?;
         }
         Forget::Camera { site, camera } => {

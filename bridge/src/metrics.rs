@@ -28,7 +28,7 @@ pub const REASON_LOKI_REJECTED: &str = "loki_rejected";
 pub const REASON_NO_LOG_SINK: &str = "no_log_sink";
 
 /// Tables the bridge inserts rows into (label values of `rows_written`).
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "status_events",
     "heartbeats",
     "disk_usage",
@@ -37,13 +37,14 @@ pub const TABLES: [&str; 9] = [
     "smart_readings",
     "events",
     "ups_readings",
+    "reach_readings",
     "rejected_messages",
 ];
 
 /// Message kinds used as label values of `messages_received`: the defined
 /// kinds, plus `other` for topics whose kind is reserved, unknown or
 /// unparsable.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "status",
     "heartbeat",
     "disk",
@@ -52,6 +53,7 @@ pub const KINDS: [&str; 9] = [
     "smart",
     "event",
     "ups",
+    "reach",
     "other",
 ];
 
@@ -358,6 +360,7 @@ impl Metrics {
             Ok(sitewatch_wire::topic::Kind::Smart) => "smart",
             Ok(sitewatch_wire::topic::Kind::Event) => "event",
             Ok(sitewatch_wire::topic::Kind::Ups) => "ups",
+            Ok(sitewatch_wire::topic::Kind::Reach) => "reach",
             Err(_) => "other",
         }
     }

@@ -4,6 +4,7 @@
 mod clock;
 mod fleet_state;
 mod loki;
+mod reach;
 mod retention;
 mod ups;
 mod util;
@@ -41,7 +42,7 @@ async fn valid_vectors_are_stored() {
     publish_all(&env.broker.url(), &msgs).await;
 
     eventually(WAIT, "all valid vectors stored", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 14") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 16") == Some(1)
     })
     .await;
     assert_eq!(env.count("SELECT count(*) FROM status_events"), 3);
@@ -57,7 +58,7 @@ async fn valid_vectors_are_stored() {
     // after the clean shutdown of the same session and is ignored.
     assert_eq!(
         env.sql("SELECT state, reason, boot, session, agent_version, heartbeat_secs, last_seq FROM sites"),
-        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|14"
+        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|16"
     );
     assert_eq!(
         env.sql("SELECT seq, state, applied FROM status_events ORDER BY seq"),
@@ -65,7 +66,7 @@ async fn valid_vectors_are_stored() {
     );
     assert_eq!(
         env.sql("SELECT max_seq, received, missing FROM boot_gaps"),
-        "14|14|0"
+        "16|16|0"
     );
     // Camera streams: history plus the latest per camera.
     assert_eq!(
@@ -136,6 +137,28 @@ async fn valid_vectors_are_stored() {
         ),
         "unknown|0|-|1|13"
     );
+    // Reachability: a row per target, loss computed, no round trip for
+    // the target that did not answer nor for the unresolved one; the
+    // latest round per target (seq 16 only lists the NVR).
+    assert_eq!(
+        env.sql(
+            "SELECT seq, target, kind, coalesce(port, 0), state, sent, received, refused, \
+             coalesce(round(loss_pct::numeric)::text, '-'), coalesce(rtt_avg_ms::text, '-'), \
+             coalesce(error, '-') FROM reach_readings ORDER BY seq, target COLLATE \"C\""
+        ),
+        "15|NVR|icmp|0|up|3|2|0|33|0.538|-\n\
+         15|PoE switch|tcp|80|up|3|3|0|0|1.5|-\n\
+         15|door camera|icmp|0|down|3|0|0|100|-|-\n\
+         15|gate camera|tcp|554|up|3|0|3|0|0.875|-\n\
+         16|NVR|icmp|0|unknown|0|0|0|-|-|cannot resolve nvr.lan: failed to lookup address information"
+    );
+    assert_eq!(
+        env.sql(
+            "SELECT target, seq, state, last_up_at IS NOT NULL FROM reach_targets \
+             ORDER BY target COLLATE \"C\""
+        ),
+        "NVR|16|unknown|t\nPoE switch|15|up|t\ndoor camera|15|down|f\ngate camera|15|up|t"
+    );
 
     let (code, body) = http_get(addr, "/metrics").expect("metrics");
     assert_eq!(code, 200);
@@ -162,6 +185,7 @@ async fn valid_vectors_are_stored() {
         ("smart_readings", 2.0),
         ("events", 2.0),
         ("ups_readings", 3.0),
+        ("reach_readings", 5.0),
     ] {
         assert_eq!(
             m(&format!(
@@ -179,11 +203,15 @@ async fn valid_vectors_are_stored() {
         m("sitewatch_bridge_messages_received_total{kind=\"ups\"}"),
         Some(2.0)
     );
-    assert_eq!(m("sitewatch_bridge_acked_total"), Some(15.0));
+    assert_eq!(
+        m("sitewatch_bridge_messages_received_total{kind=\"reach\"}"),
+        Some(2.0)
+    );
+    assert_eq!(m("sitewatch_bridge_acked_total"), Some(17.0));
     assert_eq!(m("sitewatch_bridge_duplicates_total"), Some(0.0));
     assert_eq!(m("sitewatch_bridge_mqtt_connected"), Some(1.0));
     assert!(
-        body.contains("sitewatch_bridge_message_lag_seconds_count 15"),
+        body.contains("sitewatch_bridge_message_lag_seconds_count 17"),
         "{body}"
     );
     bridge.stop().await.expect("graceful stop");
@@ -658,7 +686,7 @@ async fn least_privilege_writer_stores_but_cannot_alter() {
     let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
     eventually(WAIT, "all valid vectors stored by the writer", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 14") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 16") == Some(1)
     })
     .await;
     assert_eq!(env.count("SELECT count(*) FROM cameras"), 2);
@@ -1093,7 +1121,7 @@ async fn forget_retires_rows_and_keeps_history() {
     let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
     eventually(WAIT, "all valid vectors stored", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 14") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 16") == Some(1)
     })
     .await;
     bridge.stop().await.expect("stop");

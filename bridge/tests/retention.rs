@@ -671,3 +671,56 @@ async fn ups_readings_follow_their_own_retention() {
         0
     );
 }
+
+/// `reach_readings` (migration 0014) is created ahead and dropped by
+/// partition by its own setting, `reach_readings_days`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_readings_follow_their_own_retention() {
+    let (_pg, config) = pg_only("[retention]\nreach_readings_days = 14\n");
+    let mut c = client(&config).await;
+    migrate(&mut c).await.expect("migrate");
+    let retention = config.retention.clone();
+    assert_eq!(retention.days("reach_readings"), Some(14));
+    assert_eq!(
+        retention.days("ups_readings"),
+        Some(90),
+        "the others keep theirs"
+    );
+    let start = week_start(now_secs()) + 3 * WEEK_SECS;
+    for day in 0..35 {
+        let t = at(start + day * DAY + 3600);
+        if day % 7 == 0 {
+            let round = maintain(&mut c, t, &retention).await.expect("round");
+            assert!(!round.has_errors(), "{round:?}");
+        }
+        c.execute(
+            "INSERT INTO reach_readings (site, boot, seq, ts, agent_ts, interval_secs, target,
+                 address, kind, state, sent, received, refused, loss_pct)
+             VALUES ('s', 'b', $1, $2, $2, 30, 'NVR', '10.0.0.1', 'icmp', 'up', 3, 3, 0, 0)",
+            &[&day, &t],
+        )
+        .await
+        .expect("reach_readings");
+    }
+    let now = start + 38 * DAY;
+    let round = maintain(&mut c, at(now), &retention).await.expect("round");
+    assert!(!round.has_errors(), "{round:?}");
+    let tr = round
+        .tables
+        .iter()
+        .find(|t| t.table == "reach_readings")
+        .expect("reach_readings in the round");
+    assert!(!tr.dropped.is_empty(), "{tr:?}");
+    let oldest = count(
+        &c,
+        "SELECT extract(epoch FROM min(agent_ts))::int8 FROM reach_readings",
+    )
+    .await;
+    let cutoff = now - 14 * DAY;
+    assert!(oldest >= week_start(cutoff), "a week past 14 days is left");
+    assert!(oldest < cutoff, "rows within 14 days dropped");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM reach_readings_default").await,
+        0
+    );
+}

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use sitewatch_wire::{decode, DecodeError};
 
-const TOPICS: [&str; 11] = [
+const TOPICS: [&str; 12] = [
     "sitewatch/v1/lokasi1/status",
     "sitewatch/v1/lokasi1/heartbeat",
     "sitewatch/v1/lokasi1/disk",
@@ -15,6 +15,7 @@ const TOPICS: [&str; 11] = [
     "sitewatch/v1/lokasi1/smart/sda",
     "sitewatch/v1/lokasi1/event",
     "sitewatch/v1/lokasi1/ups",
+    "sitewatch/v1/lokasi1/reach",
     "sitewatch/v1/Lokasi1/disk",
     "sitewatch/v1/lokasi1/bogus",
     "sitewatch/v1/lokasi2/heartbeat",

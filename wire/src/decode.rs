@@ -6,9 +6,10 @@
 //! code the bridge stores in `rejected_messages.reason`.
 
 use crate::payload::{
-    validate_boot, validate_code, Disk, Event, Heartbeat, Log, Smart, Status, Stream, Ups,
-    LOG_FIELD_MAX_BYTES, LOG_MSG_MAX_BYTES, LOG_SD_MAX_BYTES, MAX_ATTRIBUTES, MAX_CODE_LEN,
-    MAX_EVENT_NUMBERS, MAX_IDENT_LEN, MAX_LOG_RECORDS, MAX_MOUNTS, MAX_PATH_LEN, MAX_REASONS,
+    validate_boot, validate_code, validate_reach_address, Disk, Event, Heartbeat, Log, Reach,
+    Smart, Status, Stream, Ups, LOG_FIELD_MAX_BYTES, LOG_MSG_MAX_BYTES, LOG_SD_MAX_BYTES,
+    MAX_ATTRIBUTES, MAX_CODE_LEN, MAX_EVENT_NUMBERS, MAX_IDENT_LEN, MAX_LOG_RECORDS, MAX_MOUNTS,
+    MAX_PATH_LEN, MAX_REACH_ERROR_LEN, MAX_REACH_NAME_LEN, MAX_REACH_TARGETS, MAX_REASONS,
     MAX_REASON_LEN, MAX_TEXT_LEN, MAX_UPS, MAX_UPS_ERROR_LEN, MAX_UPS_NAME_LEN, MAX_UPS_STATUS_LEN,
     MAX_URL_LEN, MAX_WARNINGS,
 };
@@ -39,6 +40,8 @@ pub enum Message {
     Event(Event),
     /// A reading of the site's UPSes.
     Ups(Ups),
+    /// A reachability round of the site's LAN devices.
+    Reach(Reach),
 }
 
 impl Message {
@@ -53,6 +56,7 @@ impl Message {
             Message::Smart(_) => Kind::Smart,
             Message::Event(_) => Kind::Event,
             Message::Ups(_) => Kind::Ups,
+            Message::Reach(_) => Kind::Reach,
         }
     }
 
@@ -67,6 +71,7 @@ impl Message {
             Message::Smart(m) => (&m.site, &m.boot, m.seq),
             Message::Event(m) => (&m.site, &m.boot, m.seq),
             Message::Ups(m) => (&m.site, &m.boot, m.seq),
+            Message::Reach(m) => (&m.site, &m.boot, m.seq),
         }
     }
 
@@ -81,6 +86,7 @@ impl Message {
             Message::Smart(m) => m.ts,
             Message::Event(m) => m.ts,
             Message::Ups(m) => m.ts,
+            Message::Reach(m) => m.ts,
         }
     }
 }
@@ -249,6 +255,12 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Message, DecodeError> {
             check_header(&m.boot, m.seq)?;
             check_ups(&m)?;
             Message::Ups(m)
+        }
+        Kind::Reach => {
+            let m: Reach = serde_json::from_slice(payload).map_err(malformed)?;
+            check_header(&m.boot, m.seq)?;
+            check_reach(&m)?;
+            Message::Reach(m)
         }
     };
     let (site, _, _) = msg.identity();
@@ -500,6 +512,60 @@ fn check_ups(m: &Ups) -> Result<(), DecodeError> {
             .all(finite)
         {
             return Err(DecodeError::Invalid("UPS figures must be finite and >= 0"));
+        }
+    }
+    Ok(())
+}
+
+fn check_reach(m: &Reach) -> Result<(), DecodeError> {
+    if m.targets.is_empty() || m.targets.len() > MAX_REACH_TARGETS {
+        return Err(DecodeError::Invalid("a reach message lists 1-16 targets"));
+    }
+    check_codes(
+        m.targets
+            .iter()
+            .flat_map(|t| [t.kind.as_str(), t.state.as_str()]),
+    )?;
+    for (i, t) in m.targets.iter().enumerate() {
+        if t.name.is_empty()
+            || t.name.len() > MAX_REACH_NAME_LEN
+            || t.name.chars().any(char::is_control)
+        {
+            return Err(DecodeError::Invalid(
+                "target name must be 1-64 bytes without control characters",
+            ));
+        }
+        if m.targets[..i].iter().any(|o| o.name == t.name) {
+            return Err(DecodeError::Invalid("two targets with one name"));
+        }
+        if !validate_reach_address(&t.address) {
+            return Err(DecodeError::Invalid(
+                "target address must be 1-253 of [0-9A-Za-z.:-]",
+            ));
+        }
+        if t.port == Some(0) {
+            return Err(DecodeError::Invalid("port 0"));
+        }
+        if let Some(e) = &t.error {
+            check_len(e, MAX_REACH_ERROR_LEN, "target error longer than 128 bytes")?;
+        }
+        let reached = t.received.checked_add(t.refused);
+        if reached.is_none_or(|r| r > t.sent) {
+            return Err(DecodeError::Invalid("received + refused above sent"));
+        }
+        let rtt = [t.rtt_min_ms, t.rtt_avg_ms, t.rtt_max_ms];
+        if !rtt.into_iter().all(finite) {
+            return Err(DecodeError::Invalid("round trips must be finite and >= 0"));
+        }
+        match rtt {
+            [None, None, None] => {}
+            [Some(min), Some(avg), Some(max)] if reached != Some(0) && min <= avg && avg <= max => {
+            }
+            _ => {
+                return Err(DecodeError::Invalid(
+                    "rtt min <= avg <= max, all three present only when something answered",
+                ))
+            }
         }
     }
     Ok(())

@@ -95,6 +95,8 @@ pub const VALID: &[Vector] = &[
     valid!("event-cleanup.json", "sitewatch/v1/lokasi1/event", false),
     valid!("ups.json", "sitewatch/v1/lokasi1/ups", false),
     valid!("ups-upsd-down.json", "sitewatch/v1/lokasi1/ups", false),
+    valid!("reach.json", "sitewatch/v1/lokasi1/reach", false),
+    valid!("reach-unresolved.json", "sitewatch/v1/lokasi1/reach", false),
 ];
 
 /// Invalid vectors, at least one per rejection reason except `too_large`
@@ -157,6 +159,12 @@ pub const INVALID: &[Rejected] = &[
     invalid!("log-empty.json", "sitewatch/v1/lokasi1/log", "invalid"),
     invalid!("ups-charge.json", "sitewatch/v1/lokasi1/ups", "invalid"),
     invalid!("ups-name.json", "sitewatch/v1/lokasi1/ups", "invalid"),
+    invalid!("reach-rtt.json", "sitewatch/v1/lokasi1/reach", "invalid"),
+    invalid!(
+        "reach-received.json",
+        "sitewatch/v1/lokasi1/reach",
+        "invalid"
+    ),
 ];
 
 /// A payload one byte over the decoder's limit, on a valid topic; rejected

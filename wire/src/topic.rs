@@ -31,19 +31,22 @@ pub enum Kind {
     Disk,
     /// Batched syslog records.
     Log,
-    /// Reserved: RTSP probe result per camera (retained, has a name).
+    /// RTSP probe result per camera (retained, has a name).
     Stream,
-    /// Reserved: SMART health per device (retained, has a name).
+    /// SMART health per device (retained, has a name).
     Smart,
-    /// Reserved: state-change events.
+    /// State-change events.
     Event,
     /// Periodic UPS readings (NUT's upsd) of the site.
     Ups,
+    /// Periodic reachability readings of the site's LAN devices
+    /// (`[[reach.target]]`).
+    Reach,
 }
 
 impl Kind {
     /// Every kind, in documentation order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Status,
         Kind::Heartbeat,
         Kind::Disk,
@@ -52,6 +55,7 @@ impl Kind {
         Kind::Smart,
         Kind::Event,
         Kind::Ups,
+        Kind::Reach,
     ];
 
     /// The topic segment for this kind.
@@ -65,6 +69,7 @@ impl Kind {
             Kind::Smart => "smart",
             Kind::Event => "event",
             Kind::Ups => "ups",
+            Kind::Reach => "reach",
         }
     }
 
@@ -85,7 +90,9 @@ impl Kind {
     }
 
     /// Whether this version of the contract defines a payload for the kind.
-    /// The others are reserved and documented as planned.
+    /// Every kind is defined today; a kind added ahead of its payload is
+    /// listed here as not defined (reserved, documented as planned), and
+    /// the decoder refuses it as `reserved_kind`.
     pub const fn defined(self) -> bool {
         matches!(
             self,
@@ -97,6 +104,7 @@ impl Kind {
                 | Kind::Smart
                 | Kind::Event
                 | Kind::Ups
+                | Kind::Reach
         )
     }
 }
@@ -277,6 +285,7 @@ mod tests {
             "sitewatch/v1/lokasi1/heartbeat",
             "sitewatch/v1/lokasi1/disk",
             "sitewatch/v1/lokasi1/ups",
+            "sitewatch/v1/lokasi1/reach",
             "sitewatch/v1/lokasi1/stream/cam-01",
             "sitewatch/v1/x/smart/sda",
         ] {
@@ -301,6 +310,7 @@ mod tests {
             ("sitewatch/v1/a/stream/x/y", Shape),
             ("sitewatch/v1/a/stream/..", NameChars),
             ("sitewatch/v1/a/ups/myups", Shape),
+            ("sitewatch/v1/a/reach/nvr", Shape),
         ];
         for (t, e) in cases {
             assert_eq!(Topic::parse(t), Err(e), "{t}");

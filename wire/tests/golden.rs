@@ -386,6 +386,85 @@ const UPS: [UpsEntryOut<'static>; 2] = [
     },
 ];
 
+/// One round of four targets: the NVR answers ping with one probe of
+/// three lost; the switch accepts connections on 80; the gate camera's
+/// RTSP port refuses (the device is up, its service is not); the door
+/// camera does not answer at all (no round trips: absent, not 0).
+const REACH: [ReachTargetOut<'static>; 4] = [
+    ReachTargetOut {
+        name: "NVR",
+        address: "192.168.1.10",
+        kind: "icmp",
+        port: None,
+        state: "up",
+        sent: 3,
+        received: 2,
+        refused: 0,
+        rtt_min_ms: Some(0.412),
+        rtt_avg_ms: Some(0.538),
+        rtt_max_ms: Some(0.664),
+        error: None,
+    },
+    ReachTargetOut {
+        name: "PoE switch",
+        address: "sw1.lan",
+        kind: "tcp",
+        port: Some(80),
+        state: "up",
+        sent: 3,
+        received: 3,
+        refused: 0,
+        rtt_min_ms: Some(1.25),
+        rtt_avg_ms: Some(1.5),
+        rtt_max_ms: Some(2.0),
+        error: None,
+    },
+    ReachTargetOut {
+        name: "gate camera",
+        address: "192.168.1.31",
+        kind: "tcp",
+        port: Some(554),
+        state: "up",
+        sent: 3,
+        received: 0,
+        refused: 3,
+        rtt_min_ms: Some(0.75),
+        rtt_avg_ms: Some(0.875),
+        rtt_max_ms: Some(1.0),
+        error: None,
+    },
+    ReachTargetOut {
+        name: "door camera",
+        address: "192.168.1.32",
+        kind: "icmp",
+        port: None,
+        state: "down",
+        sent: 3,
+        received: 0,
+        refused: 0,
+        rtt_min_ms: None,
+        rtt_avg_ms: None,
+        rtt_max_ms: None,
+        error: None,
+    },
+];
+
+/// A round that could not be run: the name did not resolve.
+const REACH_UNRESOLVED: [ReachTargetOut<'static>; 1] = [ReachTargetOut {
+    name: "NVR",
+    address: "nvr.lan",
+    kind: "icmp",
+    port: None,
+    state: "unknown",
+    sent: 0,
+    received: 0,
+    refused: 0,
+    rtt_min_ms: None,
+    rtt_avg_ms: None,
+    rtt_max_ms: None,
+    error: Some("cannot resolve nvr.lan: failed to lookup address information"),
+}];
+
 /// Encodes the value each valid vector was made from.
 fn encode_case(file: &str, buf: &mut [u8]) -> usize {
     let r = match file {
@@ -446,6 +525,14 @@ fn encode_case(file: &str, buf: &mut [u8]) -> usize {
                 Some("cannot connect to upsd at 127.0.0.1:3493: Connection refused (os error 111)"),
                 &[],
             ),
+            buf,
+        ),
+        "reach.json" => encode(
+            &ReachOut::new(header(15, 1_764_284_510_000), 30, &REACH),
+            buf,
+        ),
+        "reach-unresolved.json" => encode(
+            &ReachOut::new(header(16, 1_764_284_540_000), 30, &REACH_UNRESOLVED),
             buf,
         ),
         other => panic!("no encoder case for {other}"),
@@ -643,6 +730,36 @@ fn decoder_reads_golden_values() {
                     .error
                     .as_deref()
                     .is_some_and(|e| e.contains("cannot connect")));
+            }
+            ("reach.json", Message::Reach(r)) => {
+                assert_eq!((r.seq, r.interval_secs), (15, 30));
+                assert_eq!(r.targets.len(), REACH.len());
+                for (got, want) in r.targets.iter().zip(REACH.iter()) {
+                    assert_eq!(
+                        (got.name.as_str(), got.address.as_str(), got.kind.as_str()),
+                        (want.name, want.address, want.kind)
+                    );
+                    assert_eq!((got.port, got.state.as_str()), (want.port, want.state));
+                    assert_eq!(
+                        (got.sent, got.received, got.refused),
+                        (want.sent, want.received, want.refused)
+                    );
+                    assert_eq!(
+                        (got.rtt_min_ms, got.rtt_avg_ms, got.rtt_max_ms),
+                        (want.rtt_min_ms, want.rtt_avg_ms, want.rtt_max_ms)
+                    );
+                    assert_eq!(got.error.as_deref(), want.error);
+                }
+                // Loss is derived; a target that did not answer has no
+                // round trip.
+                let lost: Vec<u32> = r.targets.iter().map(|t| t.lost()).collect();
+                assert_eq!(lost, [1, 0, 0, 3]);
+                assert_eq!(r.targets[3].rtt_avg_ms, None);
+            }
+            ("reach-unresolved.json", Message::Reach(r)) => {
+                let t = &r.targets[0];
+                assert_eq!((t.state.as_str(), t.sent, t.lost()), ("unknown", 0, 0));
+                assert!(t.error.as_deref().is_some_and(|e| e.contains("resolve")));
             }
             (f, m) => panic!("{f} decoded as unexpected {:?}", m.kind()),
         }
@@ -984,4 +1101,68 @@ fn worst_case_heartbeat_with_wan_fits_its_buffer() {
         n + zeros * 19 <= HEARTBEAT_BUF_LEN,
         "{n} B + {zeros} counters"
     );
+}
+
+#[test]
+fn worst_case_reach_fits_its_buffer() {
+    let site = "s".repeat(63);
+    let name = "\u{1}".repeat(MAX_REACH_NAME_LEN);
+    let address = "a".repeat(MAX_REACH_ADDRESS_LEN);
+    let error = "\u{1}".repeat(MAX_REACH_ERROR_LEN);
+    let code = "c".repeat(MAX_CODE_LEN);
+    let entries = vec![
+        ReachTargetOut {
+            name: &name,
+            address: &address,
+            kind: &code,
+            port: Some(u16::MAX),
+            state: &code,
+            sent: u32::MAX,
+            received: u32::MAX,
+            refused: u32::MAX,
+            rtt_min_ms: Some(f32::MAX),
+            rtt_avg_ms: Some(f32::MAX),
+            rtt_max_ms: Some(f32::MAX),
+            error: Some(&error),
+        };
+        MAX_REACH_TARGETS
+    ];
+    let msg = ReachOut::new(worst_header(&site), u32::MAX, &entries);
+    let mut buf = vec![0u8; REACH_BUF_LEN];
+    let n = encode(&msg, &mut buf).expect("reach fits REACH_BUF_LEN");
+    assert!(n > REACH_BUF_LEN / 2, "bound far too loose: {n}");
+    // (Refused by the decoder: control characters in the name.)
+}
+
+#[test]
+fn reach_rules() {
+    let ok = r#"{"v":1,"site":"lokasi1","boot":"b1","seq":1,"ts":1,"interval_secs":30,"targets":[{"name":"NVR","address":"10.0.0.1","kind":"icmp","state":"up","sent":3,"received":3,"rtt_min_ms":null,"rtt_avg_ms":null,"rtt_max_ms":null}]}"#;
+    assert!(decode("sitewatch/v1/lokasi1/reach", ok.as_bytes()).is_ok());
+    let bad = [
+        ("\"targets\":[{", "\"targets\":[]"),
+        ("\"name\":\"NVR\"", "\"name\":\"N\\u0007\""),
+        ("10.0.0.1", "10.0.0.1/24"),
+        ("\"icmp\"", "\"ICMP\""),
+        ("\"received\":3", "\"received\":4"),
+        ("\"rtt_min_ms\":null", "\"rtt_min_ms\":1.0"),
+        ("\"kind\":\"icmp\"", "\"kind\":\"tcp\",\"port\":0"),
+    ];
+    for (from, to) in bad {
+        let p = if to == "\"targets\":[]" {
+            ok.split("\"targets\":")
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+                + "\"targets\":[]}"
+        } else {
+            ok.replacen(from, to, 1)
+        };
+        assert_ne!(p, ok, "{from}");
+        let e = decode("sitewatch/v1/lokasi1/reach", p.as_bytes()).expect_err(&p);
+        assert_eq!(e.reason(), "invalid", "{p}: {e}");
+    }
+    // Two targets with one name.
+    let two = ok.replacen("}]}", "},{\"name\":\"NVR\",\"address\":\"h\",\"kind\":\"icmp\",\"state\":\"down\",\"sent\":1,\"received\":0}]}", 1);
+    let e = decode("sitewatch/v1/lokasi1/reach", two.as_bytes()).expect_err("dup");
+    assert_eq!(e.reason(), "invalid");
 }

@@ -55,6 +55,20 @@ fn encoding_does_not_allocate() {
         input_voltage_v: None,
         error: None,
     }];
+    let reach = [ReachTargetOut {
+        name: "NVR",
+        address: "192.168.1.10",
+        kind: "icmp",
+        port: None,
+        state: "up",
+        sent: 3,
+        received: 3,
+        refused: 0,
+        rtt_min_ms: Some(0.4),
+        rtt_avg_ms: Some(0.5),
+        rtt_max_ms: Some(0.6),
+        error: None,
+    }];
     let mut buf = [0u8; DISK_BUF_LEN];
     let before = ALLOCS.load(Ordering::SeqCst);
     let topic = Topic::new("lokasi1", Kind::Disk, None).map(|t| t.to_heapless());
@@ -65,7 +79,8 @@ fn encoding_does_not_allocate() {
     let b = sitewatch_wire::encode(&HeartbeatOut::new(h, "0.1.0", 30), &mut buf);
     let c = sitewatch_wire::encode(&DiskOut::new(h, &mounts), &mut buf);
     let d = sitewatch_wire::encode(&UpsOut::new(h, 15, None, &ups), &mut buf);
+    let e = sitewatch_wire::encode(&ReachOut::new(h, 30, &reach), &mut buf);
     let after = ALLOCS.load(Ordering::SeqCst);
-    assert!(topic.is_ok() && a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok());
+    assert!(topic.is_ok() && a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e.is_ok());
     assert_eq!(after - before, 0, "encoding allocated");
 }

@@ -220,6 +220,7 @@ struct Inner {
     log_topic: String,
     event_topic: String,
     ups_topic: String,
+    reach_topic: String,
 }
 
 impl Publisher {
@@ -250,6 +251,7 @@ impl Publisher {
                 log_topic: topic(Kind::Log)?,
                 event_topic: topic(Kind::Event)?,
                 ups_topic: topic(Kind::Ups)?,
+                reach_topic: topic(Kind::Reach)?,
                 shared,
             }),
         })
@@ -324,6 +326,7 @@ impl Publisher {
             Kind::Log => &self.inner.log_topic,
             Kind::Event => &self.inner.event_topic,
             Kind::Ups => &self.inner.ups_topic,
+            Kind::Reach => &self.inner.reach_topic,
             _ => &self.inner.status_topic,
         }
     }

@@ -88,6 +88,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "uplink_counters",
         sql: include_str!("../../migrations/0013_uplink_counters.sql"),
     },
+    Migration {
+        version: 14,
+        name: "reach_readings",
+        sql: include_str!("../../migrations/0014_reach_readings.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

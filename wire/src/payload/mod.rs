@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 mod health;
 pub use health::*;
+mod reach;
+pub use reach::*;
 mod ups;
 pub use ups::*;
 
@@ -187,8 +189,8 @@ pub struct AgentCounters {
     pub outbox_in_flight: u64,
     /// Outbox: `log` batches dropped because the outbox was full.
     pub outbox_dropped_log: u64,
-    /// Outbox: time series (`heartbeat`, `disk`, `ups`) dropped because
-    /// the outbox was full.
+    /// Outbox: time series (`heartbeat`, `disk`, `ups`, `reach`) dropped
+    /// because the outbox was full.
     pub outbox_dropped_series: u64,
     /// Outbox: retained state (`status`, `stream`, `smart`) dropped
     /// because the outbox was full.

@@ -45,7 +45,7 @@ impl Class {
     pub const fn of(kind: Kind) -> Class {
         match kind {
             Kind::Status | Kind::Stream | Kind::Smart => Class::State,
-            Kind::Heartbeat | Kind::Disk | Kind::Ups => Class::Series,
+            Kind::Heartbeat | Kind::Disk | Kind::Ups | Kind::Reach => Class::Series,
             Kind::Log => Class::Log,
             Kind::Event => Class::Event,
         }
@@ -243,6 +243,7 @@ mod tests {
         assert_eq!(Class::of(Kind::Heartbeat), Class::Series);
         assert_eq!(Class::of(Kind::Disk), Class::Series);
         assert_eq!(Class::of(Kind::Ups), Class::Series);
+        assert_eq!(Class::of(Kind::Reach), Class::Series);
         assert_eq!(Class::of(Kind::Log), Class::Log);
         assert_eq!(Class::of(Kind::Event), Class::Event);
         assert!(Class::Log < Class::Series && Class::Series < Class::State);

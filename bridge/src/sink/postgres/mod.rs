@@ -11,8 +11,9 @@
 //! * `heartbeat`, `disk`, `logs` (`log_batches`), `ups`
 //!   (`ups_readings`): time series;
 //! * `streams` (`camera_probes`, `cameras`), `smart`
-//!   (`smart_readings`, `disks`), `events`: kinds with many optional
-//!   columns, through `jsonb_to_recordset` (`jsonb`);
+//!   (`smart_readings`, `disks`), `events`, `reach` (`reach_readings`,
+//!   `reach_targets`): kinds with many optional columns, through
+//!   `jsonb_to_recordset` (`jsonb`);
 //! * `rejected` (`rejected_messages`);
 //! * `boots`: `boots` and `sites.last_seq`, from the identities the
 //!   message tables reported new (last).
@@ -58,6 +59,7 @@ mod events;
 mod heartbeat;
 mod jsonb;
 mod logs;
+mod reach;
 mod rejected;
 pub mod retention;
 mod sites;
@@ -99,6 +101,8 @@ pub struct TableRows {
     pub events: u64,
     /// `ups_readings`.
     pub ups_readings: u64,
+    /// `reach_readings`.
+    pub reach_readings: u64,
     /// `rejected_messages`.
     pub rejected_messages: u64,
 }
@@ -113,11 +117,12 @@ impl TableRows {
         self.smart_readings += o.smart_readings;
         self.events += o.events;
         self.ups_readings += o.ups_readings;
+        self.reach_readings += o.reach_readings;
         self.rejected_messages += o.rejected_messages;
     }
 
     /// `(table, rows)` pairs, for metrics.
-    pub fn by_table(&self) -> [(&'static str, u64); 9] {
+    pub fn by_table(&self) -> [(&'static str, u64); 10] {
         [
             ("status_events", self.status_events),
             ("heartbeats", self.heartbeats),
@@ -127,6 +132,7 @@ impl TableRows {
             ("smart_readings", self.smart_readings),
             ("events", self.events),
             ("ups_readings", self.ups_readings),
+            ("reach_readings", self.reach_readings),
             ("rejected_messages", self.rejected_messages),
         ]
     }
@@ -535,6 +541,7 @@ struct Statements {
     smart: smart::Stmts,
     events: events::Stmts,
     ups: ups::Stmts,
+    reach: reach::Stmts,
     rejected: rejected::Stmts,
     boots: boots::Stmts,
 }
@@ -551,6 +558,7 @@ impl Statements {
             smart: smart::Stmts::prepare(c).await?,
             events: events::Stmts::prepare(c).await?,
             ups: ups::Stmts::prepare(c).await?,
+            reach: reach::Stmts::prepare(c).await?,
             rejected: rejected::Stmts::prepare(c).await?,
             boots: boots::Stmts::prepare(c).await?,
         })
@@ -610,7 +618,7 @@ async fn write_rows<C: GenericClient + Sync>(
     let mut counts = status::write_status(tx, &st.status, decoded, applied).await?;
     // The message tables do not depend on each other: one pipeline (see
     // the module documentation), results checked in statement order.
-    let (hb, disk, logs, streams, smart, events, ups, rejected) = tokio::join!(
+    let (hb, disk, logs, streams, smart, events, ups, reach, rejected) = tokio::join!(
         biased;
         heartbeat::write_heartbeats(tx, &st.heartbeat, clock, decoded),
         disk::write_disk(tx, &st.disk, clock, decoded),
@@ -619,9 +627,10 @@ async fn write_rows<C: GenericClient + Sync>(
         smart::write_smart(tx, &st.smart, clock, decoded),
         events::write_events(tx, &st.events, clock, decoded),
         ups::write_ups(tx, &st.ups, clock, decoded),
+        reach::write_reach(tx, &st.reach, clock, decoded),
         rejected::write_rejected(tx, &st.rejected, rejected),
     );
-    for c in [hb, disk, logs, streams, smart, events, ups, rejected] {
+    for c in [hb, disk, logs, streams, smart, events, ups, reach, rejected] {
         counts.add(c?);
     }
     // Bookkeeping, one pipeline: `boots` is upserted before `last_seq`

@@ -86,13 +86,13 @@ pub struct HistoryTable {
 }
 
 /// Number of partitioned tables.
-pub const HISTORY_TABLES: usize = 11;
+pub const HISTORY_TABLES: usize = 12;
 
 /// Every partitioned table, in the order of the `retention` output: the
 /// seven message tables of migration 0008, then `disk_hourly` (the
 /// rollup, kept longer than the samples), `camera_reachability` (written
 /// by sitewatch-live) and `ingest_minutes` (migration 0011), then
-/// `ups_readings` (migration 0012).
+/// `ups_readings` (migration 0012) and `reach_readings` (migration 0014).
 pub const HISTORY: [HistoryTable; HISTORY_TABLES] = [
     HistoryTable {
         name: "heartbeats",
@@ -160,6 +160,12 @@ pub const HISTORY: [HistoryTable; HISTORY_TABLES] = [
         received: "received_at",
         default_days: 90,
     },
+    HistoryTable {
+        name: "reach_readings",
+        column: "agent_ts",
+        received: "received_at",
+        default_days: 90,
+    },
 ];
 
 /// The history table a message is stored in.
@@ -173,6 +179,7 @@ pub fn table_of(msg: &Message) -> &'static str {
         Message::Smart(_) => "smart_readings",
         Message::Event(_) => "events",
         Message::Ups(_) => "ups_readings",
+        Message::Reach(_) => "reach_readings",
     }
 }
 
@@ -207,6 +214,9 @@ fn default_ingest_minutes_days() -> u32 {
     90
 }
 fn default_ups_readings_days() -> u32 {
+    90
+}
+fn default_reach_readings_days() -> u32 {
     90
 }
 fn default_maintenance_interval_secs() -> u64 {
@@ -253,6 +263,10 @@ pub struct RawRetention {
     /// `ups_readings`, the UPS readings (every `[ups] interval_secs`).
     #[serde(default = "default_ups_readings_days")]
     pub ups_readings_days: u32,
+    /// `reach_readings`, the reachability rounds (every `[reach]
+    /// interval_secs`, one row per target).
+    #[serde(default = "default_reach_readings_days")]
+    pub reach_readings_days: u32,
     /// How often the bridge creates and drops partitions.
     #[serde(default = "default_maintenance_interval_secs")]
     pub maintenance_interval_secs: u64,
@@ -272,6 +286,7 @@ impl Default for RawRetention {
             camera_reachability_days: default_camera_reachability_days(),
             ingest_minutes_days: default_ingest_minutes_days(),
             ups_readings_days: default_ups_readings_days(),
+            reach_readings_days: default_reach_readings_days(),
             maintenance_interval_secs: default_maintenance_interval_secs(),
         }
     }
@@ -337,6 +352,7 @@ pub fn settings(raw: Option<&RawRetention>) -> Result<RetentionSettings, Vec<Str
         ("camera_reachability_days", raw.camera_reachability_days),
         ("ingest_minutes_days", raw.ingest_minutes_days),
         ("ups_readings_days", raw.ups_readings_days),
+        ("reach_readings_days", raw.reach_readings_days),
     ];
     let mut problems = Vec::new();
     for (key, d) in days {
@@ -1126,6 +1142,7 @@ mod tests {
         assert_eq!(s.days("camera_probes"), Some(90));
         assert_eq!(s.days("smart_readings"), Some(730));
         assert_eq!(s.days("ups_readings"), Some(90));
+        assert_eq!(s.days("reach_readings"), Some(90));
         assert_eq!(s.days("sites"), None);
         for t in &HISTORY {
             assert_eq!(s.days(t.name), Some(t.default_days), "{}", t.name);
