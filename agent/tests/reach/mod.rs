@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sitewatch_testkit::Mosquitto;
-use sitewatch_wire::payload::Event;
+use sitewatch_wire::payload::{Event, Reach};
 use sitewatch_wire::Message;
 
 use crate::util::{run_check, spawn_agent, Observer, Received, TestConfig};
@@ -230,6 +230,14 @@ fn event_of<'a>(m: &'a Received, name: &str, subject: &str) -> Option<&'a Event>
 }
 
 /// The average in `... answers ping, 51.3 ms (min ...` in ms.
+/// The `reach` reading in `m`, if it is one.
+fn reading(m: &Received) -> Option<&Reach> {
+    match &m.msg {
+        Message::Reach(r) => Some(r),
+        _ => None,
+    }
+}
+
 fn avg_ms(words: &str, target: &str) -> f64 {
     let line = words
         .lines()
@@ -300,6 +308,31 @@ fn reach_device_down_and_up_through_a_veth_with_loss_and_delay() {
         "{}",
         obs.dump()
     );
+    // A reading each round, both targets in it: the NVR answers ping
+    // through the delay, the RTSP port refuses (up, received 0).
+    let r = obs
+        .seen
+        .iter()
+        .rev()
+        .find_map(reading)
+        .unwrap_or_else(|| panic!("no reach reading: {}", obs.dump()));
+    assert_eq!(r.interval_secs, 1);
+    let [nvr, rtsp] = &r.targets[..] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        (nvr.name.as_str(), nvr.address.as_str(), nvr.kind.as_str()),
+        ("nvr", DEVICE, "icmp")
+    );
+    assert_eq!((nvr.state.as_str(), nvr.sent, nvr.port), ("up", 3, None));
+    let avg = nvr.rtt_avg_ms.unwrap_or_default();
+    assert!((45.0..250.0).contains(&avg), "{nvr:?}");
+    assert!(nvr.rtt_min_ms <= nvr.rtt_avg_ms && nvr.rtt_avg_ms <= nvr.rtt_max_ms);
+    assert_eq!(
+        (rtsp.kind.as_str(), rtsp.port, rtsp.state.as_str()),
+        ("tcp", Some(554), "up")
+    );
+    assert!(rtsp.received == 0 && rtsp.refused >= 1, "{rtsp:?}");
 
     ns.drop_all(netem);
     let m = obs.wait_for(T, "device_down for nvr", |m| {
@@ -321,6 +354,22 @@ fn reach_device_down_and_up_through_a_veth_with_loss_and_delay() {
     obs.wait_for(T, "device_down for nvr-rtsp", |m| {
         event_of(m, "device_down", "nvr-rtsp").is_some()
     });
+    // The readings say so too: nothing back, so no round trip at all.
+    let m = obs.wait_for(T, "a reading with both down", |m| {
+        reading(m).is_some_and(|r| r.targets.iter().all(|t| t.state == "down"))
+    });
+    let r = reading(&m).expect("reading");
+    for t in &r.targets {
+        assert_eq!(
+            (t.sent, t.received, t.refused, t.lost()),
+            (3, 0, 0, 3),
+            "{t:?}"
+        );
+        assert_eq!(
+            (t.rtt_min_ms, t.rtt_avg_ms, t.rtt_max_ms),
+            (None, None, None)
+        );
+    }
 
     ns.restore(netem);
     let m = obs.wait_for(T, "device_up for nvr", |m| {
