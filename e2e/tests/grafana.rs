@@ -16,7 +16,7 @@
 //!   (one site offline through its Last Will, one site with a full disk, a
 //!   failed mount, a sequence gap and agent drops, one healthy site, one
 //!   site with stalled / auth / frozen / ok cameras, a SMART critical disk,
-//!   events and a UPS on battery, one site whose clock is a year behind). Every
+//!   events, a UPS on battery and LAN devices down and lossy, one site whose clock is a year behind). Every
 //!   SQL query of every panel, variable and alert rule is expanded the way
 //!   Grafana's PostgreSQL data source expands it (template variables, then
 //!   the macros of `pkg/tsdb/grafana-postgresql-datasource/macros.go`) and
@@ -753,6 +753,7 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
             && sql("select count(*) from smart_readings") == "3"
             && sql("select count(*) from events") == "8"
             && sql("select count(*) from ups_readings") == "7"
+            && sql("select count(*) from reach_readings") == "9"
             && sql("select count(*) from heartbeats where site = 'site-skew'") == "1"
             && sql("select count(*) >= 2 from heartbeats where site = 'site-online'") == "t"
             && sql("select count(*) >= 1 from disk_usage where site = 'site-online'") == "t"

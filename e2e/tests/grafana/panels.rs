@@ -545,6 +545,53 @@ fn panels() -> Vec<Panel> {
         },
         Panel {
             dashboard: SITE,
+            title: "Devices on the site LAN",
+            check: |res| {
+                let cams = res.r(SITE, "Devices on the site LAN", "site-cams");
+                assert_eq!(
+                    cams.column("target"),
+                    ["nvr", "gate", "switch"],
+                    "down first, then by loss"
+                );
+                assert_eq!(cams.column("state"), ["down", "up", "up"]);
+                assert_eq!(cams.column("kind"), ["icmp", "tcp:554", "icmp"]);
+                assert_eq!(cams.column("loss_pct"), ["100.0", "33.3", "0.0"]);
+                assert_eq!(
+                    cams.column("rtt_avg_ms"),
+                    ["", "40.00", "1.00"],
+                    "no answer: empty, not 0"
+                );
+                assert_eq!(cams.get(0, "last_seen"), "", "the NVR never answered");
+                assert!(!cams.get(1, "last_seen").is_empty());
+                // The NVR has been down since the first round stored.
+                assert_ne!(cams.get(0, "state_since"), cams.get(1, "last_seen"));
+                assert!(res
+                    .r(SITE, "Devices on the site LAN", "site-online")
+                    .rows
+                    .is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
+            title: "LAN devices: round trip and loss",
+            check: |res| {
+                let r = res.r(SITE, "LAN devices: round trip and loss", "site-cams");
+                let series = |metric: &str| -> Vec<String> {
+                    r.rows
+                        .iter()
+                        .filter(|row| row[r.col("metric")] == metric)
+                        .map(|row| row[r.col("value")].clone())
+                        .collect()
+                };
+                assert_eq!(series("gate rtt"), ["5", "20", "40"], "growing");
+                assert_eq!(series("gate loss"), ["33.3", "33.3", "33.3"]);
+                assert_eq!(series("nvr loss"), ["100", "100", "100"]);
+                assert!(series("nvr rtt").is_empty(), "no answer: no point");
+                assert_eq!(series("switch rtt").len(), 3);
+            },
+        },
+        Panel {
+            dashboard: SITE,
             title: "Uplink errors and drops",
             check: |res| {
                 let disk = res.r(SITE, "Uplink errors and drops", "site-disk");

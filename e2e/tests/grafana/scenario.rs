@@ -8,7 +8,9 @@
 //! - site-cams: four cameras (ok, stalled, frozen, auth), three SMART disks
 //!   (one critical) and their events; two UPSes read three times, `rack`
 //!   going on battery (runtime and input voltage falling), `nvr` on mains
-//!   reporting neither runtime nor input voltage.
+//!   reporting neither runtime nor input voltage; three reachability
+//!   rounds of its LAN devices (`nvr` down, `switch` up, `gate` TCP 554
+//!   up with loss).
 //! - site-skew: a gateway whose clock is a year behind.
 //! - one message the bridge refuses.
 
@@ -518,6 +520,38 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
                 ago,
                 &[rack, entry("nvr", "OL CHRG", 100, 15, None, None)],
             ),
+            false,
+        );
+    }
+    // Reachability rounds (the agent's `reach` kind, docs/wire.md) of
+    // site-cams, seqs 23..25 after the UPS readings: the NVR does not
+    // answer (down since its device_down event); the switch answers in
+    // about a millisecond; the gate camera's RTSP port loses one probe
+    // of three, its round trip growing.
+    let reach = |seq: u64, ago_s: i64, switch_ms: f32, gate_ms: f32| {
+        format!(
+            "{{\"v\":1,\"site\":\"site-cams\",\"boot\":\"b0000000000000001\",\"seq\":{seq},\
+             \"ts\":{},\"interval_secs\":30,\"targets\":[\
+             {{\"name\":\"nvr\",\"address\":\"192.168.1.10\",\"kind\":\"icmp\",\"state\":\"down\",\
+             \"sent\":3,\"received\":0}},\
+             {{\"name\":\"switch\",\"address\":\"192.168.1.2\",\"kind\":\"icmp\",\"state\":\"up\",\
+             \"sent\":3,\"received\":3,\"rtt_min_ms\":{switch_ms},\"rtt_avg_ms\":{switch_ms},\
+             \"rtt_max_ms\":{switch_ms}}},\
+             {{\"name\":\"gate\",\"address\":\"192.168.1.31\",\"kind\":\"tcp\",\"port\":554,\
+             \"state\":\"up\",\"sent\":3,\"received\":2,\"rtt_min_ms\":{gate_ms},\
+             \"rtt_avg_ms\":{gate_ms},\"rtt_max_ms\":{gate_ms}}}]}}",
+            now_ms - ago_s * 1000,
+        )
+    };
+    for (seq, ago, switch_ms, gate_ms) in [
+        (23, 1200, 0.75, 5.0),
+        (24, 600, 1.25, 20.0),
+        (25, 60, 1.0, 40.0),
+    ] {
+        publish(
+            broker,
+            &t("site-cams", "reach"),
+            &reach(seq, ago, switch_ms, gate_ms),
             false,
         );
     }
