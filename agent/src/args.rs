@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lexopt::Arg::{Long, Short, Value};
+use sitewatch_agent::discover::{DiscoverArgs, DEFAULT_WAIT_SECS};
 use sitewatch_agent::sources::rtsp::cli::ProbeArgs;
 use sitewatch_agent::sources::smart::DeviceType;
 
@@ -28,6 +29,7 @@ pub enum Command {
         online: bool,
     },
     Probe(ProbeArgs),
+    Discover(DiscoverArgs),
     Cleanup {
         dry_run: bool,
         yes: bool,
@@ -51,6 +53,7 @@ enum Sub {
     Run,
     Check,
     Probe,
+    Discover,
     Cleanup,
     Smart,
     Status,
@@ -58,10 +61,11 @@ enum Sub {
     Help,
 }
 
-const SUBS: [Sub; 8] = [
+const SUBS: [Sub; 9] = [
     Sub::Run,
     Sub::Check,
     Sub::Probe,
+    Sub::Discover,
     Sub::Cleanup,
     Sub::Smart,
     Sub::Status,
@@ -95,6 +99,13 @@ const OPT_DRY_RUN: &str =
     "      --dry-run                     Only print what would be deleted (wins over --yes)";
 const OPT_YES: &str = "      --yes                         Really delete the files";
 const OPT_ONLINE: &str = "      --online                      Commissioning check: also try the broker (DNS, TCP, TLS with certificate dates, MQTT login), every disk and the syslog ports, and print one table with what to do for each failure";
+const OPT_USER_ONVIF: &str =
+    "  -u, --user <USER>                 ONVIF user name (the blocks name it for RTSP too)";
+const OPT_WAIT: &str =
+    "      --wait <SECS>                 Seconds to wait for answers to the multicast probe [default: 3]";
+const OPT_INTERFACE: &str = "      --interface <ADDR>            Send the probe from this IPv4 address of the gateway (its LAN interface) instead of the default multicast route";
+const OPT_PROBE_STREAMS: &str =
+    "      --probe                       Also play each stream found once and print the verdict next to its block";
 const OPT_VERSION: &str = "  -V, --version                     Print version";
 
 impl Sub {
@@ -104,6 +115,7 @@ impl Sub {
             Sub::Run => "run",
             Sub::Check => "check",
             Sub::Probe => "probe",
+            Sub::Discover => "discover",
             Sub::Cleanup => "cleanup",
             Sub::Smart => "smart",
             Sub::Status => "status",
@@ -118,6 +130,7 @@ impl Sub {
             Sub::Run => "Run the agent (the default)",
             Sub::Check => "Check the config and print every problem; exit status 1 if any. Never opens a network connection unless --online is given",
             Sub::Probe => "Probe an RTSP stream (or every configured camera) and say whether it plays; exit status 0 only when every stream is ok",
+            Sub::Discover => "Find ONVIF cameras on the LAN (WS-Discovery) and print ready-to-paste [[rtsp.camera]] blocks for their main and sub streams; exit status 0 when at least one block was printed",
             Sub::Cleanup => "Run one retention cleanup pass over the [cleanup] roots and print what it deleted. Without --yes it only prints what it would delete",
             Sub::Smart => "Read SMART from DEVICE (or every disk) natively and print model, serial, verdict with reasons, temperature, power-on hours and key attributes. Exit status 1 if any disk is warning, critical or unreadable, or no disk was found (with or without --json). Needs root (CAP_SYS_RAWIO for SATA/USB, CAP_SYS_ADMIN for NVMe)",
             Sub::Status => "Show what the running agent is doing: connection and since when, broker, last PUBACK, outbox depth and drops, each source's last result. Read from the status file the agent rewrites ([status] file; default $RUNTIME_DIRECTORY/status.json under systemd, else /var/run/sitewatch/status.json). Exit status 0 when the agent is connected and its status is up to date, 1 otherwise (not running, stale, disconnected, no file)",
@@ -133,6 +146,7 @@ impl Sub {
             Sub::Run => "run [OPTIONS]",
             Sub::Check => "check [OPTIONS]",
             Sub::Probe => "probe [OPTIONS] [URL]",
+            Sub::Discover => "discover [OPTIONS]",
             Sub::Cleanup => "cleanup [OPTIONS]",
             Sub::Smart => "smart [OPTIONS] [DEVICE]",
             Sub::Status => "status [OPTIONS]",
@@ -168,6 +182,17 @@ impl Sub {
                 OPT_JSON_PROBE,
                 OPT_HELP,
             ],
+            Sub::Discover => &[
+                OPT_CONFIG,
+                OPT_USER_ONVIF,
+                OPT_ALLOW,
+                OPT_PASSWORD,
+                OPT_PASSWORD_FILE,
+                OPT_WAIT,
+                OPT_INTERFACE,
+                OPT_PROBE_STREAMS,
+                OPT_HELP,
+            ],
             Sub::Cleanup => &[OPT_CONFIG, OPT_DRY_RUN, OPT_ALLOW, OPT_YES, OPT_HELP],
             Sub::Smart => &[OPT_CONFIG, OPT_TYPE, OPT_ALLOW, OPT_JSON_SMART, OPT_HELP],
             Sub::Status => &[OPT_CONFIG, OPT_JSON_STATUS, OPT_ALLOW, OPT_FILE, OPT_HELP],
@@ -185,8 +210,10 @@ fn help(bin: &str, sub: Sub) -> String {
     let mut s = format!("{}\n\nUsage: {bin} {}\n", sub.about(), sub.usage());
     if sub == Sub::Top {
         s.push_str("\nCommands:\n");
+        // clap pads to the longest name.
+        let width = SUBS.iter().map(|c| c.name().len()).max().unwrap_or(0);
         for c in SUBS {
-            s.push_str(&format!("  {:<7}  {}\n", c.name(), c.about()));
+            s.push_str(&format!("  {:<width$}  {}\n", c.name(), c.about()));
         }
     }
     if let Some(a) = sub.arguments() {
@@ -309,6 +336,9 @@ struct State {
     transport: Option<String>,
     duration: Option<u32>,
     min_fps: Option<f32>,
+    wait: Option<u32>,
+    interface: Option<std::net::Ipv4Addr>,
+    probe: bool,
 }
 
 /// Placeholder for the program name in help text (filled in by `parse`).
@@ -354,7 +384,7 @@ impl State {
                     let name = name.to_owned();
                     self.long(p, &name, sub)?;
                 }
-                Short(c) if sub == Sub::Probe && c == 'u' => {
+                Short(c) if matches!(sub, Sub::Probe | Sub::Discover) && c == 'u' => {
                     let v = string(value(p, "--user <USER>", sub)?, "--user <USER>")?;
                     once(is_set(&self.user), "--user <USER>", sub)?;
                     self.user = Some(v);
@@ -406,12 +436,12 @@ impl State {
                 once(is_set(&self.file), "--file <FILE>", sub)?;
                 self.file = Some(v.into());
             }
-            (Sub::Probe, "user") => {
+            (Sub::Probe | Sub::Discover, "user" | "username") => {
                 let v = string(value(p, "--user <USER>", sub)?, "--user <USER>")?;
                 once(is_set(&self.user), "--user <USER>", sub)?;
                 self.user = Some(v);
             }
-            (Sub::Probe, "password") => {
+            (Sub::Probe | Sub::Discover, "password") => {
                 let v = string(
                     value(p, "--password <PASSWORD>", sub)?,
                     "--password <PASSWORD>",
@@ -419,7 +449,7 @@ impl State {
                 once(is_set(&self.password), "--password <PASSWORD>", sub)?;
                 self.password = Some(v);
             }
-            (Sub::Probe, "password-file") => {
+            (Sub::Probe | Sub::Discover, "password-file") => {
                 let v = value(p, "--password-file <FILE>", sub)?;
                 once(is_set(&self.password_file), "--password-file <FILE>", sub)?;
                 self.password_file = Some(v.into());
@@ -450,6 +480,23 @@ impl State {
                 let v = string(value(p, ARG, sub)?, ARG)?;
                 once(is_set(&self.min_fps), ARG, sub)?;
                 self.min_fps = Some(v.parse::<f32>().map_err(|e| invalid(&v, ARG, &e))?);
+            }
+            (Sub::Discover, "wait") => {
+                const ARG: &str = "--wait <SECS>";
+                let v = string(value(p, ARG, sub)?, ARG)?;
+                once(is_set(&self.wait), ARG, sub)?;
+                self.wait = Some(v.parse::<u32>().map_err(|e| invalid(&v, ARG, &e))?);
+            }
+            (Sub::Discover, "interface") => {
+                const ARG: &str = "--interface <ADDR>";
+                let v = string(value(p, ARG, sub)?, ARG)?;
+                once(is_set(&self.interface), ARG, sub)?;
+                self.interface = Some(v.parse().map_err(|e| invalid(&v, ARG, &e))?);
+            }
+            (Sub::Discover, "probe") => {
+                no_value(p, "--probe", sub)?;
+                once(self.probe, "--probe", sub)?;
+                self.probe = true;
             }
             _ => return Err(Usage::unexpected(&format!("--{name}"), sub)),
         }
@@ -501,6 +548,14 @@ impl State {
                 duration: self.duration.unwrap_or(8),
                 min_fps: self.min_fps,
                 json: self.json,
+            })),
+            Some(Sub::Discover) => Some(Command::Discover(DiscoverArgs {
+                user: self.user,
+                password: self.password,
+                password_file: self.password_file,
+                wait_secs: self.wait.unwrap_or(DEFAULT_WAIT_SECS),
+                interface: self.interface,
+                probe: self.probe,
             })),
             Some(Sub::Cleanup) => Some(Command::Cleanup {
                 dry_run: self.dry_run,
@@ -578,6 +633,7 @@ fn known(sub: Sub, word: &str) -> bool {
                 .split([' ', ','])
                 .any(|w| w == format!("--{name}"))
         }) || (sub == Sub::Check && name == "connect")
+            || (sub == Sub::Discover && name == "username")
     };
     match word.strip_prefix("--") {
         Some(rest) => long(rest.split('=').next().unwrap_or(rest)),

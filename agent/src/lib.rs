@@ -38,6 +38,9 @@
 //! - [`status`]: the status file a running agent rewrites (connection,
 //!   outbox, each source's last result) and `sitewatch-agent status`;
 //!   [`once`]: every source one round, printed (`sitewatch-agent once`).
+//! - [`discover`]: `sitewatch-agent discover`, ONVIF camera discovery
+//!   printing `[[rtsp.camera]]` blocks (pure XML/SOAP/HTTP reading in
+//!   its `xml`, `proto` and `http` modules; the sockets in `client`).
 //! - Leaves: [`host`] (host metrics), [`clock`] (wall-clock checks),
 //!   [`perms`] (config file permissions).
 //!
@@ -55,6 +58,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod diagnose;
+pub mod discover;
 pub mod host;
 pub mod notify;
 pub mod once;

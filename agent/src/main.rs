@@ -52,6 +52,10 @@ fn main() -> ExitCode {
             &cli.config,
             &mut std::io::stdout(),
         )),
+        Command::Discover(args) => ExitCode::from(sitewatch_agent::discover::main(
+            &args,
+            &mut std::io::stdout(),
+        )),
         Command::Cleanup { dry_run, yes } => cleanup(&cli.config, dry_run || !yes),
         Command::Smart { device, kind, json } => ExitCode::from(
             sitewatch_agent::sources::smart::cli::run(device.as_deref(), kind, json),

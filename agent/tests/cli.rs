@@ -2,6 +2,9 @@
 //! `fixtures/cli/clap-4.6.json` was recorded from the clap 4.6 build
 //! (stdout, stderr and exit status, program name `sitewatch-agent`),
 //! before the parser became lexopt plus fixed help text.
+//! Cases added since (the `discover` subcommand, and the top-level
+//! command list padded to the longer name as clap pads) were recorded
+//! from the lexopt build after checking them against clap's rules.
 
 use std::process::Command;
 
