@@ -269,36 +269,41 @@ fn http_digest_and_401_faults() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    // No RTSP fixture needed: the URIs are printed, not played.
-    let _cam = camera(&ns, 9, &["--http-digest", "--fault-status", "401"]);
     let pw = password_file(dir.path(), "cam.pass", SECRET);
-    let (out, text) = discover(
-        &ns,
-        &[
-            "-u",
-            "admin",
-            "--password-file",
-            pw.to_str().expect("p"),
-            "--wait",
-            "1",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert_eq!(text.matches("[[rtsp.camera]]").count(), 2, "{text}");
-
-    // Wrong password: HTTP Digest fails with 401 again.
     let bad = password_file(dir.path(), "bad.pass", "Not-The-Pa55");
-    let (out, text) = discover(
-        &ns,
-        &[
-            "-u",
-            "admin",
-            "--password-file",
-            bad.to_str().expect("p"),
-            "--wait",
-            "1",
-        ],
+    let run = |file: &Path| {
+        discover(
+            &ns,
+            &[
+                "-u",
+                "admin",
+                "--password-file",
+                file.to_str().expect("p"),
+                "--wait",
+                "1",
+            ],
+        )
+    };
+    // No RTSP fixture needed: the URIs are printed, not played.
+    // A camera that wants HTTP Digest on top of WS-Security.
+    let mut cam = camera(&ns, 9, &["--http-digest", "--fault-status", "401"]);
+    let (out, text) = run(&pw);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\ncamera:\n{}",
+        cam.log_contents()
     );
+    assert_eq!(text.matches("[[rtsp.camera]]").count(), 2, "{text}");
+    // Wrong password: HTTP Digest fails with 401 again.
+    let (out, text) = run(&bad);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("# auth failed for 10.78.2.2:"), "{text}");
+
+    // ter:NotAuthorized with HTTP 401 and no challenge.
+    cam.kill().expect("stop the camera");
+    let _cam = camera(&ns, 9, &["--fault-status", "401"]);
+    let (out, text) = run(&bad);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("# auth failed for 10.78.2.2:"), "{text}");
 }

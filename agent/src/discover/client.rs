@@ -31,7 +31,7 @@ pub struct Found {
 /// their endpoint reference (one device answers once per Probe, but we
 /// send the Probe twice: UDP, and SOAP-over-UDP advises a repeat).
 ///
-/// Returns the devices and how many datagrams could not be read.
+/// Returns the devices, in address order, and how many datagrams could not be read.
 pub async fn discover(
     interface: Option<Ipv4Addr>,
     wait: Duration,
@@ -102,10 +102,19 @@ pub async fn discover(
                             {
                                 continue;
                             }
-                            found.push(Found {
-                                from,
-                                probe_match: m,
-                            });
+                            // In address order, for the printout (no sort:
+                            // its instantiation costs kilobytes).
+                            let at = found
+                                .iter()
+                                .position(|f| f.from.ip() > from.ip())
+                                .unwrap_or(found.len());
+                            found.insert(
+                                at,
+                                Found {
+                                    from,
+                                    probe_match: m,
+                                },
+                            );
                         }
                     }
                     Err(e) => {

@@ -11,8 +11,6 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
-
 use super::xml::{Doc, XmlError};
 
 /// WS-Discovery multicast group and port (SOAP-over-UDP).
@@ -197,13 +195,34 @@ pub fn username_token(
     ctx.update(nonce);
     ctx.update(created.as_bytes());
     ctx.update(password.as_bytes());
-    let b64 = base64::engine::general_purpose::STANDARD;
     UsernameToken {
         username: username.to_owned(),
-        digest: b64.encode(ctx.finish().as_ref()),
-        nonce: b64.encode(nonce),
+        digest: base64(ctx.finish().as_ref()),
+        nonce: base64(nonce),
         created: created.to_owned(),
     }
+}
+
+/// Standard Base64 with padding (RFC 4648 §4). Hand-written: the
+/// `base64` crate's encoder, generic over engines, cost 2.3 KB on aarch64
+/// for two 20-byte inputs.
+pub fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut o = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= c.len() {
+                o.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                o.push('=');
+            }
+        }
+    }
+    o
 }
 
 /// A SOAP 1.2 envelope around `body`, with the token in a
@@ -450,11 +469,17 @@ pub fn parse_stream_uri(xml: &[u8]) -> Result<String, AnswerError> {
 /// (main) and the next smaller one (sub). Profiles without a resolution
 /// come last; ties keep the device's order.
 pub fn main_and_sub(profiles: &[Profile]) -> Vec<&Profile> {
-    let mut v: Vec<&Profile> = profiles.iter().collect();
+    // Two passes, not a sort: a sort instantiation is kilobytes.
     let area = |p: &Profile| p.resolution.map_or(0, |(w, h)| u64::from(w) * u64::from(h));
-    v.sort_by_key(|p| std::cmp::Reverse(area(p)));
-    v.truncate(2);
-    v
+    let mut best: [Option<&Profile>; 2] = [None, None];
+    for p in profiles {
+        if best[0].is_none_or(|b| area(p) > area(b)) {
+            best = [Some(p), best[0]];
+        } else if best[1].is_none_or(|b| area(p) > area(b)) {
+            best[1] = Some(p);
+        }
+    }
+    best.into_iter().flatten().collect()
 }
 
 /// Lower-case `a-z 0-9 -` from `s` (other runs become one `-`), trimmed.
@@ -535,9 +560,10 @@ mod tests {
     /// example (user "user", password "userpassword").
     #[test]
     fn digest_matches_the_onvif_guide() {
-        let nonce = base64::engine::general_purpose::STANDARD
-            .decode("LKqI6G/AikKCQrN0zqZFlg==")
-            .expect("nonce");
+        // LKqI6G/AikKCQrN0zqZFlg== decoded.
+        let nonce = [
+            44, 170, 136, 232, 111, 192, 138, 66, 130, 66, 179, 116, 206, 166, 69, 150,
+        ];
         let t = username_token("user", "userpassword", &nonce, "2010-09-16T07:50:45Z");
         assert_eq!(t.digest, "tuOSpGlFlIXsozq4HFNeeGeFLEI=");
         assert_eq!(t.nonce, "LKqI6G/AikKCQrN0zqZFlg==");
@@ -616,6 +642,10 @@ onvif://www.onvif.org/location/ANY</d:Scopes>
 </trt:GetProfilesResponse></s:Body></s:Envelope>"#;
         let p = parse_profiles(profiles.as_bytes()).expect("profiles");
         assert_eq!(p.len(), 3);
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
         let ms = main_and_sub(&p);
         assert_eq!(ms[0].token, "Profile_1");
         assert_eq!(ms[0].resolution, Some((1920, 1080)));
