@@ -154,7 +154,16 @@ for t in "${TARGETS[@]}"; do
     flags_var="CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
     [ "$STABLE" = 1 ] && [ "$mode" = build-std ] \
         && die "--stable: rustup has no prebuilt std for $t (rustup target add $t failed)"
-    args=(--release --locked -p sitewatch-agent --bin sitewatch-agent ${FEATURE_ARGS[@]+"${FEATURE_ARGS[@]}"})
+    # The router targets, whose size is budgeted (check-size.sh), leave out
+    # the default `discover` feature (ONVIF discovery, ~42 KB); x86_64 keeps
+    # it, for an installer's laptop. SITEWATCH_AGENT_FEATURES=discover adds
+    # it back anywhere.
+    case "$t" in
+        x86_64-*) TARGET_FEATURES=(); feats=default ;;
+        *) TARGET_FEATURES=(--no-default-features); feats=none ;;
+    esac
+    [ -n "${SITEWATCH_AGENT_FEATURES:-}" ] && feats="$feats+$SITEWATCH_AGENT_FEATURES"
+    args=(--release --locked -p sitewatch-agent --bin sitewatch-agent ${TARGET_FEATURES[@]+"${TARGET_FEATURES[@]}"} ${FEATURE_ARGS[@]+"${FEATURE_ARGS[@]}"})
     start=$SECONDS
     if [ "$mode" = build-std ]; then
         log "Building $t ($STD_TC, std from source with -Zbuild-std)"
@@ -179,7 +188,7 @@ for t in "${TARGETS[@]}"; do
     verify_binary "$bin" "$t"
     cp "$bin" "$OUT/sitewatch-agent-$t"
     log "$t: $(stat -c %s "$OUT/sitewatch-agent-$t") bytes in $((SECONDS - start)) s"
-    BUILDINFO+=("target $t std=$mode panic=$([ "$mode" = build-std ] && echo "$RELEASE_PANIC" || echo abort) toolchain=$([ "$mode" = build-std ] && echo "$STD_TC" || echo "$ACTIVE_TC")")
+    BUILDINFO+=("target $t features=$feats std=$mode panic=$([ "$mode" = build-std ] && echo "$RELEASE_PANIC" || echo abort) toolchain=$([ "$mode" = build-std ] && echo "$STD_TC" || echo "$ACTIVE_TC")")
 done
 
 COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -192,7 +201,6 @@ git diff --quiet HEAD -- 2>/dev/null || COMMIT="$COMMIT (uncommitted changes)"
         echo "commit $COMMIT"
         echo "rustc $(rustc --version)"
         echo "zig $(python3 -m ziglang version) via cargo-zigbuild $SITEWATCH_ZIGBUILD_VERSION"
-        echo "features ${SITEWATCH_AGENT_FEATURES:-default}"
         printf '%s\n' "${BUILDINFO[@]}"
     } > BUILDINFO
 )

@@ -170,6 +170,17 @@ test_target() {
         fail "$short: --version under $how" "$out/version"
     fi
 
+    # discover: the router builds leave it out (the `discover` feature,
+    # build-release.sh) and must say where to find it, not fail obscurely.
+    case "$short" in
+        aarch64|armv7)
+            if ! "${run[@]}" "$bin" discover >"$out/discover" 2>&1 && grep -q 'x86_64 build' "$out/discover"; then
+                pass "$short: discover is left out and says where to run it"
+            else
+                fail "$short: discover should be left out with a plain-words pointer" "$out/discover"
+            fi ;;
+    esac
+
     # 2. example config
     if "${run[@]}" "$bin" check --config examples/agent-local.toml >"$out/check-example" 2>&1; then
         pass "$short: check --config examples/agent-local.toml"

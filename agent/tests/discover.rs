@@ -17,6 +17,9 @@
 //! no device gives the "none answered" message; the password is never
 //! printed.
 
+// The router builds leave the command out (the `discover` feature).
+#![cfg(feature = "discover")]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -23,6 +23,10 @@
 //! Exit status 0 when at least one camera block was printed, 1 when no
 //! device answered or none gave a stream, 2 for unusable arguments.
 
+// Without the feature only `main`'s stub is reachable; the rest stays
+// compiled (and unit-tested, fuzzed) so both builds share one source.
+#![cfg_attr(not(feature = "discover"), allow(dead_code, unused_imports))]
+
 pub mod client;
 pub mod http;
 pub mod proto;
@@ -280,6 +284,26 @@ fn read_password(args: &DiscoverArgs) -> Result<Option<String>, String> {
 }
 
 /// Runs the command; returns the process exit status.
+///
+/// Without the `discover` cargo feature (the size-budgeted router builds
+/// of `scripts/build-release.sh` leave it out: it costs about 42 KB on
+/// aarch64) the command exists, so its help and arguments are the same,
+/// but says where to find a build that has it.
+#[cfg(not(feature = "discover"))]
+pub fn main(_args: &DiscoverArgs, out: &mut dyn Write) -> u8 {
+    let _ = writeln!(
+        out,
+        "error: this build of sitewatch-agent has no `discover` (router builds leave it out to fit \
+         their flash budget).\n\
+         Run `sitewatch-agent discover` from the x86_64 build (dist/sitewatch-agent-x86_64-unknown-linux-musl) \
+         on a laptop on the site's LAN, or from a build made with \
+         SITEWATCH_AGENT_FEATURES=discover, then paste its blocks into this gateway's config."
+    );
+    1
+}
+
+/// Runs the command; returns the process exit status.
+#[cfg(feature = "discover")]
 pub fn main(args: &DiscoverArgs, out: &mut dyn Write) -> u8 {
     if !(1..=MAX_WAIT_SECS).contains(&args.wait_secs) {
         let _ = writeln!(out, "error: --wait must be 1 to {MAX_WAIT_SECS} seconds");
