@@ -266,21 +266,7 @@ fn device_url(m: &ProbeMatch, from: std::net::IpAddr) -> Option<url::Url> {
 }
 
 fn read_password(args: &DiscoverArgs) -> Result<Option<String>, String> {
-    match (&args.password, &args.password_file) {
-        (Some(_), Some(_)) => Err("give --password or --password-file, not both".into()),
-        (Some(p), None) => Ok(Some(p.clone())),
-        (None, Some(f)) => {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            let line = text
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches('\r');
-            Ok(Some(line.to_owned()))
-        }
-        (None, None) => Ok(None),
-    }
+    crate::sources::rtsp::cli::cli_password(args.password.as_deref(), args.password_file.as_deref())
 }
 
 /// Runs the command; returns the process exit status.

@@ -44,9 +44,18 @@ pub struct ProbeArgs {
 }
 
 fn password(args: &ProbeArgs) -> Result<Option<String>, String> {
-    match (&args.password, &args.password_file) {
+    cli_password(args.password.as_deref(), args.password_file.as_deref())
+}
+
+/// The password of a command (`probe`, `discover`): `--password` or the
+/// first line of `--password-file`, not both.
+pub(crate) fn cli_password(
+    password: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    match (password, file) {
         (Some(_), Some(_)) => Err("give --password or --password-file, not both".into()),
-        (Some(p), None) => Ok(Some(p.clone())),
+        (Some(p), None) => Ok(Some(p.to_owned())),
         (None, Some(f)) => {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
