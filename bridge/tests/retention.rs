@@ -618,19 +618,19 @@ async fn rollup_probe_and_count_tables_follow_their_own_retention() {
     assert_eq!(tr.pruned, 1, "{tr:?}");
 }
 
-/// `ups_readings` (migration 0012) is created ahead and dropped by
-/// partition by its own setting, `ups_readings_days`, whatever the other
-/// tables keep.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ups_readings_follow_their_own_retention() {
-    let (_pg, config) = pg_only("[retention]\nups_readings_days = 14\n");
+/// A table with its own `<table>_days` (here 14) is created ahead and
+/// dropped by partition by that setting alone, whatever the other tables
+/// keep (`other` keeps its `other_days`): 35 days of one row a day,
+/// `insert` taking the seq and the timestamp.
+async fn follows_its_own_retention(table: &str, insert: &str, other: &str, other_days: u32) {
+    let (_pg, config) = pg_only(&format!("[retention]\n{table}_days = 14\n"));
     let mut c = client(&config).await;
     migrate(&mut c).await.expect("migrate");
     let retention = config.retention.clone();
-    assert_eq!(retention.days("ups_readings"), Some(14));
+    assert_eq!(retention.days(table), Some(14));
     assert_eq!(
-        retention.days("heartbeats"),
-        Some(30),
+        retention.days(other),
+        Some(other_days),
         "the others keep theirs"
     );
     let start = week_start(now_secs()) + 3 * WEEK_SECS;
@@ -640,14 +640,7 @@ async fn ups_readings_follow_their_own_retention() {
             let round = maintain(&mut c, t, &retention).await.expect("round");
             assert!(!round.has_errors(), "{round:?}");
         }
-        c.execute(
-            "INSERT INTO ups_readings (site, boot, seq, ts, agent_ts, interval_secs, ups, power,
-                 on_line, on_battery, low_battery, status, charge_pct)
-             VALUES ('s', 'b', $1, $2, $2, 15, 'rack', 'on_line', true, false, false, 'OL', 100)",
-            &[&day, &t],
-        )
-        .await
-        .expect("ups_readings");
+        c.execute(insert, &[&day, &t]).await.expect(table);
     }
     let now = start + 38 * DAY;
     let round = maintain(&mut c, at(now), &retention).await.expect("round");
@@ -655,72 +648,47 @@ async fn ups_readings_follow_their_own_retention() {
     let tr = round
         .tables
         .iter()
-        .find(|t| t.table == "ups_readings")
-        .expect("ups_readings in the round");
+        .find(|t| t.table == table)
+        .expect("the table in the round");
     assert!(!tr.dropped.is_empty(), "{tr:?}");
     let oldest = count(
         &c,
-        "SELECT extract(epoch FROM min(agent_ts))::int8 FROM ups_readings",
+        &format!("SELECT extract(epoch FROM min(agent_ts))::int8 FROM {table}"),
     )
     .await;
     let cutoff = now - 14 * DAY;
     assert!(oldest >= week_start(cutoff), "a week past 14 days is left");
     assert!(oldest < cutoff, "rows within 14 days dropped");
     assert_eq!(
-        count(&c, "SELECT count(*) FROM ups_readings_default").await,
+        count(&c, &format!("SELECT count(*) FROM {table}_default")).await,
         0
     );
 }
 
-/// `reach_readings` (migration 0014) is created ahead and dropped by
-/// partition by its own setting, `reach_readings_days`.
+/// `ups_readings` (migration 0012) follows `ups_readings_days`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reach_readings_follow_their_own_retention() {
-    let (_pg, config) = pg_only("[retention]\nreach_readings_days = 14\n");
-    let mut c = client(&config).await;
-    migrate(&mut c).await.expect("migrate");
-    let retention = config.retention.clone();
-    assert_eq!(retention.days("reach_readings"), Some(14));
-    assert_eq!(
-        retention.days("ups_readings"),
-        Some(90),
-        "the others keep theirs"
-    );
-    let start = week_start(now_secs()) + 3 * WEEK_SECS;
-    for day in 0..35 {
-        let t = at(start + day * DAY + 3600);
-        if day % 7 == 0 {
-            let round = maintain(&mut c, t, &retention).await.expect("round");
-            assert!(!round.has_errors(), "{round:?}");
-        }
-        c.execute(
-            "INSERT INTO reach_readings (site, boot, seq, ts, agent_ts, interval_secs, target,
-                 address, kind, state, sent, received, refused, loss_pct)
-             VALUES ('s', 'b', $1, $2, $2, 30, 'NVR', '10.0.0.1', 'icmp', 'up', 3, 3, 0, 0)",
-            &[&day, &t],
-        )
-        .await
-        .expect("reach_readings");
-    }
-    let now = start + 38 * DAY;
-    let round = maintain(&mut c, at(now), &retention).await.expect("round");
-    assert!(!round.has_errors(), "{round:?}");
-    let tr = round
-        .tables
-        .iter()
-        .find(|t| t.table == "reach_readings")
-        .expect("reach_readings in the round");
-    assert!(!tr.dropped.is_empty(), "{tr:?}");
-    let oldest = count(
-        &c,
-        "SELECT extract(epoch FROM min(agent_ts))::int8 FROM reach_readings",
+async fn ups_readings_follow_their_own_retention() {
+    follows_its_own_retention(
+        "ups_readings",
+        "INSERT INTO ups_readings (site, boot, seq, ts, agent_ts, interval_secs, ups, power,
+             on_line, on_battery, low_battery, status, charge_pct)
+         VALUES ('s', 'b', $1, $2, $2, 15, 'rack', 'on_line', true, false, false, 'OL', 100)",
+        "heartbeats",
+        30,
     )
     .await;
-    let cutoff = now - 14 * DAY;
-    assert!(oldest >= week_start(cutoff), "a week past 14 days is left");
-    assert!(oldest < cutoff, "rows within 14 days dropped");
-    assert_eq!(
-        count(&c, "SELECT count(*) FROM reach_readings_default").await,
-        0
-    );
+}
+
+/// `reach_readings` (migration 0014) follows `reach_readings_days`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_readings_follow_their_own_retention() {
+    follows_its_own_retention(
+        "reach_readings",
+        "INSERT INTO reach_readings (site, boot, seq, ts, agent_ts, interval_secs, target,
+             address, kind, state, sent, received, refused, loss_pct)
+         VALUES ('s', 'b', $1, $2, $2, 30, 'NVR', '10.0.0.1', 'icmp', 'up', 3, 3, 0, 0)",
+        "ups_readings",
+        90,
+    )
+    .await;
 }
