@@ -121,6 +121,32 @@ async fn reach_rounds_are_stored_once_and_each_target_keeps_its_latest() {
         ),
         "NVR|2|down|t|30|-\nswitch|2|up|f|0|1"
     );
+    // An older round in a later batch (an outbox draining its backlog
+    // after fresher rounds): the NVR answered at -45 s. It moves
+    // `last_up_at` only; the latest state stays seq 2's, down since -30 s.
+    publish_all(
+        &env.broker.url(),
+        &[reach_msg(
+            "r1",
+            6,
+            now - 45_000,
+            vec![target("NVR", 2), target("switch", 0)],
+        )],
+    )
+    .await;
+    eventually(WAIT, "the late round stored", || {
+        env.try_count("SELECT count(*) FROM reach_readings") == Some(8)
+    })
+    .await;
+    assert_eq!(
+        env.sql(
+            "SELECT target, seq, state, state_since = ts, \
+             extract(epoch FROM ts - last_up_at)::int, coalesce(rtt_avg_ms::text, '-') \
+             FROM reach_targets ORDER BY target"
+        ),
+        "NVR|2|down|t|15|-\nswitch|2|up|f|0|1",
+        "the late round moved the NVR's last_up_at to -45 s and nothing else"
+    );
     assert_eq!(
         env.sql("SELECT reason FROM rejected_messages ORDER BY reason"),
         "expired\ninvalid"
@@ -135,11 +161,11 @@ async fn reach_rounds_are_stored_once_and_each_target_keeps_its_latest() {
         metric(
             addr,
             "sitewatch_bridge_rows_written_total{table=\"reach_readings\"}",
-        ) == Some(6.0)
+        ) == Some(8.0)
             && metric(
                 addr,
                 "sitewatch_bridge_messages_received_total{kind=\"reach\"}",
-            ) == Some(6.0)
+            ) == Some(7.0)
     })
     .await;
     bridge.stop().await.expect("graceful stop");

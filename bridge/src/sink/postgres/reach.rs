@@ -192,9 +192,36 @@ ON CONFLICT DO NOTHING
 RETURNING site, boot, seq"
 );
 
+/// Whether the incoming round is later than the stored one (by time,
+/// then boot and seq for rounds of the same millisecond).
+macro_rules! is_newer {
+    () => {
+        "(c.ts, c.boot, c.seq) < (EXCLUDED.ts, EXCLUDED.boot, EXCLUDED.seq)"
+    };
+}
+
+/// `col = ` the incoming value when the round is later, else the stored
+/// one (so an older round can still move `last_up_at`).
+macro_rules! newer {
+    ($col:ident) => {
+        concat!(
+            stringify!($col),
+            " = CASE WHEN ",
+            is_newer!(),
+            " THEN EXCLUDED.",
+            stringify!($col),
+            " ELSE c.",
+            stringify!($col),
+            " END,\n    "
+        )
+    };
+}
+
 /// Latest round per target. A row is replaced only by a later one;
 /// `state_since` carries over while the state stays the same, and
-/// `last_up_at` only moves forward.
+/// `last_up_at` only moves forward, also from an older round that arrives
+/// in a later batch (an outbox draining its backlog after an outage sends
+/// fresh rounds first): that round updates `last_up_at` alone.
 const SQL_UPSERT_TARGETS: &str = concat!(
     "INSERT INTO reach_targets AS c (site, target, boot, seq, ts, received_at, interval_secs,
     address, kind, port, state, state_since, last_up_at, sent, received, refused, loss_pct,
@@ -214,18 +241,35 @@ FROM jsonb_to_recordset($1::jsonb) AS x(site text, target text, boot text, seq i
     ts_ms int8, received_ms int8, interval_secs int4, address text, kind text, port int4,
     state text, since_ms int8, last_up_ms int8, sent int4, received int4, refused int4,
     loss_pct float4, rtt_min_ms float4, rtt_avg_ms float4, rtt_max_ms float4, error text)
-ON CONFLICT (site, target) DO UPDATE SET
-    boot = EXCLUDED.boot, seq = EXCLUDED.seq, ts = EXCLUDED.ts,
-    received_at = EXCLUDED.received_at, interval_secs = EXCLUDED.interval_secs,
-    address = EXCLUDED.address, kind = EXCLUDED.kind, port = EXCLUDED.port,
-    state = EXCLUDED.state,
-    state_since = CASE WHEN c.state = EXCLUDED.state THEN c.state_since
+ON CONFLICT (site, target) DO UPDATE SET ",
+    newer!(boot),
+    newer!(seq),
+    newer!(ts),
+    newer!(received_at),
+    newer!(interval_secs),
+    newer!(address),
+    newer!(kind),
+    newer!(port),
+    newer!(state),
+    "state_since = CASE WHEN NOT ",
+    is_newer!(),
+    " THEN c.state_since
+                       WHEN c.state = EXCLUDED.state THEN c.state_since
                        ELSE EXCLUDED.state_since END,
-    last_up_at = greatest(c.last_up_at, EXCLUDED.last_up_at),
-    sent = EXCLUDED.sent, received = EXCLUDED.received, refused = EXCLUDED.refused,
-    loss_pct = EXCLUDED.loss_pct, rtt_min_ms = EXCLUDED.rtt_min_ms,
-    rtt_avg_ms = EXCLUDED.rtt_avg_ms, rtt_max_ms = EXCLUDED.rtt_max_ms, error = EXCLUDED.error
-WHERE c.ts < EXCLUDED.ts OR (c.ts = EXCLUDED.ts AND (c.boot, c.seq) < (EXCLUDED.boot, EXCLUDED.seq))"
+    last_up_at = greatest(c.last_up_at, EXCLUDED.last_up_at), ",
+    newer!(sent),
+    newer!(received),
+    newer!(refused),
+    newer!(loss_pct),
+    newer!(rtt_min_ms),
+    newer!(rtt_avg_ms),
+    newer!(rtt_max_ms),
+    "error = CASE WHEN ",
+    is_newer!(),
+    " THEN EXCLUDED.error ELSE c.error END
+WHERE ",
+    is_newer!(),
+    " OR EXCLUDED.last_up_at > coalesce(c.last_up_at, '-infinity')"
 );
 
 #[cfg(test)]
