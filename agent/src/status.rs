@@ -210,6 +210,8 @@ pub struct Status {
     pub cleanup: Vec<CleanupStatus>,
     /// Last reading of each UPS (or why upsd could not be read).
     pub ups: Vec<UpsStatus>,
+    /// Last round of each `[[reach.target]]`.
+    pub reach: Vec<ReachStatus>,
 }
 
 /// The broker connection.
@@ -272,6 +274,8 @@ pub struct Sources {
     pub cleanup: usize,
     /// `[ups]` is present.
     pub ups: bool,
+    /// `[[reach.target]]` entries.
+    pub reach: usize,
 }
 
 /// One disk report.
@@ -387,6 +391,21 @@ pub struct UpsStatus {
     pub at_ms: u64,
 }
 
+/// One reachability target's last round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReachStatus {
+    /// Name and address as the config gives them (`NVR 192.168.1.10`).
+    pub target: String,
+    /// `up`, `down` or `unknown` (the round could not be run).
+    pub state: String,
+    /// The round in plain words (loss, round trips, or why not run).
+    pub detail: String,
+    /// Since when the state holds (this agent's run), Unix ms.
+    pub since_ms: u64,
+    /// When, Unix ms.
+    pub at_ms: u64,
+}
+
 // ------------------------------------------------------------ board
 
 /// What the sources and the uplink report for the status file. Every
@@ -407,6 +426,7 @@ struct BoardState {
     smart: Vec<SmartStatus>,
     cleanup: Vec<CleanupStatus>,
     ups: Vec<UpsStatus>,
+    reach: Vec<ReachStatus>,
     /// Camera names and cleanup roots in the config, to forget removed
     /// ones on reload.
     camera_names: Vec<String>,
@@ -437,6 +457,7 @@ impl Board {
             smart: cfg.sources.smart.is_some(),
             cleanup: cfg.sources.cleanup.as_ref().map_or(0, |c| c.roots.len()),
             ups: cfg.sources.ups.is_some(),
+            reach: cfg.sources.reach.as_ref().map_or(0, |r| r.targets.len()),
         };
         s.camera_names = cfg
             .sources
@@ -459,6 +480,9 @@ impl Board {
         if !st.sources.ups {
             st.ups.clear();
         }
+        // Targets are relabelled or removed by a reload: the next round
+        // lists them again.
+        st.reach.clear();
     }
 
     /// The broker URL in use (after a reconfigure).
@@ -577,6 +601,34 @@ impl Board {
     }
 }
 
+impl Board {
+    /// A reachability round: each target's label, state and words, in
+    /// config order (replaces the last; `since_ms` carries over while a
+    /// target's state stays the same).
+    pub fn reach(&self, entries: Vec<(String, &'static str, String)>) {
+        let at_ms = now_ms();
+        let mut s = self.lock();
+        let next = entries
+            .into_iter()
+            .map(|(target, state, detail)| {
+                let since_ms = s
+                    .reach
+                    .iter()
+                    .find(|r| r.target == target && r.state == state)
+                    .map_or(at_ms, |r| r.since_ms);
+                ReachStatus {
+                    target,
+                    state: state.to_owned(),
+                    detail,
+                    since_ms,
+                    at_ms,
+                }
+            })
+            .collect();
+        s.reach = next;
+    }
+}
+
 /// Replaces the entry with `item`'s key, or appends it (a handful of
 /// cameras, disks or roots: a list is smaller than a map).
 fn upsert<T>(list: &mut Vec<T>, item: T, key: fn(&T) -> &String) {
@@ -644,6 +696,7 @@ pub fn snapshot(publisher: &Publisher, started_ms: u64) -> Status {
         smart: s.smart.clone(),
         cleanup: s.cleanup.clone(),
         ups: s.ups.clone(),
+        reach: s.reach.clone(),
     }
 }
 
@@ -772,6 +825,7 @@ impl Status {
                 smart: flag(src, "smart"),
                 cleanup: usize_of(num(src, "cleanup")),
                 ups: flag(src, "ups"),
+                reach: usize_of(num(src, "reach")),
             },
             heartbeat_ms: get(v, "heartbeat_ms").as_u64(),
             disk: match get(v, "disk") {
@@ -851,6 +905,17 @@ impl Status {
                     ups: string(x, "ups"),
                     power: string(x, "power"),
                     detail: string(x, "detail"),
+                    at_ms: num(x, "at_ms"),
+                })
+                .collect(),
+            reach: get(v, "reach")
+                .items()
+                .iter()
+                .map(|x| ReachStatus {
+                    target: string(x, "target"),
+                    state: string(x, "state"),
+                    detail: string(x, "detail"),
+                    since_ms: num(x, "since_ms"),
                     at_ms: num(x, "at_ms"),
                 })
                 .collect(),
@@ -1290,6 +1355,32 @@ pub fn render(s: &Status, now: u64) -> String {
             let _ = writeln!(o, "  {}: {} ({})", u.ups, u.detail, ago(now, u.at_ms));
         }
     }
+    if s.sources.reach == 0 {
+        let _ = writeln!(o, "Reach:       off (no [[reach.target]])");
+    } else if s.reach.is_empty() {
+        let _ = writeln!(o, "Reach:       no round yet");
+    } else {
+        let down = s.reach.iter().filter(|r| r.state != "up").count();
+        let _ = writeln!(
+            o,
+            "Reach:       {} of {} targets answer",
+            s.reach.len() - down,
+            s.reach.len()
+        );
+        for r in &s.reach {
+            // `ago` reads "N s ago": the state has held since then.
+            let since = ago(now, r.since_ms);
+            let since = since.strip_suffix(" ago").unwrap_or(&since);
+            let _ = writeln!(
+                o,
+                "  {}: {} for {since}: {} ({})",
+                r.target,
+                r.state,
+                r.detail,
+                ago(now, r.at_ms)
+            );
+        }
+    }
     o
 }
 
@@ -1449,6 +1540,7 @@ mod tests {
             sources: Sources {
                 disk: 1,
                 cameras: 1,
+                reach: 1,
                 ..Sources::default()
             },
             heartbeat_ms: Some(998_000),
@@ -1477,6 +1569,13 @@ mod tests {
                 power: "on_battery".into(),
                 detail: "on battery, charge 80 % \"x\"".into(),
                 at_ms: 996_000,
+            }],
+            reach: vec![ReachStatus {
+                target: "NVR 192.168.1.10".into(),
+                state: "down".into(),
+                detail: "does not answer (3 of 3 lost)".into(),
+                since_ms: 400_000,
+                at_ms: 995_000,
             }],
         }
     }
@@ -1529,6 +1628,34 @@ mod tests {
         );
         assert!(text.contains("gate: auth (3 failures in a row"), "{text}");
         assert!(text.contains("Syslog:      off"), "{text}");
+        assert!(
+            text.contains("Reach:       0 of 1 targets answer"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  NVR 192.168.1.10: down for 10 min: does not answer (3 of 3 lost) (6 s ago)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reach_state_since_carries_over_while_the_state_holds() {
+        let b = Board::default();
+        let round = |state: &'static str| vec![("NVR 10.0.0.2".to_owned(), state, String::new())];
+        b.reach(round("up"));
+        let first = b.lock().reach[0].since_ms;
+        std::thread::sleep(Duration::from_millis(5));
+        b.reach(round("up"));
+        let r = b.lock().reach[0].clone();
+        assert_eq!(r.since_ms, first, "same state: the same since");
+        assert!(r.at_ms > first);
+        std::thread::sleep(Duration::from_millis(5));
+        b.reach(round("down"));
+        let r = b.lock().reach[0].clone();
+        assert_eq!((r.state.as_str(), r.since_ms), ("down", r.at_ms));
+        assert!(r.since_ms > first);
     }
 
     #[test]

@@ -268,6 +268,11 @@ fn reach_device_down_and_up_through_a_veth_with_loss_and_delay() {
          [[reach.target]]\nname = \"nvr\"\naddress = \"{DEVICE}\"\n\
          [[reach.target]]\nname = \"nvr-rtsp\"\naddress = \"{DEVICE}\"\nkind = \"tcp\"\nport = 554\n"
     ));
+    let status_file = dir.path().join("status.json");
+    text.push_str(&format!(
+        "[status]\nfile = {:?}\ninterval_secs = 1\n",
+        status_file.display().to_string()
+    ));
     let cfg = dir.path().join("agent.toml");
     std::fs::write(&cfg, text).expect("config");
 
@@ -370,6 +375,28 @@ fn reach_device_down_and_up_through_a_veth_with_loss_and_delay() {
             (None, None, None)
         );
     }
+
+    // `sitewatch-agent status` shows the same, with since when.
+    let mut shown = String::new();
+    for _ in 0..40 {
+        let out = Command::new(crate::util::agent_bin())
+            .args(["status", "--file"])
+            .arg(&status_file)
+            .output()
+            .expect("status");
+        shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        if shown.contains("Reach:       0 of 2 targets answer") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        shown.contains("Reach:       0 of 2 targets answer")
+            && shown.contains(&format!("  nvr {DEVICE}: down for "))
+            && shown.contains(" s: does not answer (3 of 3 lost) (")
+            && shown.contains(&format!("  nvr-rtsp {DEVICE}:554: down for")),
+        "{shown}"
+    );
 
     ns.restore(netem);
     let m = obs.wait_for(T, "device_up for nvr", |m| {

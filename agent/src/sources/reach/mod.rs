@@ -63,11 +63,7 @@ fn entry<'a>(t: &'a Target, r: &'a Round) -> ReachTargetOut<'a> {
             Probe::Tcp(_) => "tcp",
         },
         port: t.port(),
-        state: match r.up() {
-            Some(true) => "up",
-            Some(false) => "down",
-            None => "unknown",
-        },
+        state: state_word(r),
         sent: r.sent,
         received: r.answered,
         refused: r.refused,
@@ -139,6 +135,23 @@ pub async fn run(
             }
         }
         publish_reading(&p, secs, &cfg.targets, &rounds);
+        p.board().reach(
+            cfg.targets
+                .iter()
+                .zip(&rounds)
+                .map(|(t, r)| (t.label(), state_word(r), r.describe(t.port())))
+                .collect(),
+        );
+    }
+}
+
+/// `up`, `down` or `unknown` (the round could not be run), as the wire
+/// and the status file say it.
+fn state_word(r: &Round) -> &'static str {
+    match r.up() {
+        Some(true) => "up",
+        Some(false) => "down",
+        None => "unknown",
     }
 }
 
