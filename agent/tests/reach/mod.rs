@@ -377,19 +377,7 @@ fn reach_device_down_and_up_through_a_veth_with_loss_and_delay() {
     }
 
     // `sitewatch-agent status` shows the same, with since when.
-    let mut shown = String::new();
-    for _ in 0..40 {
-        let out = Command::new(crate::util::agent_bin())
-            .args(["status", "--file"])
-            .arg(&status_file)
-            .output()
-            .expect("status");
-        shown = String::from_utf8_lossy(&out.stdout).into_owned();
-        if shown.contains("Reach:       0 of 2 targets answer") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let shown = crate::util::status_text_when(&status_file, "Reach:       0 of 2 targets answer");
     assert!(
         shown.contains("Reach:       0 of 2 targets answer")
             && shown.contains(&format!("  nvr {DEVICE}: down for "))

@@ -289,19 +289,7 @@ fn ups_power_changes_are_events() {
         "0 V on the input is a reading"
     );
     // `sitewatch-agent status` shows it too.
-    let mut shown = String::new();
-    for _ in 0..40 {
-        let out = Command::new(crate::util::agent_bin())
-            .args(["status", "--file"])
-            .arg(&status_file)
-            .output()
-            .expect("status");
-        shown = String::from_utf8_lossy(&out.stdout).into_owned();
-        if shown.contains("myups: on battery, charge 80 %") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let shown = crate::util::status_text_when(&status_file, "myups: on battery, charge 80 %");
     assert!(shown.contains("myups: on battery, charge 80 %"), "{shown}");
 
     nut.set("OB LB", 9, 90, 0.0);

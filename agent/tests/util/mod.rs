@@ -121,6 +121,26 @@ pub fn run_check(config: &Path, args: &[&str]) -> Output {
         .expect("run check")
 }
 
+/// `sitewatch-agent status --file FILE` once its plain-words output
+/// contains `needle` (the agent rewrites the file within its interval),
+/// or the last output after 10 s.
+pub fn status_text_when(status_file: &Path, needle: &str) -> String {
+    let mut shown = String::new();
+    for _ in 0..40 {
+        let out = Command::new(agent_bin())
+            .args(["status", "--file"])
+            .arg(status_file)
+            .output()
+            .expect("status");
+        shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        if shown.contains(needle) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    shown
+}
+
 /// `check --online` output with each `broker STEP | verdict | words | …`
 /// table row also rendered as `STEP: verdict: words` (the step labels
 /// padded like `TLS:  ok: …`), so assertions can name a step's result.
