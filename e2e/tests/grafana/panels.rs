@@ -572,6 +572,35 @@ fn panels() -> Vec<Panel> {
             },
         },
         Panel {
+            dashboard: FLEET,
+            title: "LAN devices not answering",
+            check: |res| {
+                let r = res.r(FLEET, "LAN devices not answering", "");
+                let rows: Vec<String> = (0..r.rows.len())
+                    .map(|i| {
+                        format!(
+                            "{} {} {} {} {}",
+                            r.get(i, "site"),
+                            r.get(i, "target"),
+                            r.get(i, "address"),
+                            r.get(i, "kind"),
+                            r.get(i, "state")
+                        )
+                    })
+                    .collect();
+                // Only the NVR of site-cams: its switch and gate camera
+                // answer, and no other site has [reach].
+                assert_eq!(rows, ["site-cams nvr 192.168.1.10 icmp down"]);
+                assert_eq!(r.get(0, "last_seen"), "", "never answered");
+                assert_eq!(r.get(0, "site_state"), "online");
+                let secs: i64 = r.get(0, "for_seconds").parse().expect("seconds");
+                assert!(
+                    (1100..1300).contains(&secs),
+                    "down since the first round (-1200 s): {secs}"
+                );
+            },
+        },
+        Panel {
             dashboard: SITE,
             title: "LAN devices: round trip and loss",
             check: |res| {
