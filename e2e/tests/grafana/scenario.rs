@@ -19,6 +19,25 @@ use std::process::Command;
 use sitewatch_testkit::Mosquitto;
 
 fn publish(broker: &Mosquitto, topic: &str, payload: &str, retain: bool) {
+    // A real agent numbers each message of a boot once: two crafted
+    // messages with one (site, boot, seq) would be stored as they never
+    // are in the field, and counted wrongly in `boots`.
+    static SEEN: std::sync::Mutex<Vec<(String, String, u64)>> = std::sync::Mutex::new(Vec::new());
+    // (Payloads that are not JSON are the scenario's rejected ones.)
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    if let (Some(site), Some(boot), Some(seq)) =
+        (v["site"].as_str(), v["boot"].as_str(), v["seq"].as_u64())
+    {
+        let id = (site.to_owned(), boot.to_owned(), seq);
+        let mut seen = SEEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(
+            !seen.contains(&id),
+            "scenario: {id:?} published twice ({topic})"
+        );
+        seen.push(id);
+    }
     let mut cmd = Command::new("mosquitto_pub");
     cmd.args([
         "-h",
@@ -496,17 +515,17 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
     );
     for (seq, ago, rack) in [
         (
-            20,
+            23,
             1200,
             entry("rack", "OL", 100, 40, Some(2400), Some(231.0)),
         ),
         (
-            21,
+            24,
             600,
             entry("rack", "OB DISCHRG", 80, 42, Some(1500), Some(0.0)),
         ),
         (
-            22,
+            25,
             60,
             entry("rack", "OB DISCHRG", 64, 42, Some(900), Some(0.0)),
         ),
@@ -524,7 +543,8 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
         );
     }
     // Reachability rounds (the agent's `reach` kind, docs/wire.md) of
-    // site-cams, seqs 23..25 after the UPS readings: the NVR does not
+    // site-cams, seqs 26..28 after the UPS readings (23..25; the
+    // device events above are 20..22): the NVR does not
     // answer (down since its device_down event); the switch answers in
     // about a millisecond; the gate camera's RTSP port loses one probe
     // of three, its round trip growing.
@@ -544,9 +564,9 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
         )
     };
     for (seq, ago, switch_ms, gate_ms) in [
-        (23, 1200, 0.75, 5.0),
-        (24, 600, 1.25, 20.0),
-        (25, 60, 1.0, 40.0),
+        (26, 1200, 0.75, 5.0),
+        (27, 600, 1.25, 20.0),
+        (28, 60, 1.0, 40.0),
     ] {
         publish(
             broker,
