@@ -93,6 +93,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reach_readings",
         sql: include_str!("../../migrations/0014_reach_readings.sql"),
     },
+    Migration {
+        version: 16,
+        name: "ingest_minutes_every_kind",
+        sql: include_str!("../../migrations/0016_ingest_minutes_every_kind.sql"),
+    },
 ];
 
 /// Advisory lock key: "sitewatch" + 1, an arbitrary constant that only

@@ -573,6 +573,35 @@ fn panels() -> Vec<Panel> {
         },
         Panel {
             dashboard: FLEET,
+            title: "Messages stored per interval",
+            check: |res| {
+                let r = res.r(FLEET, "Messages stored per interval", "");
+                let mut by_kind = BTreeMap::<String, f64>::new();
+                for row in &r.rows {
+                    let n: f64 = row[r.col("messages")].parse().expect("number");
+                    *by_kind.entry(row[r.col("metric")].clone()).or_default() += n;
+                }
+                // Every kind the scenario stores is counted (migration
+                // 0016: not only heartbeat, disk, status and log). The
+                // scenario's messages: camera probes 3 + 1 + 1 + 4
+                // (site-cams, seqs 3-5, 9, 12, 15-18), SMART 3 (sda, sdb,
+                // nvme0n1), events 7 of site-cams + 1 of site-down, UPS
+                // readings 1 of site-down + 3 of site-cams (a reading of
+                // two UPSes is one message), reach rounds 3 (a round of
+                // three targets is one message).
+                let n = |k: &str| by_kind.get(k).copied().unwrap_or_default();
+                assert_eq!(
+                    [n("stream"), n("smart"), n("event"), n("ups"), n("reach")],
+                    [9.0, 3.0, 8.0, 4.0, 3.0],
+                    "{by_kind:?}"
+                );
+                for k in ["heartbeat", "disk", "status"] {
+                    assert!(n(k) > 0.0, "{k}: {by_kind:?}");
+                }
+            },
+        },
+        Panel {
+            dashboard: FLEET,
             title: "LAN devices not answering",
             check: |res| {
                 let r = res.r(FLEET, "LAN devices not answering", "");
