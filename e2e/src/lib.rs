@@ -13,12 +13,54 @@ pub mod grafana;
 
 /// The `sitewatch-agent` binary (`SITEWATCH_AGENT_BIN` overrides).
 pub fn agent_bin() -> PathBuf {
-    built_binary("sitewatch-agent", "SITEWATCH_AGENT_BIN")
+    let p = built_binary("sitewatch-agent", "SITEWATCH_AGENT_BIN");
+    if std::env::var_os("SITEWATCH_AGENT_BIN").is_none() {
+        refuse_stale(&p, &["agent/src", "wire/src"]);
+    }
+    p
 }
 
 /// The `sitewatch-bridge` binary (`SITEWATCH_BRIDGE_BIN` overrides).
 pub fn bridge_bin() -> PathBuf {
-    built_binary("sitewatch-bridge", "SITEWATCH_BRIDGE_BIN")
+    let p = built_binary("sitewatch-bridge", "SITEWATCH_BRIDGE_BIN");
+    if std::env::var_os("SITEWATCH_BRIDGE_BIN").is_none() {
+        refuse_stale(&p, &["bridge/src", "bridge/migrations", "wire/src"]);
+    }
+    p
+}
+
+/// Panics when a source file under `dirs` (relative to the workspace) is
+/// newer than the built binary `bin`: `cargo test -p sitewatch-e2e` does
+/// not rebuild the other crates' binaries, and a test against an old one
+/// passes or fails for the wrong reason.
+fn refuse_stale(bin: &Path, dirs: &[&str]) {
+    fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+        let mut best = None;
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let m = e.metadata().ok()?;
+            let t = if m.is_dir() {
+                newest(&e.path())
+            } else {
+                m.modified().ok()
+            };
+            best = best.max(t);
+        }
+        best
+    }
+    let Some(built) = std::fs::metadata(bin).and_then(|m| m.modified()).ok() else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for d in dirs {
+        if let Some(t) = newest(&root.join(d)) {
+            assert!(
+                t <= built,
+                "{} is older than {d}/: run `cargo build --workspace` (or \
+                 `cargo test --workspace`) so the tests run what the sources say",
+                bin.display()
+            );
+        }
+    }
 }
 
 /// A binary cargo built next to the running test executable
