@@ -55,6 +55,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod child;
 pub mod clock;
 pub mod config;
 pub mod diagnose;

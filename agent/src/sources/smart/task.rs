@@ -16,11 +16,10 @@
 
 use std::collections::HashMap;
 use std::collections::HashSet;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
@@ -399,45 +398,12 @@ pub fn run_smartctl_program(
             cmd.args(["-d", "scsi"]);
         }
     }
-    cmd.arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| "no stdout pipe".to_owned())?;
-    // Read on a helper thread so a hung smartctl cannot block past the
-    // deadline; the output is capped at the parser's limit.
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let limit = super::smartctl::MAX_INPUT_BYTES as u64 + 1;
-        let r = (&mut stdout).take(limit).read_to_end(&mut buf);
-        r.map(|_| buf)
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{program} did not finish within {} s",
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
-        }
-    };
-    let out = reader
-        .join()
-        .map_err(|_| format!("reading {program} output failed"))?
-        .map_err(|e| format!("reading {program} output: {e}"))?;
+    cmd.arg(path);
+    let crate::child::Output {
+        status,
+        stdout: out,
+        ..
+    } = crate::child::output_bounded(cmd, timeout, super::smartctl::MAX_INPUT_BYTES)?;
     super::smartctl::parse_smartctl_json(&out)
         .map_err(|e| format!("{program} exited with {status}: {e}"))
 }
@@ -450,6 +416,7 @@ mod tests {
     };
     use crate::sources::smart::ata::{self, AtaHealth};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
 
     /// QEMU's disk with raw 5 (reallocated) set from `realloc`.
     fn qemu_with_realloc(realloc: u64) -> Reading {
