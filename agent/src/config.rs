@@ -447,6 +447,53 @@ fn validate_log(l: LogRaw, problems: &mut Vec<String>) -> Option<Option<String>>
     }
 }
 
+/// Walking a section of the parsed document by hand, for sources whose
+/// raw struct has no derived deserializer (each derive costs the aarch64
+/// agent a few KB): typed reads that push a problem naming the key.
+pub mod walk {
+    use toml::de::DeValue;
+
+    /// A TOML value for messages: strings quoted, integers as written, other
+    /// kinds by their type.
+    pub fn shown(v: &DeValue<'_>) -> String {
+        match v {
+            DeValue::String(s) => format!("{s:?}"),
+            DeValue::Integer(n) => n.to_string(),
+            other => format!("a {}", other.type_str()),
+        }
+    }
+
+    /// A TOML integer that fits an `i64`.
+    pub fn integer(v: &DeValue<'_>) -> Option<i64> {
+        v.as_integer()
+            .and_then(|n| i64::from_str_radix(n.as_str(), n.radix()).ok())
+    }
+
+    /// A number setting: within `u32` (ranges are checked by `validate`).
+    pub fn number(key: &str, v: &DeValue<'_>, out: &mut u32, problems: &mut Vec<String>) {
+        match integer(v).and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => *out = n,
+            None => problems.push(format!("{key} = {}: must be a whole number", shown(v))),
+        }
+    }
+
+    /// A text setting.
+    pub fn text(key: &str, v: &DeValue<'_>, out: &mut String, problems: &mut Vec<String>) {
+        match v.as_str() {
+            Some(s) => *out = s.to_owned(),
+            None => problems.push(format!("{key} = {}: must be a string", shown(v))),
+        }
+    }
+
+    /// A yes/no setting.
+    pub fn flag(key: &str, v: &DeValue<'_>, out: &mut bool, problems: &mut Vec<String>) {
+        match v.as_bool() {
+            Some(b) => *out = b,
+            None => problems.push(format!("{key} = {}: must be true or false", shown(v))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

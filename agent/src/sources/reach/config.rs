@@ -49,37 +49,7 @@ pub struct TargetRaw {
     port: Option<i64>,
 }
 
-/// A TOML value for messages: strings quoted, integers as written, other
-/// kinds by their type.
-fn shown(v: &DeValue<'_>) -> String {
-    match v {
-        DeValue::String(s) => format!("{s:?}"),
-        DeValue::Integer(n) => n.to_string(),
-        other => format!("a {}", other.type_str()),
-    }
-}
-
-/// A TOML integer that fits an `i64`.
-fn integer(v: &DeValue<'_>) -> Option<i64> {
-    v.as_integer()
-        .and_then(|n| i64::from_str_radix(n.as_str(), n.radix()).ok())
-}
-
-/// A number setting: within `u32` (ranges are checked by `validate`).
-fn number(key: &str, v: &DeValue<'_>, out: &mut u32, problems: &mut Vec<String>) {
-    match integer(v).and_then(|n| u32::try_from(n).ok()) {
-        Some(n) => *out = n,
-        None => problems.push(format!("{key} = {}: must be a whole number", shown(v))),
-    }
-}
-
-/// A text setting.
-fn text(key: &str, v: &DeValue<'_>, out: &mut String, problems: &mut Vec<String>) {
-    match v.as_str() {
-        Some(s) => *out = s.to_owned(),
-        None => problems.push(format!("{key} = {}: must be a string", shown(v))),
-    }
-}
+use crate::config::walk::{integer, number, text};
 
 /// Reads `[reach]` (`Some(None)`: absent), pushing a problem for each key
 /// that is unknown or of the wrong type; `None` if there was one.
