@@ -212,6 +212,8 @@ pub struct Status {
     pub ups: Vec<UpsStatus>,
     /// Last round of each `[[reach.target]]`.
     pub reach: Vec<ReachStatus>,
+    /// Last LTE reading (`[lte]`).
+    pub lte: Option<LteStatus>,
 }
 
 /// The broker connection.
@@ -276,6 +278,8 @@ pub struct Sources {
     pub ups: bool,
     /// `[[reach.target]]` entries.
     pub reach: usize,
+    /// `[lte]` is present.
+    pub lte: bool,
 }
 
 /// One disk report.
@@ -406,6 +410,17 @@ pub struct ReachStatus {
     pub at_ms: u64,
 }
 
+/// The LTE modem's last reading.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LteStatus {
+    /// `good`, `fair`, `poor`, `no_service` or `unknown`.
+    pub class: String,
+    /// The reading in plain words, or why mmcli could not give it.
+    pub detail: String,
+    /// When, Unix ms.
+    pub at_ms: u64,
+}
+
 // ------------------------------------------------------------ board
 
 /// What the sources and the uplink report for the status file. Every
@@ -427,6 +442,7 @@ struct BoardState {
     cleanup: Vec<CleanupStatus>,
     ups: Vec<UpsStatus>,
     reach: Vec<ReachStatus>,
+    lte: Option<LteStatus>,
     /// Camera names and cleanup roots in the config, to forget removed
     /// ones on reload.
     camera_names: Vec<String>,
@@ -458,6 +474,7 @@ impl Board {
             cleanup: cfg.sources.cleanup.as_ref().map_or(0, |c| c.roots.len()),
             ups: cfg.sources.ups.is_some(),
             reach: cfg.sources.reach.as_ref().map_or(0, |r| r.targets.len()),
+            lte: cfg.sources.lte.is_some(),
         };
         s.camera_names = cfg
             .sources
@@ -483,6 +500,9 @@ impl Board {
         // Targets are relabelled or removed by a reload: the next round
         // lists them again.
         st.reach.clear();
+        if !st.sources.lte {
+            st.lte = None;
+        }
     }
 
     /// The broker URL in use (after a reconfigure).
@@ -629,6 +649,17 @@ impl Board {
     }
 }
 
+impl Board {
+    /// An LTE reading: its class and words (replaces the last).
+    pub fn lte(&self, class: &str, detail: String) {
+        self.lock().lte = Some(LteStatus {
+            class: class.to_owned(),
+            detail,
+            at_ms: now_ms(),
+        });
+    }
+}
+
 /// Replaces the entry with `item`'s key, or appends it (a handful of
 /// cameras, disks or roots: a list is smaller than a map).
 fn upsert<T>(list: &mut Vec<T>, item: T, key: fn(&T) -> &String) {
@@ -697,6 +728,7 @@ pub fn snapshot(publisher: &Publisher, started_ms: u64) -> Status {
         cleanup: s.cleanup.clone(),
         ups: s.ups.clone(),
         reach: s.reach.clone(),
+        lte: s.lte.clone(),
     }
 }
 
@@ -826,6 +858,7 @@ impl Status {
                 cleanup: usize_of(num(src, "cleanup")),
                 ups: flag(src, "ups"),
                 reach: usize_of(num(src, "reach")),
+                lte: flag(src, "lte"),
             },
             heartbeat_ms: get(v, "heartbeat_ms").as_u64(),
             disk: match get(v, "disk") {
@@ -919,6 +952,14 @@ impl Status {
                     at_ms: num(x, "at_ms"),
                 })
                 .collect(),
+            lte: match get(v, "lte") {
+                Json::Null => None,
+                x => Some(LteStatus {
+                    class: string(x, "class"),
+                    detail: string(x, "detail"),
+                    at_ms: num(x, "at_ms"),
+                }),
+            },
         })
     }
 }
@@ -1381,6 +1422,23 @@ pub fn render(s: &Status, now: u64) -> String {
             );
         }
     }
+    match &s.lte {
+        _ if !s.sources.lte => {
+            let _ = writeln!(o, "LTE:         off (no [lte] table)");
+        }
+        None => {
+            let _ = writeln!(o, "LTE:         no reading yet");
+        }
+        Some(l) => {
+            let _ = writeln!(
+                o,
+                "LTE:         {}: {} ({})",
+                l.class,
+                l.detail,
+                ago(now, l.at_ms)
+            );
+        }
+    }
     o
 }
 
@@ -1541,6 +1599,7 @@ mod tests {
                 disk: 1,
                 cameras: 1,
                 reach: 1,
+                lte: true,
                 ..Sources::default()
             },
             heartbeat_ms: Some(998_000),
@@ -1577,6 +1636,11 @@ mod tests {
                 since_ms: 400_000,
                 at_ms: 995_000,
             }],
+            lte: Some(LteStatus {
+                class: "poor".into(),
+                detail: "lte, Telkomsel (home), connected; signal poor: RSRP -108 dBm".into(),
+                at_ms: 990_000,
+            }),
         }
     }
 
@@ -1630,6 +1694,10 @@ mod tests {
         assert!(text.contains("Syslog:      off"), "{text}");
         assert!(
             text.contains("Reach:       0 of 1 targets answer"),
+            "{text}"
+        );
+        assert!(
+            text.contains("LTE:         poor: lte, Telkomsel (home), connected; signal poor: RSRP -108 dBm (11 s ago)"),
             "{text}"
         );
         assert!(

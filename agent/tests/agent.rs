@@ -5,6 +5,7 @@
 
 mod cleanup;
 mod faults;
+mod lte;
 mod ops;
 mod reach;
 mod rtsp;

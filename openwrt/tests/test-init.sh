@@ -13,7 +13,7 @@
 #     leading zeros dropped; a too large number, a value that is not
 #     UTF-8, a syslog host listed twice: refused (found by fuzzing);
 #   - disk reporting off; the [syslog] and [outbox] tables; cameras
-#     ([rtsp]), [smart] and cleanup roots ([cleanup]); [ups] (names, login,
+#     ([rtsp]), [smart] and cleanup roots ([cleanup]); [lte]; [ups] (names, login,
 #     its password file watched; off in the shipped config);
 #   - reload (start_service again, as rc.common does for `reload`,
 #     reload_config and LuCI) against the procd stand-in's model of which
@@ -630,6 +630,39 @@ if [ "$(cat "$T/status")" != 0 ] && grep -q "port: 'http' is not a whole number"
 	ok "a bad target port stops the start and is logged"
 else
 	bad "a bad target port stops the start and is logged" "$LOGGER_LOG" "$T/stdout"
+fi
+
+# 7e. [lte]: the LTE modem through ModemManager (off in the shipped config).
+cat >"$UCI_CONFIG_DIR/sitewatch" <<EOF
+config agent 'main'
+	option enabled '1'
+	option site_id 'lokasi1'
+config mqtt 'mqtt'
+	option url 'mqtt://127.0.0.1:1883'
+config lte 'lte'
+	option enabled '1'
+	option modem '0'
+	option interval_secs '090'
+EOF
+run_init
+if [ "$(cat "$T/status")" = 0 ] && "$PYTHON" - "$TOML" >"$T/py" 2>&1 <<'EOF'
+import sys, tomllib
+doc = tomllib.load(open(sys.argv[1], "rb"))
+assert doc["lte"] == {"modem": "0", "interval_secs": 90}, doc["lte"]
+EOF
+then
+	ok "[lte] with modem and interval"
+else
+	bad "[lte] with modem and interval" "$T/py" "$TOML" "$T/stdout" "$LOGGER_LOG"
+fi
+cp "$TOML" "$T/table.toml"
+table_check lte
+sed -i "s/option interval_secs '090'/option interval_secs '1m'/" "$UCI_CONFIG_DIR/sitewatch"
+run_init
+if [ "$(cat "$T/status")" != 0 ] && grep -q "lte.interval_secs: '1m' is not a whole number" "$LOGGER_LOG"; then
+	ok "a bad [lte] interval stops the start and is logged"
+else
+	bad "a bad [lte] interval stops the start and is logged" "$LOGGER_LOG" "$T/stdout"
 fi
 
 # 8. Certificate and password files are watched: replacing one and running

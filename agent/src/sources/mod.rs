@@ -33,6 +33,7 @@ pub mod cleanup;
 pub mod disk;
 pub mod forward;
 pub mod heartbeat;
+pub mod lte;
 pub mod reach;
 pub mod rtsp;
 pub mod smart;
@@ -408,4 +409,5 @@ registry! {
     cleanup: cleanup::CleanupSource,
     ups: ups::UpsSource,
     reach: reach::ReachSource,
+    lte: lte::LteSource,
 }
