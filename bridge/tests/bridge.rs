@@ -42,11 +42,11 @@ async fn valid_vectors_are_stored() {
     publish_all(&env.broker.url(), &msgs).await;
 
     eventually(WAIT, "all valid vectors stored", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 16") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 17") == Some(1)
     })
     .await;
     assert_eq!(env.count("SELECT count(*) FROM status_events"), 3);
-    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 2);
+    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 3);
     assert_eq!(env.count("SELECT count(*) FROM disk_usage"), 3);
     assert_eq!(env.count("SELECT count(*) FROM rejected_messages"), 0);
     assert_eq!(
@@ -58,7 +58,7 @@ async fn valid_vectors_are_stored() {
     // after the clean shutdown of the same session and is ignored.
     assert_eq!(
         env.sql("SELECT state, reason, boot, session, agent_version, heartbeat_secs, last_seq FROM sites"),
-        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|16"
+        "offline|shutdown|9f2c4e1a7b3d5608|1|0.1.0|30|17"
     );
     assert_eq!(
         env.sql("SELECT seq, state, applied FROM status_events ORDER BY seq"),
@@ -66,7 +66,7 @@ async fn valid_vectors_are_stored() {
     );
     assert_eq!(
         env.sql("SELECT max_seq, received, missing FROM boot_gaps"),
-        "16|16|0"
+        "17|17|0"
     );
     // Camera streams: history plus the latest per camera.
     assert_eq!(
@@ -105,7 +105,8 @@ async fn valid_vectors_are_stored() {
              coalesce(wan_if, '-'), coalesce(wan_rx_bytes, -1), coalesce(wan_tx_dropped, -1) \
              FROM heartbeats ORDER BY seq"
         ),
-        "2|86400|0.25|1.125|2|-|-1|-1\n14|86400|0.25|1.125|2|pppoe-wan|98765432100|1"
+        "2|86400|0.25|1.125|2|-|-1|-1\n14|86400|0.25|1.125|2|pppoe-wan|98765432100|1\n\
+         17|86400|0.25|1.125|2|pppoe-wan|98765432100|1"
     );
     assert_eq!(
         env.sql(
@@ -169,7 +170,7 @@ async fn valid_vectors_are_stored() {
     );
     assert_eq!(
         m("sitewatch_bridge_rows_written_total{table=\"heartbeats\"}"),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         m("sitewatch_bridge_rows_written_total{table=\"disk_usage\"}"),
@@ -207,11 +208,11 @@ async fn valid_vectors_are_stored() {
         m("sitewatch_bridge_messages_received_total{kind=\"reach\"}"),
         Some(2.0)
     );
-    assert_eq!(m("sitewatch_bridge_acked_total"), Some(17.0));
+    assert_eq!(m("sitewatch_bridge_acked_total"), Some(18.0));
     assert_eq!(m("sitewatch_bridge_duplicates_total"), Some(0.0));
     assert_eq!(m("sitewatch_bridge_mqtt_connected"), Some(1.0));
     assert!(
-        body.contains("sitewatch_bridge_message_lag_seconds_count 17"),
+        body.contains("sitewatch_bridge_message_lag_seconds_count 18"),
         "{body}"
     );
     bridge.stop().await.expect("graceful stop");
@@ -686,7 +687,7 @@ async fn least_privilege_writer_stores_but_cannot_alter() {
     let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
     eventually(WAIT, "all valid vectors stored by the writer", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 16") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 17") == Some(1)
     })
     .await;
     assert_eq!(env.count("SELECT count(*) FROM cameras"), 2);
@@ -710,7 +711,7 @@ async fn least_privilege_writer_stores_but_cannot_alter() {
             "{sql}: {err:#}"
         );
     }
-    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 2);
+    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 3);
 
     // A fresh database that nobody migrated: the writer bridge waits.
     let fresh_url = blocking(|| env.pg.create_database("fresh")).expect("create db");
@@ -1121,7 +1122,7 @@ async fn forget_retires_rows_and_keeps_history() {
     let msgs = golden_valid();
     publish_all(&env.broker.url(), &msgs).await;
     eventually(WAIT, "all valid vectors stored", || {
-        env.try_count("SELECT count(*) FROM boots WHERE received = 16") == Some(1)
+        env.try_count("SELECT count(*) FROM boots WHERE received = 17") == Some(1)
     })
     .await;
     bridge.stop().await.expect("stop");
@@ -1214,7 +1215,7 @@ async fn forget_retires_rows_and_keeps_history() {
     );
     assert_eq!(
         env.count("SELECT count(*) FROM heartbeats"),
-        2,
+        3,
         "history stays"
     );
 }

@@ -216,6 +216,7 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Message, DecodeError> {
             }
             if let Some(w) = &m.wan {
                 check_ifname(&w.iface)?;
+                check_wan_addrs(w)?;
             }
             Message::Heartbeat(m)
         }
@@ -386,6 +387,26 @@ fn check_ifname(name: &str) -> Result<(), DecodeError> {
             "wan.if must be an interface name: 1-15 bytes, no '/' or whitespace",
         ))
     }
+}
+
+/// `wan.addr` an IPv4 and `wan.addr6` an IPv6 address in their usual
+/// text form, within their bounds; `wan.addr_class` a code word.
+fn check_wan_addrs(w: &crate::payload::Wan) -> Result<(), DecodeError> {
+    use crate::payload::{MAX_ADDR4_LEN, MAX_ADDR6_LEN};
+    if let Some(a) = &w.addr {
+        if a.len() > MAX_ADDR4_LEN || a.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(DecodeError::Invalid("wan.addr must be an IPv4 address"));
+        }
+    }
+    if let Some(a) = &w.addr6 {
+        if a.len() > MAX_ADDR6_LEN || a.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(DecodeError::Invalid("wan.addr6 must be an IPv6 address"));
+        }
+    }
+    if let Some(c) = &w.addr_class {
+        check_codes([c.as_str()])?;
+    }
+    Ok(())
 }
 
 fn check_len(s: &str, max: usize, what: &'static str) -> Result<(), DecodeError> {

@@ -73,6 +73,11 @@ pub const VALID: &[Vector] = &[
         "sitewatch/v1/lokasi1/heartbeat",
         false
     ),
+    valid!(
+        "heartbeat-wan-addr.json",
+        "sitewatch/v1/lokasi1/heartbeat",
+        false
+    ),
     valid!("disk.json", "sitewatch/v1/lokasi1/disk", false),
     valid!("log.json", "sitewatch/v1/lokasi1/log", false),
     valid!("stream-ok.json", "sitewatch/v1/lokasi1/stream/gate", true),
@@ -151,6 +156,11 @@ pub const INVALID: &[Rejected] = &[
     invalid!("seq-zero.json", "sitewatch/v1/lokasi1/heartbeat", "invalid"),
     invalid!(
         "heartbeat-wan-if.json",
+        "sitewatch/v1/lokasi1/heartbeat",
+        "invalid"
+    ),
+    invalid!(
+        "heartbeat-wan-addr.json",
         "sitewatch/v1/lokasi1/heartbeat",
         "invalid"
     ),

@@ -55,7 +55,22 @@ fn heartbeat_wan() -> HeartbeatOut<'static> {
         tx_errors: 0,
         rx_dropped: 12,
         tx_dropped: 1,
+        ..WanOut::default()
     });
+    hb
+}
+
+/// A later heartbeat again, from a gateway whose uplink has its own
+/// addresses: IPv4 from the ISP's carrier-grade NAT range, and IPv6.
+fn heartbeat_wan_addr() -> HeartbeatOut<'static> {
+    let mut hb = heartbeat_wan();
+    hb.seq = 17;
+    hb.ts = 1_764_284_530_000;
+    if let Some(w) = hb.wan.as_mut() {
+        w.addr = Some("100.72.18.9");
+        w.addr_class = Some("cgnat");
+        w.addr6 = Some("2001:db8:4006:812::200e");
+    }
     hb
 }
 
@@ -503,6 +518,7 @@ fn encode_case(file: &str, buf: &mut [u8]) -> usize {
         ),
         "heartbeat.json" => encode(&heartbeat(), buf),
         "heartbeat-wan.json" => encode(&heartbeat_wan(), buf),
+        "heartbeat-wan-addr.json" => encode(&heartbeat_wan_addr(), buf),
         "disk.json" => encode(&DiskOut::new(header(3, 1_764_284_431_000), &MOUNTS), buf),
         "log.json" => encode(
             &LogOut::new(header(5, 1_764_284_442_100), &LOG_RECORDS),
@@ -617,6 +633,17 @@ fn decoder_reads_golden_values() {
                     (got.rx_dropped, got.tx_dropped),
                     (want.rx_dropped, want.tx_dropped)
                 );
+                // An agent older than the addresses: none decoded.
+                assert_eq!((got.addr, got.addr_class, got.addr6), (None, None, None));
+            }
+            ("heartbeat-wan-addr.json", Message::Heartbeat(h)) => {
+                let want = heartbeat_wan_addr().wan.expect("wan");
+                let got = h.wan.expect("wan decoded");
+                assert_eq!(got.iface, want.iface);
+                assert_eq!(got.rx_bytes, want.rx_bytes);
+                assert_eq!(got.addr.as_deref(), want.addr);
+                assert_eq!(got.addr_class.as_deref(), want.addr_class);
+                assert_eq!(got.addr6.as_deref(), want.addr6);
             }
             ("disk.json", Message::Disk(d)) => {
                 assert_eq!(d.mounts.len(), MOUNTS.len());
@@ -1080,6 +1107,9 @@ fn worst_case_heartbeat_with_wan_fits_its_buffer() {
         tx_errors: u64::MAX,
         rx_dropped: u64::MAX,
         tx_dropped: u64::MAX,
+        addr: Some("255.255.255.255"),
+        addr_class: Some("abcdefghijklmnopqrstuvwxyz012345"),
+        addr6: Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
     });
     hb.counters = AgentCounters {
         published: u64::MAX,

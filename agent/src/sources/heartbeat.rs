@@ -145,6 +145,7 @@ impl Beat {
                 tx_errors: c[3],
                 rx_dropped: c[4],
                 tx_dropped: c[5],
+                ..WanOut::default()
             });
             hb
         });
@@ -395,6 +396,7 @@ mod tests {
             tx_errors: m,
             rx_dropped: m,
             tx_dropped: m,
+            ..sitewatch_wire::payload::WanOut::default()
         });
         let mut buf = [0u8; HEARTBEAT_BUF_LEN * 2];
         let n = sitewatch_wire::encode(&hb, &mut buf).expect("encodes");

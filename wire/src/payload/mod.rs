@@ -290,6 +290,61 @@ pub struct WanOut<'a> {
     pub rx_dropped: u64,
     /// Packets to send dropped.
     pub tx_dropped: u64,
+    /// The interface's primary IPv4 address, dotted quad (at most
+    /// [`MAX_ADDR4_LEN`] bytes); absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<&'a str>,
+    /// What `addr` is ([`wan_addr_class`]): `public`, `cgnat`, `private`,
+    /// ...; present with `addr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr_class: Option<&'a str>,
+    /// A global IPv6 address of the interface (at most [`MAX_ADDR6_LEN`]
+    /// bytes); absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr6: Option<&'a str>,
+}
+
+/// Longest `wan.addr`: a dotted quad.
+pub const MAX_ADDR4_LEN: usize = 15;
+/// Longest `wan.addr6`: eight groups of four hex digits and seven colons.
+pub const MAX_ADDR6_LEN: usize = 39;
+
+/// What an uplink's IPv4 address says about the site's reachability from
+/// outside (`wan.addr_class`):
+///
+/// - `cgnat`: 100.64.0.0/10 (RFC 6598), the ISP's carrier-grade NAT: no
+///   port forward on the site's router can work, so live view through
+///   the DDNS name fails.
+/// - `private`: RFC 1918 (10/8, 172.16/12, 192.168/16): the router sits
+///   behind another NAT (an LTE modem, the ISP's box); a port forward
+///   needs a second forward on the device upstream.
+/// - `link_local`: 169.254/16, no DHCP answer.
+/// - `loopback`: 127/8 (a wrong `wan_interface`).
+/// - `reserved`: not routed on the Internet (0/8, 192.0.0/24,
+///   documentation and benchmarking ranges, multicast, 240/4, broadcast).
+/// - `public`: anything else.
+pub fn wan_addr_class(a: core::net::Ipv4Addr) -> &'static str {
+    let [o0, o1, o2, _] = a.octets();
+    if o0 == 100 && (o1 & 0xc0) == 64 {
+        "cgnat"
+    } else if a.is_private() {
+        "private"
+    } else if a.is_link_local() {
+        "link_local"
+    } else if a.is_loopback() {
+        "loopback"
+    } else if o0 == 0
+        || (o0, o1, o2) == (192, 0, 0)
+        || (o0, o1, o2) == (192, 0, 2)
+        || (o0, o1, o2) == (198, 51, 100)
+        || (o0, o1, o2) == (203, 0, 113)
+        || (o0 == 198 && (o1 & 0xfe) == 18)
+        || o0 >= 224
+    {
+        "reserved"
+    } else {
+        "public"
+    }
 }
 
 impl<'a> HeartbeatOut<'a> {
@@ -620,6 +675,17 @@ mod owned {
         pub rx_dropped: u64,
         /// Packets to send dropped.
         pub tx_dropped: u64,
+        /// The interface's primary IPv4 address; absent from agents older
+        /// than the field and when it has none.
+        #[serde(default)]
+        pub addr: Option<String>,
+        /// What `addr` is (`public`, `cgnat`, `private`, ...; see
+        /// [`super::wan_addr_class`]).
+        #[serde(default)]
+        pub addr_class: Option<String>,
+        /// A global IPv6 address of the interface.
+        #[serde(default)]
+        pub addr6: Option<String>,
     }
 
     /// One decoded mount entry.
@@ -717,5 +783,45 @@ mod owned {
         pub ts: u64,
         /// Records in receive order.
         pub records: Vec<LogRecord>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wan_addr_class;
+    use core::net::Ipv4Addr;
+
+    #[test]
+    fn wan_address_classes_at_their_edges() {
+        let class = |s: &str| wan_addr_class(s.parse::<Ipv4Addr>().expect("address"));
+        for (addr, want) in [
+            ("100.63.255.255", "public"),
+            ("100.64.0.0", "cgnat"),
+            ("100.100.3.7", "cgnat"),
+            ("100.127.255.255", "cgnat"),
+            ("100.128.0.0", "public"),
+            ("10.0.0.1", "private"),
+            ("172.15.255.255", "public"),
+            ("172.16.0.1", "private"),
+            ("172.31.255.255", "private"),
+            ("172.32.0.0", "public"),
+            ("192.168.8.100", "private"),
+            ("169.254.10.20", "link_local"),
+            ("127.0.0.1", "loopback"),
+            ("0.0.0.0", "reserved"),
+            ("192.0.0.8", "reserved"),
+            ("192.0.2.1", "reserved"),
+            ("198.18.0.1", "reserved"),
+            ("198.19.255.255", "reserved"),
+            ("198.20.0.1", "public"),
+            ("198.51.100.7", "reserved"),
+            ("203.0.113.7", "reserved"),
+            ("224.0.0.1", "reserved"),
+            ("255.255.255.255", "reserved"),
+            ("81.2.69.142", "public"),
+            ("8.8.8.8", "public"),
+        ] {
+            assert_eq!(class(addr), want, "{addr}");
+        }
     }
 }
