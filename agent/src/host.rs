@@ -204,6 +204,73 @@ pub fn read_wan_counters(sys_class_net: &str, iface: &str) -> Result<WanCounters
     Ok(out)
 }
 
+/// The primary IPv4 address of `iface` (`SIOCGIFADDR`: the first one
+/// configured, what `ip -4 addr` lists first); `Ok(None)` when it has
+/// none. The name must pass [`valid_ifname`].
+pub fn read_wan_addr4(iface: &str) -> Result<Option<std::net::Ipv4Addr>, String> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    if !valid_ifname(iface) {
+        return Err(format!("`{iface}` is not an interface name"));
+    }
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned
+    // (closed on drop) from here on.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(format!("socket: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a new descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain data; all zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // At most 15 bytes (valid_ifname), so the name stays NUL-terminated.
+    for (d, b) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFADDR reads the NUL-terminated name and writes a
+    // sockaddr into the ifreq, which outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFADDR as _, &mut req) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EADDRNOTAVAIL) => Ok(None),
+            _ => Err(format!("{iface}'s IPv4 address: {e}")),
+        };
+    }
+    // SAFETY: on success the union holds an AF_INET sockaddr, which
+    // sockaddr_in describes (both are 16 bytes).
+    let sin: libc::sockaddr_in =
+        unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(req.ifr_ifru.ifru_addr).cast()) };
+    Ok(Some(std::net::Ipv4Addr::from(u32::from_be(
+        sin.sin_addr.s_addr,
+    ))))
+}
+
+/// A global IPv6 address of `iface` in `/proc/net/if_inet6`'s text
+/// (address, index, prefix length, scope, flags, name; hex): scope global
+/// (00), not a unique local address (fc00::/7, which the kernel also
+/// scopes global), not temporary, deprecated, tentative or failed DAD.
+/// The first such line wins.
+pub fn parse_if_inet6(text: &str, iface: &str) -> Option<std::net::Ipv6Addr> {
+    // IFA_F_TEMPORARY | IFA_F_DADFAILED | IFA_F_DEPRECATED | IFA_F_TENTATIVE
+    const SKIP: u32 = 0x01 | 0x08 | 0x20 | 0x40;
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 6 || f[5] != iface || f[3] != "00" || f[0].len() != 32 {
+            return None;
+        }
+        let flags = u32::from_str_radix(f[4], 16).ok()?;
+        let a = std::net::Ipv6Addr::from(u128::from_str_radix(f[0], 16).ok()?);
+        let ula = a.segments()[0] & 0xfe00 == 0xfc00;
+        (flags & SKIP == 0 && !ula).then_some(a)
+    })
+}
+
+/// A global IPv6 address of `iface` ([`parse_if_inet6`]); `None` when it
+/// has none or IPv6 is off.
+pub fn read_wan_addr6(iface: &str) -> Option<std::net::Ipv6Addr> {
+    parse_if_inet6(&read("/proc/net/if_inet6").ok()?, iface)
+}
+
 /// The agent's own resident set size in bytes.
 pub fn self_rss_bytes() -> Result<u64, String> {
     let t = read("/proc/self/status").map_err(|e| e.to_string())?;
@@ -338,6 +405,43 @@ Hugepagesize:       2048 kB
         let after = read_wan_counters("/sys/class/net", "lo").expect("lo counters");
         assert!(after[0] >= before[0] + 10_000, "rx {before:?} -> {after:?}");
         assert!(after[1] >= before[1] + 10_000, "tx {before:?} -> {after:?}");
+    }
+
+    #[test]
+    fn global_ipv6_address_from_if_inet6() {
+        let text = "\
+fe80000000000000021122fffe334455 03 40 20 80 pppoe-wan
+fd00000000000000000000000000000a 03 40 00 80 pppoe-wan
+20010db800000000aaaa000000000001 03 40 00 01 pppoe-wan
+20010db800000000bbbb000000000002 03 40 00 20 pppoe-wan
+20010db840060812000000000000200e0 03 40 00 80 pppoe-wan
+20010db8400608120000000000000200 03 40 00 80 eth0
+20010db8400608120000000000000201 03 40 00 80 pppoe-wan
+00000000000000000000000000000001 01 80 10 80 lo
+";
+        // Link-local, ULA, temporary, deprecated and malformed lines are
+        // skipped; eth0's address is not pppoe-wan's.
+        assert_eq!(
+            parse_if_inet6(text, "pppoe-wan"),
+            Some("2001:db8:4006:812::201".parse().expect("v6"))
+        );
+        assert_eq!(
+            parse_if_inet6(text, "eth0"),
+            Some("2001:db8:4006:812::200".parse().expect("v6"))
+        );
+        assert_eq!(parse_if_inet6(text, "lo"), None);
+        assert_eq!(parse_if_inet6("", "eth0"), None);
+        assert_eq!(parse_if_inet6("zz 1 2 00 0 eth0\n", "eth0"), None);
+    }
+
+    #[test]
+    fn loopback_has_its_ipv4_address() {
+        assert_eq!(
+            read_wan_addr4("lo"),
+            Ok(Some(std::net::Ipv4Addr::LOCALHOST))
+        );
+        assert!(read_wan_addr4("no-such-if0").is_err());
+        assert!(read_wan_addr4("../x").is_err());
     }
 
     #[test]

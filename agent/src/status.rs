@@ -198,6 +198,9 @@ pub struct Status {
     pub sources: Sources,
     /// Last heartbeat, Unix ms.
     pub heartbeat_ms: Option<u64>,
+    /// The uplink interface at the last heartbeat (none: off, or not
+    /// read).
+    pub uplink: Option<UplinkStatus>,
     /// Last disk report.
     pub disk: Option<DiskStatus>,
     /// Syslog counters since start (when `[syslog]` is on).
@@ -280,6 +283,25 @@ pub struct Sources {
     pub reach: usize,
     /// `[lte]` is present.
     pub lte: bool,
+}
+
+/// The uplink interface at the last heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UplinkStatus {
+    /// Interface name.
+    pub iface: String,
+    /// Its primary IPv4 address (empty: none).
+    pub addr: String,
+    /// Its class (`public`, `cgnat`, `private`...; empty: no address).
+    pub addr_class: String,
+    /// A global IPv6 address (empty: none).
+    pub addr6: String,
+    /// Bytes received since the interface came up.
+    pub rx_bytes: u64,
+    /// Bytes sent since the interface came up.
+    pub tx_bytes: u64,
+    /// When, Unix ms.
+    pub at_ms: u64,
 }
 
 /// One disk report.
@@ -436,6 +458,7 @@ struct BoardState {
     config: String,
     sources: Sources,
     heartbeat_ms: Option<u64>,
+    uplink: Option<UplinkStatus>,
     disk: Option<DiskStatus>,
     cameras: Vec<CameraStatus>,
     smart: Vec<SmartStatus>,
@@ -547,6 +570,11 @@ impl Board {
     /// A heartbeat was published.
     pub fn heartbeat(&self) {
         self.lock().heartbeat_ms = Some(now_ms());
+    }
+
+    /// The uplink as the last heartbeat read it (`None`: not read).
+    pub fn uplink(&self, u: Option<UplinkStatus>) {
+        self.lock().uplink = u;
     }
 
     /// A disk report was published.
@@ -712,6 +740,7 @@ pub fn snapshot(publisher: &Publisher, started_ms: u64) -> Status {
         },
         sources: s.sources.clone(),
         heartbeat_ms: s.heartbeat_ms,
+        uplink: s.uplink.clone(),
         disk: s.disk.clone(),
         syslog: s.sources.syslog.then_some(SyslogStatus {
             received: c.syslog_received,
@@ -861,6 +890,18 @@ impl Status {
                 lte: flag(src, "lte"),
             },
             heartbeat_ms: get(v, "heartbeat_ms").as_u64(),
+            uplink: match get(v, "uplink") {
+                Json::Null => None,
+                u => Some(UplinkStatus {
+                    iface: string(u, "iface"),
+                    addr: string(u, "addr"),
+                    addr_class: string(u, "addr_class"),
+                    addr6: string(u, "addr6"),
+                    rx_bytes: num(u, "rx_bytes"),
+                    tx_bytes: num(u, "tx_bytes"),
+                    at_ms: num(u, "at_ms"),
+                }),
+            },
             disk: match get(v, "disk") {
                 Json::Null => None,
                 d => Some(DiskStatus {
@@ -1267,6 +1308,27 @@ pub fn render(s: &Status, now: u64) -> String {
         s.heartbeat_ms
             .map_or("none yet (sent after the first connection)".into(), when)
     );
+    if let Some(u) = &s.uplink {
+        // The words of `check`'s row (no second copy of them).
+        let addr = match crate::sources::heartbeat::addr_advice(&u.addr_class) {
+            _ if u.addr.is_empty() => "no IPv4 address".to_owned(),
+            Some((what, _)) => format!("{} ({}: {what})", u.addr, u.addr_class),
+            None => format!("{} ({})", u.addr, u.addr_class),
+        };
+        let v6 = if u.addr6.is_empty() {
+            String::new()
+        } else {
+            format!(", IPv6 {}", u.addr6)
+        };
+        let _ = writeln!(
+            o,
+            "Uplink:      {}: {addr}{v6}; {} in, {} out ({})",
+            u.iface,
+            bytes(u.rx_bytes),
+            bytes(u.tx_bytes),
+            ago(now, u.at_ms)
+        );
+    }
     match &s.disk {
         Some(d) => {
             let _ = writeln!(o, "Disk:        {}", when(d.at_ms));
@@ -1603,6 +1665,15 @@ mod tests {
                 ..Sources::default()
             },
             heartbeat_ms: Some(998_000),
+            uplink: Some(UplinkStatus {
+                iface: "pppoe-wan".into(),
+                addr: "100.72.18.9".into(),
+                addr_class: "cgnat".into(),
+                addr6: String::new(),
+                rx_bytes: 3 << 20,
+                tx_bytes: 1 << 20,
+                at_ms: 998_000,
+            }),
             disk: Some(DiskStatus {
                 at_ms: 997_000,
                 mounts: vec![MountStatus {
@@ -1688,6 +1759,14 @@ mod tests {
         let text = render(&doc("connected"), 1_001_000);
         assert!(
             text.contains("/: 42.5% used, 1.0 GiB free of 4.0 GiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Uplink:      pppoe-wan: 100.72.18.9 (cgnat: in the ISP's carrier-grade NAT \
+                 range (100.64.0.0/10): the site has no public IPv4 address); 3.0 MiB in, \
+                 1.0 MiB out (3 s ago)"
+            ),
             "{text}"
         );
         assert!(text.contains("gate: auth (3 failures in a row"), "{text}");

@@ -8,14 +8,19 @@
 //!
 //! The uplink is, by default, the interface of the IPv4 default route,
 //! looked up at every beat: when a site fails over from its fixed line
-//! to an LTE modem, `wan.if` says so at the centre.
+//! to an LTE modem, `wan.if` says so at the centre. Its own addresses go
+//! along (`wan.addr`, `addr_class`, `addr6`): the primary IPv4 address
+//! (one `SIOCGIFADDR` ioctl) classified by
+//! [`sitewatch_wire::payload::wan_addr_class`], and a global IPv6 address
+//! (`/proc/net/if_inet6`). A change of the IPv4 address is logged and sent
+//! as a `wan_addr_changed` event.
 
 use crate::config::Doc;
 use std::future::Future;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sitewatch_wire::payload::{HeartbeatOut, WanOut};
+use sitewatch_wire::payload::{wan_addr_class, HeartbeatOut, WanOut};
 use sitewatch_wire::topic::Kind;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -40,9 +45,23 @@ pub enum Wan {
     Named(String),
 }
 
+/// One reading of the uplink interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    /// Its name.
+    pub iface: String,
+    /// Its kernel counters.
+    pub counters: host::WanCounters,
+    /// Its primary IPv4 address, if any (`None` also when it could not
+    /// be read: the counters matter more than the address).
+    pub addr: Option<std::net::Ipv4Addr>,
+    /// A global IPv6 address of it, if any.
+    pub addr6: Option<std::net::Ipv6Addr>,
+}
+
 impl Wan {
-    /// The interface to read now and its counters, or why not.
-    pub fn read(&self) -> Result<Option<(String, host::WanCounters)>, String> {
+    /// The interface to read now, its counters and addresses, or why not.
+    pub fn read(&self) -> Result<Option<Uplink>, String> {
         let iface = match self {
             Wan::Off => return Ok(None),
             Wan::Named(n) => n.clone(),
@@ -55,8 +74,43 @@ impl Wan {
                 }
             }
         };
-        let c = host::read_wan_counters("/sys/class/net", &iface)?;
-        Ok(Some((iface, c)))
+        let counters = host::read_wan_counters("/sys/class/net", &iface)?;
+        let addr = host::read_wan_addr4(&iface).ok().flatten();
+        let addr6 = host::read_wan_addr6(&iface);
+        Ok(Some(Uplink {
+            iface,
+            counters,
+            addr,
+            addr6,
+        }))
+    }
+}
+
+/// What an uplink address class means, in words: what the address is,
+/// and what to do about it; `None` for a public address (nothing to do).
+/// Shared by `check`, the `wan_addr_changed` event and `status`.
+pub fn addr_advice(class: &str) -> Option<(&'static str, &'static str)> {
+    match class {
+        "public" => None,
+        "cgnat" => Some((
+            "in the ISP's carrier-grade NAT range (100.64.0.0/10): the site has no public \
+             IPv4 address",
+            "port forwards cannot work from here, so live view through the DDNS name will \
+             fail; ask the ISP for a public IP (often a paid option), or use a VPN or relay \
+             the site dials out to",
+        )),
+        "private" => Some((
+            "a private address: the router is behind another NAT (an LTE modem or the \
+             ISP's box)",
+            "port forwards need a second forward on that device upstream (or put it in \
+             bridge / IP passthrough mode); if it is itself behind carrier-grade NAT, ask \
+             the ISP for a public IP",
+        )),
+        _ => Some((
+            "not an Internet address",
+            "the uplink has no usable address: check its cable or modem, DHCP or PPPoE \
+             login, and [heartbeat] wan_interface",
+        )),
     }
 }
 
@@ -72,6 +126,9 @@ pub struct Beat {
     /// The last reason the uplink counters could not be read, so each
     /// new one is logged once.
     wan_problem: Option<String>,
+    /// The uplink's IPv4 address at the last beat that read it (`None`
+    /// before the first), for `wan_addr_changed`.
+    wan_addr: Option<Option<std::net::Ipv4Addr>>,
 }
 
 impl Beat {
@@ -87,7 +144,56 @@ impl Beat {
             warned: false,
             wan,
             wan_problem: None,
+            wan_addr: None,
         }
+    }
+
+    /// Logs the uplink's IPv4 address at the first reading and each
+    /// change, and publishes a change as `wan_addr_changed`.
+    fn watch_addr(&mut self, publisher: &Publisher, up: &Uplink) {
+        let before = self.wan_addr.replace(up.addr);
+        if before == Some(up.addr) {
+            return;
+        }
+        let class = |a: Option<std::net::Ipv4Addr>| a.map_or("none", wan_addr_class);
+        let words = |a: Option<std::net::Ipv4Addr>| {
+            a.map_or("no IPv4 address".to_owned(), |a| {
+                format!("{a} ({})", wan_addr_class(a))
+            })
+        };
+        let to = class(up.addr);
+        let advice = addr_advice(to).map_or("", |a| a.1);
+        let (from, message) = match before {
+            // The first reading: logged, not an event.
+            None => ("", format!("{}: {}", up.iface, words(up.addr))),
+            Some(b) => (
+                class(b),
+                format!("{}: {} -> {}", up.iface, words(b), words(up.addr)),
+            ),
+        };
+        // One line for both (each tracing call site costs code).
+        tracing::warn!(advice, "Uplink address: {message}");
+        if before.is_none() {
+            return;
+        }
+        let message = if advice.is_empty() {
+            message
+        } else {
+            format!("{message}; {advice}")
+        };
+        let severity = if advice.is_empty() { "info" } else { "warning" };
+        let _ = publisher.publish(Kind::Event, |h| {
+            crate::sources::forward::event(
+                h,
+                "wan_addr_changed",
+                severity,
+                &up.iface,
+                Some(from),
+                Some(to),
+                &message,
+                &[],
+            )
+        });
     }
 
     /// Samples the host and publishes one heartbeat (one round of [`run`]).
@@ -113,6 +219,9 @@ impl Beat {
         let wan = match self.wan.read() {
             Ok(w) => {
                 self.wan_problem = None;
+                if let Some(up) = &w {
+                    self.watch_addr(publisher, up);
+                }
                 w
             }
             Err(e) => {
@@ -124,6 +233,13 @@ impl Beat {
             }
         };
         let counters = publisher.snapshot();
+        // Formatted once, for the heartbeat and the status file.
+        let (addr, addr6) = wan.as_ref().map_or((None, None), |u| {
+            (
+                u.addr.map(|a| a.to_string()),
+                u.addr6.map(|a| a.to_string()),
+            )
+        });
         let agent_uptime_secs = self.started.elapsed().as_secs();
         let interval_secs = self.interval_secs;
         // Queue full or encode errors are counted and logged by the publisher.
@@ -137,19 +253,35 @@ impl Beat {
             hb.agent_rss_bytes = s.agent_rss_bytes;
             hb.clock = state.as_str();
             hb.counters = counters;
-            hb.wan = wan.as_ref().map(|(iface, c)| WanOut {
-                iface,
-                rx_bytes: c[0],
-                tx_bytes: c[1],
-                rx_errors: c[2],
-                tx_errors: c[3],
-                rx_dropped: c[4],
-                tx_dropped: c[5],
-                ..WanOut::default()
+            hb.wan = wan.as_ref().map(|u| {
+                let c = u.counters;
+                WanOut {
+                    iface: &u.iface,
+                    rx_bytes: c[0],
+                    tx_bytes: c[1],
+                    rx_errors: c[2],
+                    tx_errors: c[3],
+                    rx_dropped: c[4],
+                    tx_dropped: c[5],
+                    addr: addr.as_deref(),
+                    addr_class: u.addr.map(wan_addr_class),
+                    addr6: addr6.as_deref(),
+                }
             });
             hb
         });
         publisher.board().heartbeat();
+        publisher
+            .board()
+            .uplink(wan.map(|u| crate::status::UplinkStatus {
+                addr_class: u.addr.map_or("", wan_addr_class).to_owned(),
+                addr: addr.unwrap_or_default(),
+                addr6: addr6.unwrap_or_default(),
+                iface: u.iface,
+                rx_bytes: u.counters[0],
+                tx_bytes: u.counters[1],
+                at_ms: now_ms(),
+            }));
     }
 }
 
@@ -274,18 +406,23 @@ impl Source for HeartbeatSource {
         let what = "uplink interface";
         match cfg.wan.read() {
             Ok(None) => Vec::new(),
-            Ok(Some((iface, c))) => vec![row(
-                what,
-                Verdict::Ok,
-                format!(
-                    "{iface}: {} in, {} out since it came up; {} receive and {} send errors",
-                    human_bytes(c[0]),
-                    human_bytes(c[1]),
-                    c[2],
-                    c[3]
-                ),
-                "",
-            )],
+            Ok(Some(up)) => {
+                let c = up.counters;
+                let iface = &up.iface;
+                let counters = row(
+                    what,
+                    Verdict::Ok,
+                    format!(
+                        "{iface}: {} in, {} out since it came up; {} receive and {} send errors",
+                        human_bytes(c[0]),
+                        human_bytes(c[1]),
+                        c[2],
+                        c[3]
+                    ),
+                    "",
+                );
+                vec![counters, addr_row(&up)]
+            }
             Err(e) => vec![row(
                 what,
                 Verdict::Warning,
@@ -301,9 +438,64 @@ impl Source for HeartbeatSource {
     }
 }
 
+/// The `check` row for the uplink's own address: whether port forwards
+/// to this site can work at all.
+fn addr_row(up: &Uplink) -> Row {
+    let what = "uplink address";
+    let iface = &up.iface;
+    let v6 = up.addr6.map(|a| format!("; IPv6 {a}")).unwrap_or_default();
+    let Some(a) = up.addr else {
+        return row(
+            what,
+            Verdict::Warning,
+            format!("{iface} has no IPv4 address{v6}"),
+            "port forwards to this site cannot work over IPv4; check the uplink (cable, \
+             modem, DHCP or PPPoE login) and [heartbeat] wan_interface",
+        );
+    };
+    match addr_advice(wan_addr_class(a)) {
+        None => row(
+            what,
+            Verdict::Ok,
+            format!("{iface}: {a}, a public address: port forwards can work{v6}"),
+            "",
+        ),
+        Some((what_it_is, todo)) => row(
+            what,
+            Verdict::Warning,
+            format!("{iface}: {a} is {what_it_is}{v6}"),
+            todo,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{validate_wan, Wan};
+    use super::{addr_row, validate_wan, Uplink, Wan};
+    use crate::check::row::Verdict;
+
+    #[test]
+    fn address_row_says_when_port_forwards_cannot_work() {
+        let up = |a: &str| Uplink {
+            iface: "pppoe-wan".into(),
+            counters: [0; 6],
+            addr: a.parse().ok(),
+            addr6: None,
+        };
+        let r = addr_row(&up("81.2.69.142"));
+        assert_eq!(r.verdict, Verdict::Ok);
+        assert!(r.result.contains("public"), "{r:?}");
+        let r = addr_row(&up("100.72.18.9"));
+        assert_eq!(r.verdict, Verdict::Warning);
+        assert!(r.result.contains("carrier-grade NAT"), "{r:?}");
+        assert!(r.todo.contains("port forwards cannot work"), "{r:?}");
+        assert!(r.todo.contains("ask the ISP for a public IP"), "{r:?}");
+        let r = addr_row(&up("192.168.8.100"));
+        assert!(r.result.contains("behind another NAT"), "{r:?}");
+        assert!(r.todo.contains("second forward"), "{r:?}");
+        let r = addr_row(&up(""));
+        assert!(r.result.contains("no IPv4 address"), "{r:?}");
+    }
 
     #[test]
     fn wan_interface_is_auto_off_or_a_checked_name() {
@@ -396,7 +588,9 @@ mod tests {
             tx_errors: m,
             rx_dropped: m,
             tx_dropped: m,
-            ..sitewatch_wire::payload::WanOut::default()
+            addr: Some("255.255.255.255"),
+            addr_class: Some("link_local"),
+            addr6: Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
         });
         let mut buf = [0u8; HEARTBEAT_BUF_LEN * 2];
         let n = sitewatch_wire::encode(&hb, &mut buf).expect("encodes");
