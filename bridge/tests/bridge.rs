@@ -108,6 +108,22 @@ async fn valid_vectors_are_stored() {
         "2|86400|0.25|1.125|2|-|-1|-1\n14|86400|0.25|1.125|2|pppoe-wan|98765432100|1\n\
          17|86400|0.25|1.125|2|pppoe-wan|98765432100|1"
     );
+    // The uplink address: in the heartbeat that has one, and the latest
+    // heartbeat's on the site (migration 0015).
+    assert_eq!(
+        env.sql(
+            "SELECT seq, coalesce(wan_addr, '-'), coalesce(wan_addr_class, '-'), \
+             coalesce(wan_addr6, '-') FROM heartbeats ORDER BY seq"
+        ),
+        "2|-|-|-\n14|-|-|-\n17|100.72.18.9|cgnat|2001:db8:4006:812::200e"
+    );
+    assert_eq!(
+        env.sql(
+            "SELECT f.wan_addr, f.wan_addr_class, f.wan_addr6, f.wan_addr_since = s.hb_ts \
+             FROM fleet f JOIN sites s USING (site)"
+        ),
+        "100.72.18.9|cgnat|2001:db8:4006:812::200e|t"
+    );
     assert_eq!(
         env.sql(
             "SELECT site, effective_state, agent_version, disk_max_used_pct, \

@@ -295,9 +295,18 @@ async fn migration_11_converts_a_populated_database() {
     )
     .await
     .expect("populate");
+    // Over version 10's columns (later migrations add some, e.g. 15's
+    // `ddns`, NULL in the rows kept).
     let fingerprint = |t: &'static str| {
+        let cols = match t {
+            "camera_reachability" => {
+                "(x.site, x.camera, x.ts, x.class, x.detail, x.host, x.addr, x.duration_ms)"
+            }
+            _ => "x",
+        };
         format!(
-            "SELECT count(*) || ':' || md5(string_agg(x::text, '|' ORDER BY x::text)) FROM {t} x"
+            "SELECT count(*) || ':' || md5(string_agg({cols}::text, '|' ORDER BY {cols}::text)) \
+             FROM {t} x"
         )
     };
     let reach_before: String = c
@@ -393,4 +402,90 @@ async fn migration_11_converts_a_populated_database() {
     };
     assert_eq!(good, rolled, "every stored sample is in the rollup");
     drop(pg);
+}
+
+/// A heartbeat whose uplink has `addr` (class `class`), or none.
+fn heartbeat_wan_at(site: &str, seq: u64, ts_ms: u64, addr: Option<(&str, &str)>) -> Msg {
+    let mut wan = serde_json::json!({"if": "pppoe-wan", "rx_bytes": seq, "tx_bytes": seq,
+        "rx_errors": 0, "tx_errors": 0, "rx_dropped": 0, "tx_dropped": 0});
+    if let Some((a, c)) = addr {
+        wan["addr"] = a.into();
+        wan["addr_class"] = c.into();
+    }
+    let payload = serde_json::json!({
+        "v": 1, "site": site, "boot": "b0000000000000001", "seq": seq, "ts": ts_ms,
+        "agent_version": "0.1.0", "interval_secs": 60,
+        "uptime_secs": 1, "agent_uptime_secs": 1, "load": [0.1, 0.1, 0.1],
+        "mem_total_bytes": 1u64, "mem_available_bytes": 1u64, "agent_rss_bytes": 1u64,
+        "counters": {"published": seq}, "wan": wan
+    });
+    Msg::new(
+        format!("sitewatch/v1/{site}/heartbeat"),
+        serde_json::to_vec(&payload).expect("json"),
+    )
+}
+
+/// Migration 0015: the latest heartbeat's uplink address on `sites`, with
+/// since when it holds, through a real bridge; a late heartbeat (older
+/// timestamp, sent after) moves neither back; every heartbeat row keeps
+/// its address (the history).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_address_follows_the_latest_heartbeat() {
+    let env = Env::start();
+    let bridge = start_bridge(env.config("bridge-wan-addr", "")).await;
+    let t0 = now_ms() - 3_600_000;
+    let public = Some(("81.2.69.142", "public"));
+    let cgnat = Some(("100.72.18.9", "cgnat"));
+    let latest = "SELECT wan_addr, wan_addr_class, \
+                  (extract(epoch FROM wan_addr_since) * 1000)::int8 FROM sites";
+    // One message at a time, so each is its own batch.
+    type Step<'a> = (u64, u64, Option<(&'a str, &'a str)>, String);
+    let steps: [Step<'_>; 5] = [
+        (1, t0, public, format!("81.2.69.142|public|{t0}")),
+        // Same address later: since stays.
+        (2, t0 + 60_000, public, format!("81.2.69.142|public|{t0}")),
+        // The ISP moved the site behind CGNAT.
+        (
+            3,
+            t0 + 120_000,
+            cgnat,
+            format!("100.72.18.9|cgnat|{}", t0 + 120_000),
+        ),
+        // Late: an older heartbeat with another address changes nothing.
+        (
+            4,
+            t0 - 60_000,
+            Some(("10.0.0.2", "private")),
+            format!("100.72.18.9|cgnat|{}", t0 + 120_000),
+        ),
+        // No address (older agent, interface without IPv4): unknown.
+        (5, t0 + 180_000, None, format!("||{}", t0 + 180_000)),
+    ];
+    for (seq, ts, addr, want) in steps {
+        publish_all(
+            &env.broker.url(),
+            &[heartbeat_wan_at("wan-a", seq, ts, addr)],
+        )
+        .await;
+        eventually(WAIT, "heartbeat stored", || {
+            env.try_count(&format!(
+                "SELECT count(*) FROM heartbeats WHERE seq = {seq}"
+            )) == Some(1)
+        })
+        .await;
+        assert_eq!(env.sql(latest), want, "after seq {seq}");
+    }
+    assert_eq!(
+        env.sql(
+            "SELECT seq, coalesce(wan_addr, '-'), coalesce(wan_addr_class, '-') \
+             FROM heartbeats ORDER BY ts"
+        ),
+        "4|10.0.0.2|private\n1|81.2.69.142|public\n2|81.2.69.142|public\n\
+         3|100.72.18.9|cgnat\n5|-|-"
+    );
+    assert_eq!(
+        env.sql("SELECT site, coalesce(wan_addr, '-') FROM fleet"),
+        "wan-a|-"
+    );
+    bridge.stop().await.expect("clean stop");
 }

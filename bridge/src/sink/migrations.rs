@@ -94,6 +94,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0014_reach_readings.sql"),
     },
     Migration {
+        version: 15,
+        name: "wan_address",
+        sql: include_str!("../../migrations/0015_wan_address.sql"),
+    },
+    Migration {
         version: 16,
         name: "ingest_minutes_every_kind",
         sql: include_str!("../../migrations/0016_ingest_minutes_every_kind.sql"),

@@ -16,12 +16,14 @@ INSERT INTO heartbeats
     (site, boot, seq, ts, received_at, agent_version, interval_secs, uptime_secs,
      agent_uptime_secs, load1, load5, load15, mem_total_bytes, mem_available_bytes,
      agent_rss_bytes, counters, agent_ts, wan_if, wan_rx_bytes, wan_tx_bytes,
-     wan_rx_errors, wan_tx_errors, wan_rx_dropped, wan_tx_dropped)
+     wan_rx_errors, wan_tx_errors, wan_rx_dropped, wan_tx_dropped, wan_addr, wan_addr_class,
+     wan_addr6)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[],
                      $6::text[], $7::int4[], $8::int8[], $9::int8[], $10::float4[],
                      $11::float4[], $12::float4[], $13::int8[], $14::int8[], $15::int8[],
                      $16::jsonb[], $17::timestamptz[], $18::text[], $19::int8[], $20::int8[],
-                     $21::int8[], $22::int8[], $23::int8[], $24::int8[])
+                     $21::int8[], $22::int8[], $23::int8[], $24::int8[], $25::text[],
+                     $26::text[], $27::text[])
 ON CONFLICT DO NOTHING
 RETURNING site, boot, seq";
 
@@ -98,6 +100,9 @@ pub(super) async fn write_heartbeats<C: GenericClient + Sync>(
                     &hc.wan[3],
                     &hc.wan[4],
                     &hc.wan[5],
+                    &hc.wan_addr[0],
+                    &hc.wan_addr[1],
+                    &hc.wan_addr[2],
                 ],
             )
             .await?;
@@ -159,6 +164,8 @@ struct HeartbeatCols<'a> {
     wan_if: Vec<Option<&'a str>>,
     /// `wan`'s rx/tx bytes, errors, drops, in the columns' order.
     wan: [Vec<Option<i64>>; 6],
+    /// `wan.addr`, `wan.addr_class`, `wan.addr6` (migration 0015).
+    wan_addr: [Vec<Option<&'a str>>; 3],
 }
 
 impl<'a> HeartbeatCols<'a> {
@@ -196,6 +203,10 @@ impl<'a> HeartbeatCols<'a> {
         for (i, col) in self.wan.iter_mut().enumerate() {
             col.push(counters.map(|c| clamp_i64(c[i])));
         }
+        let w = h.wan.as_ref();
+        self.wan_addr[0].push(w.and_then(|w| w.addr.as_deref()));
+        self.wan_addr[1].push(w.and_then(|w| w.addr_class.as_deref()));
+        self.wan_addr[2].push(w.and_then(|w| w.addr6.as_deref()));
         self.counters.push(serde_json::Value::Object(
             h.counters
                 .iter()

@@ -32,7 +32,9 @@ ON CONFLICT (site) DO NOTHING";
 /// probing every partition of the history per site; each is replaced only
 /// by a message with a later or equal timestamp, NULL: none in the batch),
 /// the latest UPS reading's summary and identity likewise (migration 0012),
-/// returns the current state. One statement, so that each site row gets
+/// the latest heartbeat's uplink address with since when it holds
+/// (migration 0015: in the heartbeat group, so never moved back by an
+/// older message), returns the current state. One statement, so that each site row gets
 /// one new version for all of these instead of one per statement (the
 /// skew was a separate `UPDATE`: 220 ms of server time per 100k messages
 /// in `scripts/bench/ingest.sh`).
@@ -59,7 +61,12 @@ UPDATE sites AS s SET
                          THEN u.skew_ms ELSE s.clock_skew_ms END,
     clock_skew_at = CASE WHEN u.skew_at IS NOT NULL
                           AND (s.clock_skew_at IS NULL OR s.clock_skew_at <= u.skew_at)
-                         THEN u.skew_at ELSE s.clock_skew_at END{}{}{}
+                         THEN u.skew_at ELSE s.clock_skew_at END,
+    wan_addr_since = CASE WHEN u.hb_ts >= coalesce(s.hb_ts, '-infinity')
+                          THEN CASE WHEN u.wan_addr IS NOT DISTINCT FROM s.wan_addr
+                                         AND s.wan_addr_since IS NOT NULL
+                                    THEN s.wan_addr_since ELSE u.hb_ts END
+                          ELSE s.wan_addr_since END{}{}{}
 FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],
             $5::timestamptz[], $6::int8[], $7::float4[], $8::int8[], $9::int8[],
             $10::timestamptz[], $11::float4[], $12::text[], $13::int4[], $14::int4[],
@@ -67,7 +74,7 @@ FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],
             $18::text[], $19::int8[], $20::timestamptz[], $21::timestamptz[],
             $22::timestamptz[], $23::timestamptz[], $24::int4[], $25::text[], $26::int4[],
             $27::float4[], $28::int4[], $29::int4[], $30::text[], $31::int8[],
-            $32::timestamptz[])
+            $32::timestamptz[], $33::text[], $34::text[], $35::text[])
     AS u(site, live, skew_ms, skew_at,
          hb_ts, uptime_secs, load1, mem_available_bytes, mem_total_bytes,
          disk_ts, disk_max_used_pct, disk_fullest_path, disk_read_only_mounts,
@@ -75,7 +82,7 @@ FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::timestamptz[],
          hb_boot, hb_seq, hb_agent_ts, hb_received_at,
          ups_ts, ups_received_at, ups_interval_secs, ups_power, ups_on_battery,
          ups_min_charge_pct, ups_min_runtime_secs, ups_errors, ups_boot, ups_seq,
-         ups_agent_ts)
+         ups_agent_ts, wan_addr, wan_addr_class, wan_addr6)
 WHERE s.site = u.site
 RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts",
         newer(
@@ -90,6 +97,9 @@ RETURNING s.site, s.boot, s.session, s.state_rank, s.state_ts",
                 "hb_seq",
                 "hb_agent_ts",
                 "hb_received_at",
+                "wan_addr",
+                "wan_addr_class",
+                "wan_addr6",
             ]
         ),
         newer(
@@ -258,6 +268,14 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
         let hb_agent_ts: Vec<Option<SystemTime>> =
             hb.iter().map(|h| h.map(|h| agent_time(h.1.ts))).collect();
         let hb_received_at: Vec<Option<SystemTime>> = hb.iter().map(|h| h.map(|h| h.2)).collect();
+        let wan = |f: fn(&sitewatch_wire::payload::Wan) -> &Option<String>| -> Vec<Option<&str>> {
+            hb.iter()
+                .map(|h| h.and_then(|h| h.1.wan.as_ref().and_then(|w| f(w).as_deref())))
+                .collect()
+        };
+        let wan_addr = wan(|w| &w.addr);
+        let wan_addr_class = wan(|w| &w.addr_class);
+        let wan_addr6 = wan(|w| &w.addr6);
         let disk: Vec<Option<(SystemTime, _)>> = seen
             .values()
             .map(|s| s.disk.map(|(t, d)| (t, disk_summary(d))))
@@ -306,7 +324,7 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
         let ups_agent_ts: Vec<Option<SystemTime>> =
             ups.iter().map(|u| u.map(|u| agent_time(u.1.ts))).collect();
         let ensure_params: [&(dyn ToSql + Sync); 2] = [&sites, &first];
-        let touch_params: [&(dyn ToSql + Sync); 32] = [
+        let touch_params: [&(dyn ToSql + Sync); 35] = [
             &sites,
             &live,
             &skew_ms,
@@ -339,6 +357,9 @@ pub(super) async fn touch_sites<C: GenericClient + Sync>(
             &ups_boot,
             &ups_seq,
             &ups_agent_ts,
+            &wan_addr,
+            &wan_addr_class,
+            &wan_addr6,
         ];
         // One pipeline, run by the server in this order: create, then lock
         // and touch (see the module documentation of `postgres` on
