@@ -786,22 +786,22 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
     // all failing but the rows are stale (sitewatch-live stopped).
     sql(
         "INSERT INTO camera_reachability_now (site, camera, ts, class, class_since, detail, \
-         host, url, addr, duration_ms) VALUES \
+         host, url, addr, duration_ms, ddns) VALUES \
          ('site-cams', 'lobby', now() - interval '1 minute', 'tcp_timeout', now() - interval '20 minutes', \
-          '203.0.113.7:554: no answer', 'cams.example', 'rtsp://cams.example:554/1', '203.0.113.7', 3000), \
+          '203.0.113.7:554: no answer', 'cams.example', 'rtsp://cams.example:554/1', '203.0.113.7', 3000, NULL), \
          ('site-cams', 'gate', now() - interval '2 minutes', 'tcp_timeout', now() - interval '25 minutes', \
-          '203.0.113.7:554: no answer', 'cams.example', 'rtsp://cams.example:554/2', '203.0.113.7', 3000), \
+          '203.0.113.7:554: no answer', 'cams.example', 'rtsp://cams.example:554/2', '203.0.113.7', 3000, NULL), \
          ('site-online', 'door', now(), 'ok', now() - interval '1 day', 'DESCRIBE ok', \
-          'online.example', 'rtsp://online.example:554/1', '198.51.100.2', 40), \
+          'online.example', 'rtsp://online.example:554/1', '198.51.100.2', 40, true), \
          ('site-online', 'till', now(), 'auth', now() - interval '1 hour', 'DESCRIBE 401', \
-          'online.example', 'rtsp://online.example:554/2', '198.51.100.2', 45), \
+          'online.example', 'rtsp://online.example:554/2', '198.51.100.2', 45, false), \
          ('site-down', 'cam1', now(), 'dns', now() - interval '1 hour', 'does not resolve', \
-          'down.invalid', 'rtsp://down.invalid:554/1', NULL, 2), \
+          'down.invalid', 'rtsp://down.invalid:554/1', NULL, 2, NULL), \
          ('site-skew', 'cam1', now() - interval '2 hours', 'tcp_refused', now() - interval '3 hours', \
-          'refused', 'skew.example', 'rtsp://skew.example:554/1', '192.0.2.9', 1)",
+          'refused', 'skew.example', 'rtsp://skew.example:554/1', '192.0.2.9', 1, NULL)",
     );
-    sql("INSERT INTO camera_reachability (site, camera, ts, class, detail, host, addr, duration_ms) \
-         SELECT site, camera, ts, class, detail, host, addr, duration_ms FROM camera_reachability_now");
+    sql("INSERT INTO camera_reachability (site, camera, ts, class, detail, host, addr, duration_ms, ddns) \
+         SELECT site, camera, ts, class, detail, host, addr, duration_ms, ddns FROM camera_reachability_now");
     sql("CREATE ROLE grafana_test LOGIN IN ROLE sitewatch_grafana");
     assert_eq!(
         sql("select rolcanlogin from pg_roles where rolname = 'sitewatch_grafana'"),

@@ -146,6 +146,28 @@ fn panels() -> Vec<Panel> {
                 assert_eq!(sites.get(2, "failed_mounts"), "1");
                 assert_eq!(sites.get(2, "missing_messages"), "12");
                 assert_eq!(sites.get(2, "ups"), "", "no [ups] at site-disk");
+                // The uplink's address class (migration 15): site-cams
+                // went behind CGNAT, site-disk is behind an LTE modem;
+                // the real agent at site-online reports lo.
+                assert_eq!(sites.get(1, "uplink"), "cgnat");
+                assert_eq!(sites.get(2, "uplink"), "private");
+                assert_eq!(sites.get(3, "uplink"), "loopback");
+                assert_eq!(sites.get(0, "uplink"), "", "no address sent");
+            },
+        },
+        Panel {
+            dashboard: FLEET,
+            title: "Sites behind CGNAT or double NAT",
+            check: |res| {
+                let t = res.r(FLEET, "Sites behind CGNAT or double NAT", "");
+                assert_eq!(t.column("site"), ["site-cams", "site-disk"], "CGNAT first");
+                assert_eq!(t.column("address"), ["100.72.18.9", "192.168.8.100"]);
+                assert!(
+                    t.get(0, "what_to_do").contains("port forwards cannot work"),
+                    "{:?}",
+                    t.rows
+                );
+                assert!(t.get(1, "what_to_do").contains("second forward"));
             },
         },
         Panel {
@@ -510,6 +532,28 @@ fn panels() -> Vec<Panel> {
         },
         Panel {
             dashboard: SITE,
+            title: "Uplink address",
+            check: |res| {
+                let cams = res.r(SITE, "Uplink address", "site-cams");
+                assert_eq!(cams.column("address"), ["100.72.18.9"]);
+                assert_eq!(cams.get(0, "class"), "cgnat");
+                assert!(cams.get(0, "meaning").contains("carrier-grade NAT"));
+                // Since the heartbeat that brought it, not the earlier
+                // public one.
+                assert_ne!(cams.get(0, "since"), "");
+                let disk = res.r(SITE, "Uplink address", "site-disk");
+                assert_eq!(disk.get(0, "class"), "private");
+                let online = res.r(SITE, "Uplink address", "site-online");
+                assert_eq!(
+                    online.column("address"),
+                    ["127.0.0.1"],
+                    "a real agent on lo"
+                );
+                assert!(res.r(SITE, "Uplink address", "site-down").rows.is_empty());
+            },
+        },
+        Panel {
+            dashboard: SITE,
             title: "Uplink traffic",
             check: |res| {
                 let num = |t: &str| {
@@ -717,6 +761,9 @@ fn panels() -> Vec<Panel> {
                 assert_eq!(online.column("camera"), ["till", "door"], "failing first");
                 assert_eq!(online.column("class"), ["auth", "ok"]);
                 assert_eq!(online.get(1, "resolved_to"), "198.51.100.2");
+                // The DDNS check (migration 15): door's name resolves to
+                // the site's WAN address, till's does not.
+                assert_eq!(online.column("ddns"), ["f", "t"]);
                 let down = res.r(SITE, t, "site-down");
                 assert_eq!(down.column("class"), ["dns"]);
                 assert_eq!(

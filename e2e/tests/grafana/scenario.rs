@@ -88,6 +88,15 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
             &hb[..end]
         )
     };
+    // The uplink's own address (bridge migration 15), appended to its
+    // counters.
+    let addr = |hb: String, addr: &str, class: &str| {
+        let end = hb.len() - 2;
+        format!(
+            "{},\"addr\":\"{addr}\",\"addr_class\":\"{class}\"}}}}",
+            &hb[..end]
+        )
+    };
     let total: u64 = 1_000_000_000_000;
     let mount = |path: &str, avail: u64| {
         let used = total - avail;
@@ -177,12 +186,17 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
     publish(
         broker,
         &t("site-disk", "heartbeat"),
-        &wan(
-            heartbeat("site-disk", 20, now_ms - 1_000, 5),
-            "pppoe-wan",
-            5_000_000_000 + 800_000_000,
-            1_000_000_000 + 400_000_000,
-            17,
+        // Behind an LTE modem's NAT (double NAT).
+        &addr(
+            wan(
+                heartbeat("site-disk", 20, now_ms - 1_000, 5),
+                "pppoe-wan",
+                5_000_000_000 + 800_000_000,
+                1_000_000_000 + 400_000_000,
+                17,
+            ),
+            "192.168.8.100",
+            "private",
         ),
         false,
     );
@@ -268,12 +282,16 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
         &t("site-cams", "heartbeat"),
         // Its uplink was re-created in between (a PPPoE reconnect): the
         // receive counter went back, the send counter (by chance) did not.
-        &wan(
-            heartbeat("site-cams", 2, now_ms - 2_990_000, 0),
-            "pppoe-wan",
-            9_000_000_000,
-            1_000,
-            0,
+        &addr(
+            wan(
+                heartbeat("site-cams", 2, now_ms - 2_990_000, 0),
+                "pppoe-wan",
+                9_000_000_000,
+                1_000,
+                0,
+            ),
+            "81.2.69.142",
+            "public",
         ),
         false,
     );
@@ -421,12 +439,17 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
     publish(
         broker,
         &t("site-cams", "heartbeat"),
-        &wan(
-            heartbeat("site-cams", 19, now_ms - 1_000, 0),
-            "pppoe-wan",
-            1_000_000,
-            2_000_000,
-            0,
+        // The PPPoE reconnect put it behind the ISP's carrier-grade NAT.
+        &addr(
+            wan(
+                heartbeat("site-cams", 19, now_ms - 1_000, 0),
+                "pppoe-wan",
+                1_000_000,
+                2_000_000,
+                0,
+            ),
+            "100.72.18.9",
+            "cgnat",
         ),
         false,
     );
