@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`config`]: the TOML file, raw then validated (pure but for reading
 //!   password files);
+//! - [`ddns`]: the probed host name against the site's uplink address
+//!   (pure);
 //! - [`probe`]: one camera's reachability (DNS, TCP, RTSP DESCRIBE) and
 //!   its [`probe::Class`];
 //! - [`prober`]: the periodic round, spread over the interval with
@@ -20,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod ddns;
 pub mod fmp4;
 pub mod hls;
 pub mod http;

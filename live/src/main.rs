@@ -139,6 +139,10 @@ async fn probe_once(config: &Config, store: bool) -> anyhow::Result<bool> {
         let site = &config.sites[*si];
         let camera = &site.cameras[*ci];
         all_ok &= o.class == sitewatch_live::probe::Class::Ok;
+        let note = match client.as_mut() {
+            Some(c) => sitewatch_live::store::store(c, site, camera, o).await?,
+            None => None,
+        };
         println!(
             "{:<20} {:<16} {:<12} {:>7}  {}",
             site.id,
@@ -157,8 +161,8 @@ async fn probe_once(config: &Config, store: bool) -> anyhow::Result<bool> {
                 o.class.advice()
             );
         }
-        if let Some(c) = client.as_mut() {
-            sitewatch_live::store::store(c, site, camera, o).await?;
+        if let Some(note) = note {
+            println!("{:<20} {:<16} {:<12} {:>7}  → {note}", "", "", "", "");
         }
     }
     Ok(all_ok)

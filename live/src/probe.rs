@@ -128,6 +128,10 @@ pub struct Outcome {
     pub addr: Option<IpAddr>,
     /// How long the probe took.
     pub duration: Duration,
+    /// Every address the name resolved to (at most 8; the address itself
+    /// when the host is one), for [`crate::ddns::compare`]; empty when
+    /// it did not resolve.
+    pub resolved: Vec<IpAddr>,
 }
 
 /// Longest detail kept (retina's messages can be long).
@@ -148,6 +152,7 @@ fn outcome(class: Class, detail: String, addr: Option<IpAddr>, started: Instant)
         detail,
         addr,
         duration: started.elapsed(),
+        resolved: Vec::new(),
     }
 }
 
@@ -155,6 +160,19 @@ fn outcome(class: Class, detail: String, addr: Option<IpAddr>, started: Instant)
 /// site's credentials.
 #[tracing::instrument(skip_all, fields(site = %site.id, camera = %camera.name))]
 pub async fn probe(site: &Site, camera: &Camera, settings: &ProbeSettings) -> Outcome {
+    let mut resolved = Vec::new();
+    let mut o = steps(site, camera, settings, &mut resolved).await;
+    o.resolved = resolved;
+    o
+}
+
+/// [`probe`]'s steps; what the name resolved to goes to `resolved`.
+async fn steps(
+    site: &Site,
+    camera: &Camera,
+    settings: &ProbeSettings,
+    resolved_to: &mut Vec<IpAddr>,
+) -> Outcome {
     let started = Instant::now();
     // 1. DNS.
     let addrs: Vec<SocketAddr> = match camera.host.parse::<IpAddr>() {
@@ -198,6 +216,7 @@ pub async fn probe(site: &Site, camera: &Camera, settings: &ProbeSettings) -> Ou
             started,
         );
     };
+    resolved_to.extend(addrs.iter().map(SocketAddr::ip));
     // Several A/AAAA records (a stale and a fresh one, IPv4 and IPv6):
     // the detail names them all, since which one answered matters.
     let resolved = if addrs.len() > 1 {

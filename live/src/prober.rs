@@ -198,8 +198,11 @@ async fn write(
         }
         let Some(c) = client.as_mut() else { continue };
         match crate::store::store(c, site, camera, &done.outcome).await {
-            Ok(()) => {
+            Ok(note) => {
                 metrics.db_up.set(1);
+                if let Some(note) = note {
+                    tracing::debug!(site = %site.id, camera = %camera.name, "{note}");
+                }
             }
             Err(e) => {
                 metrics.db_up.set(0);

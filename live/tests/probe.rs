@@ -219,6 +219,89 @@ path = "/cam1"
     assert_eq!(addr, "badpw|f\ngood|f\nstale-ddns|t");
 }
 
+/// The DDNS check (bridge migration 15): the camera's host name against
+/// the site's latest uplink address on `sites`. `localhost` resolves to
+/// 127.0.0.1, so the site whose agent reported 127.0.0.1 matches, the one
+/// that reported 192.0.2.1 does not (a router whose DDNS client stopped
+/// updating), the one behind carrier-grade NAT is named as such, and the
+/// one the bridge knows no address of is not compared.
+#[test]
+fn ddns_name_against_the_sites_wan_address() {
+    let server = Server::start();
+    let pg = Postgres::start().expect("start PostgreSQL");
+    let url = pg.create_database("live_ddns").expect("database");
+    migrate(&url);
+    pg.psql_db(
+        "live_ddns",
+        "INSERT INTO sites (site, first_seen, last_seen, wan_addr, wan_addr_class, wan_addr_since) \
+         VALUES ('fresh', now(), now(), '127.0.0.1', 'public', now()), \
+                ('stale', now(), now(), '192.0.2.1', 'public', now()), \
+                ('cgnat', now(), now(), '100.72.18.9', 'cgnat', now())",
+    )
+    .expect("site rows");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write(dir.path(), "good.pw", &format!("{SECRET}\n"));
+    let mut config = format!("[postgres]\nurl = \"{url}\"\n");
+    for site in ["fresh", "stale", "cgnat", "unknown"] {
+        config.push_str(&format!(
+            "\n[[sites]]\nsite = \"{site}\"\nhost = \"localhost\"\nport = {p}\n\
+             username = \"admin\"\npassword_file = \"{good}\"\n\
+             [[sites.cameras]]\ncamera = \"secure\"\npath = \"/secure\"\n",
+            p = server.port,
+            good = good.display(),
+        ));
+    }
+    let cfg = write(dir.path(), "live.toml", &config);
+    let out = Command::new(live_bin())
+        .args(["probe", "--store", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run probe");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "but the site's WAN address is 192.0.2.1: the DDNS client on the router is not updating"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("port forwarding cannot work"), "{stdout}");
+    let rows = pg
+        .psql_db(
+            "live_ddns",
+            "SELECT site, class, coalesce(ddns::text, 'null') FROM camera_reachability_now \
+             ORDER BY site",
+        )
+        .expect("query");
+    assert_eq!(
+        rows,
+        "cgnat|ok|null\nfresh|ok|true\nstale|ok|false\nunknown|ok|null"
+    );
+    let stale = pg
+        .psql_db(
+            "live_ddns",
+            "SELECT detail FROM camera_reachability WHERE site = 'stale' AND ddns = false",
+        )
+        .expect("query");
+    assert!(
+        stale.contains("the DDNS name localhost resolves to ")
+            && stale.contains("127.0.0.1")
+            && stale.ends_with(
+                "but the site's WAN address is 192.0.2.1: the DDNS client on the router is not updating"
+            ),
+        "{stale}"
+    );
+    let cgnat = pg
+        .psql_db(
+            "live_ddns",
+            "SELECT detail FROM camera_reachability_now WHERE site = 'cgnat'",
+        )
+        .expect("query");
+    assert!(cgnat.contains("carrier-grade NAT"), "{cgnat}");
+}
+
 #[test]
 fn short_play_ok_and_no_frames() {
     let server = Server::start();
