@@ -66,6 +66,7 @@ pub mod once;
 pub mod perms;
 pub mod reload;
 pub mod sources;
+mod spawn;
 pub mod status;
 pub mod uplink;
 
@@ -173,7 +174,7 @@ pub async fn run_with(
         publish::Publisher::new(&config.site_id, boot, heartbeat_secs, Arc::clone(&shared))?;
     publisher.board().configure(&config);
     let stop_status = CancellationToken::new();
-    let status_task = tokio::spawn(status::write_loop(
+    let status_task = crate::spawn::spawn(status::write_loop(
         publisher.clone(),
         config.status.path(),
         config.status.interval,
@@ -181,8 +182,8 @@ pub async fn run_with(
         stop_status.clone(),
     ));
     let stop_tasks = CancellationToken::new();
-    let pump = tokio::spawn(link::pump(Arc::clone(&shared), stop_tasks.clone()));
-    let sync = tokio::spawn(link::sync(Arc::clone(&shared), stop_tasks.clone()));
+    let pump = crate::spawn::spawn(link::pump(Arc::clone(&shared), stop_tasks.clone()));
+    let sync = crate::spawn::spawn(link::sync(Arc::clone(&shared), stop_tasks.clone()));
     tracing::info!(
         site = %config.site_id,
         boot = %publisher.boot(),
@@ -215,7 +216,7 @@ pub async fn run_with(
     if watchdog {
         uplink = uplink.with_watchdog(notify::Watchdog::from_env());
     }
-    let mut uplink = tokio::spawn(uplink.run(stop_uplink.clone()));
+    let mut uplink = crate::spawn::spawn(uplink.run(stop_uplink.clone()));
     notify::ready(&format!(
         "Running; connecting to {} (site {})",
         config.mqtt.url, config.site_id
@@ -346,7 +347,7 @@ async fn finish_outbox(shared: &Arc<link::Shared>, memory_only: bool) {
         return;
     }
     let s = Arc::clone(shared);
-    match tokio::task::spawn_blocking(move || s.lock().outbox.sync_now()).await {
+    match crate::spawn::spawn_blocking(move || s.lock().outbox.sync_now()).await {
         Ok(Ok(())) => tracing::info!(records = depth, "Outbox flushed to disk"),
         Ok(Err(e)) => tracing::warn!("Cannot flush the outbox: {e:#}"),
         Err(e) => tracing::warn!(err = %e, "Outbox flush task failed"),

@@ -224,7 +224,7 @@ impl Context {
         F: Future<Output = ()> + Send + 'static,
     {
         let stop = self.stop.child_token();
-        let task = tokio::spawn(task(stop.clone()));
+        let task = crate::spawn::spawn(task(stop.clone()));
         Box::new(Task { stop, task })
     }
 
@@ -244,7 +244,7 @@ impl Context {
         let publisher = self.publisher.clone();
         self.spawn(move |token| async move {
             let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let forwarder = tokio::spawn(forward(publisher, rx));
+            let forwarder = crate::spawn::spawn(forward(publisher, rx));
             source(tx, token).await;
             let _ = forwarder.await;
         })

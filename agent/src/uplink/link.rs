@@ -139,7 +139,7 @@ pub async fn sync(shared: Arc<Shared>, stop: CancellationToken) {
             Some(at) if at <= now => {
                 let job = shared.lock().outbox.begin_sync();
                 if let Some(job) = job {
-                    match tokio::task::spawn_blocking(move || job.run()).await {
+                    match crate::spawn::spawn_blocking(move || job.run()).await {
                         Ok(done) => {
                             if let Err(e) = shared.lock().outbox.finish_sync(done) {
                                 tracing::warn!(err = %e, "Flushing the outbox to disk failed");

@@ -15,7 +15,7 @@ pub async fn rows(cfg: Option<&CleanupConfig>) -> Vec<Row> {
         )];
     };
     let outcomes =
-        tokio::task::spawn_blocking(move || crate::sources::cleanup::pass(&c, true, &|| false))
+        crate::spawn::spawn_blocking(move || crate::sources::cleanup::pass(&c, true, &|| false))
             .await
             .unwrap_or_default();
     outcomes

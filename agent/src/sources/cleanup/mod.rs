@@ -303,7 +303,8 @@ pub async fn run(
         }
         let c = cfg.clone();
         let stop = shutdown.clone();
-        let job = tokio::task::spawn_blocking(move || pass(&c, c.dry_run, &|| stop.is_cancelled()));
+        let job =
+            crate::spawn::spawn_blocking(move || pass(&c, c.dry_run, &|| stop.is_cancelled()));
         // On shutdown the pass stops at its next file; do not wait for it
         // (a walk of a huge folder is not interrupted).
         let outcomes = tokio::select! {

@@ -36,7 +36,7 @@ pub async fn rows(cfg: &DiskConfig) -> Vec<Row> {
         let t = Arc::clone(&table);
         let res = tokio::time::timeout(
             cfg.statvfs_timeout,
-            tokio::task::spawn_blocking(move || probe::probe(&p, &t)),
+            crate::spawn::spawn_blocking(move || probe::probe(&p, &t)),
         )
         .await;
         let name = format!("disk {path}");

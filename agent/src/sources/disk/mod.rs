@@ -67,7 +67,7 @@ async fn sample_round(slots: &mut [Slot], timeout: Duration) -> Vec<ProbeResult>
         }
         let path = slot.path.clone();
         let table = Arc::clone(&table);
-        slot.running = Some(tokio::task::spawn_blocking(move || {
+        slot.running = Some(crate::spawn::spawn_blocking(move || {
             probe::probe(&path, &table)
         }));
     }

@@ -184,7 +184,7 @@ pub async fn probe_all(cfg: super::RtspConfig) -> Vec<ProbeReport> {
     let n = cfg.cameras.len();
     for (i, cam) in cfg.cameras.into_iter().enumerate() {
         let sem = Arc::clone(&sem);
-        set.spawn(async move {
+        crate::spawn::spawn_in(&mut set, async move {
             // Never closed, so acquire cannot fail; without a permit the
             // probe would still be correct, only less polite to the NVR.
             let _permit = sem.acquire_owned().await.ok();

@@ -74,7 +74,7 @@ impl Source for RtspSource {
             return;
         };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let fwd = tokio::spawn(forward::forward_rtsp(p.clone(), rx));
+        let fwd = crate::spawn::spawn(forward::forward_rtsp(p.clone(), rx));
         for report in cli::probe_all(r.clone()).await {
             let report = Box::new(report);
             // As the scheduler's first probe of each camera.

@@ -180,7 +180,7 @@ pub async fn run(cfg: RtspConfig, tx: mpsc::Sender<Output>, shutdown: Cancellati
                 let cam = slot.cam.clone();
                 let prev = slot.last.as_ref().map(|r| r.measurements.clone());
                 let stop = shutdown.child_token();
-                let h = tasks.spawn(async move {
+                let h = crate::spawn::spawn_in(&mut tasks, async move {
                     let r = probe(&cam.target, cam.timing, prev.as_ref(), &stop).await;
                     (i, r)
                 });

@@ -14,7 +14,7 @@ pub async fn rows(cfg: Option<&SmartConfig>) -> Vec<Row> {
             "add a [smart] table (try `sitewatch-agent smart` first)",
         )];
     };
-    let found = tokio::task::spawn_blocking(move || {
+    let found = crate::spawn::spawn_blocking(move || {
         let discovered = crate::sources::smart::io::discover::paths();
         sm.device_list(&discovered)
             .into_iter()

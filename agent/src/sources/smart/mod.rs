@@ -184,7 +184,7 @@ impl super::Source for SmartSource {
         };
         let (reader, discover) = task::native(s);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let fwd = tokio::spawn(forward::forward_smart(p.clone(), rx));
+        let fwd = crate::spawn::spawn(forward::forward_smart(p.clone(), rx));
         task::once(s.clone(), reader, Some(discover), tx).await;
         let _ = fwd.await;
     }

@@ -145,7 +145,7 @@ impl Poller {
         let state = match &state_dir {
             Some(d) => {
                 let d = d.clone();
-                tokio::task::spawn_blocking(move || State::load(&d))
+                crate::spawn::spawn_blocking(move || State::load(&d))
                     .await
                     .unwrap_or_default()
             }
@@ -169,7 +169,7 @@ impl Poller {
         let discovered = match (&self.discover, self.cfg.devices.is_empty()) {
             (Some(d), true) => {
                 let d = Arc::clone(d);
-                tokio::task::spawn_blocking(move || d())
+                crate::spawn::spawn_blocking(move || d())
                     .await
                     .unwrap_or_default()
             }
@@ -219,7 +219,7 @@ impl Poller {
         let timeout = self.cfg.read_timeout;
         let standby_skip = self.cfg.standby_skip;
         let fallback =
-            tokio::task::spawn_blocking(move || run_smartctl(&p, kind, standby_skip, timeout))
+            crate::spawn::spawn_blocking(move || run_smartctl(&p, kind, standby_skip, timeout))
                 .await
                 .unwrap_or_else(|e| Err(format!("smartctl task failed: {e}")));
         match fallback {
@@ -253,7 +253,7 @@ impl Poller {
         let hung = Arc::clone(&self.hung);
         let p = path.to_owned();
         lock(&self.hung).insert(p.clone());
-        let job = tokio::task::spawn_blocking(move || {
+        let job = crate::spawn::spawn_blocking(move || {
             let r = reader(&p, kind);
             lock(&hung).remove(&p);
             r
@@ -341,7 +341,7 @@ impl Poller {
             return;
         };
         let state = self.state.clone();
-        match tokio::task::spawn_blocking(move || state.save(&dir)).await {
+        match crate::spawn::spawn_blocking(move || state.save(&dir)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("Cannot save the SMART state: {e:#}"),
             Err(e) => tracing::warn!(err = %e, "SMART state save task failed"),

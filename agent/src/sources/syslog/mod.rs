@@ -153,7 +153,7 @@ impl Syslog {
         let stop_all = CancellationToken::new();
         let tick =
             (cfg.batch_max_wait / 10).clamp(Duration::from_millis(10), Duration::from_millis(200));
-        let timer = tokio::spawn(source::timer(Arc::clone(&shared), tick, stop_all.clone()));
+        let timer = crate::spawn::spawn(source::timer(Arc::clone(&shared), tick, stop_all.clone()));
         let mut me = Syslog {
             shared,
             listeners: Vec::new(),
@@ -237,14 +237,14 @@ impl Syslog {
                     Some(r) => r.and_then(Bound::udp),
                     None => source::bind_udp(addr),
                 };
-                tokio::spawn(source::udp(addr, Some(first), shared, stop.clone()))
+                crate::spawn::spawn(source::udp(addr, Some(first), shared, stop.clone()))
             }
             Proto::Tcp => {
                 let first = match first {
                     Some(r) => r.and_then(Bound::tcp),
                     None => source::bind_tcp(addr),
                 };
-                tokio::spawn(source::tcp(
+                crate::spawn::spawn(source::tcp(
                     addr,
                     Some(first),
                     shared,

@@ -532,15 +532,18 @@ pub async fn tcp(
             continue;
         }
         let guard = OpenGuard(Arc::clone(&open));
-        conns.spawn(connection(
-            stream,
-            ip,
-            Arc::clone(&shared),
-            cfg.max_line_bytes,
-            cfg.tcp_idle_timeout,
-            stop.clone(),
-            guard,
-        ));
+        crate::spawn::spawn_in(
+            &mut conns,
+            connection(
+                stream,
+                ip,
+                Arc::clone(&shared),
+                cfg.max_line_bytes,
+                cfg.tcp_idle_timeout,
+                stop.clone(),
+                guard,
+            ),
+        );
     }
     // `stop` is cancelled: connections end on their own.
     while conns.join_next().await.is_some() {}
