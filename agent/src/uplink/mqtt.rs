@@ -147,8 +147,23 @@ pub fn fingerprint(cfg: &Config) -> anyhow::Result<u64> {
     use std::hash::{Hash as _, Hasher as _};
     let m = &cfg.mqtt;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    // Debug redacts the password; the password itself is hashed below.
-    format!("{m:?}").hash(&mut h);
+    // Every field by name, so a new one cannot be forgotten; the password
+    // itself is hashed with the credentials below.
+    let sitewatch_mqtt::BrokerConfig {
+        url,
+        client_id,
+        username,
+        password,
+        password_file,
+        ca_file,
+        client_cert_file,
+        client_key_file,
+        allow_plaintext,
+        keep_alive_secs,
+    } = m;
+    (url, client_id, username, password.is_some(), password_file).hash(&mut h);
+    (ca_file, client_cert_file, client_key_file).hash(&mut h);
+    (allow_plaintext, keep_alive_secs).hash(&mut h);
     cfg.client_id().hash(&mut h);
     m.credentials()
         .context("reading the MQTT password (mqtt.password_file)")?
