@@ -148,6 +148,14 @@ COMMON_RUSTFLAGS="-Clink-arg=-Wl,-T,$PWD/scripts/lib/no-eh-frame.ld --remap-path
 for d in "$REGISTRY_SRC"/*/; do
     [ -d "$d" ] && COMMON_RUSTFLAGS="$COMMON_RUSTFLAGS --remap-path-prefix=$d="
 done
+# std's generic code compiled into this build names rust-src's copy under
+# the toolchain's local path in panic locations; rustup's prebuilt std
+# names the same files /rustc/<commit>/library/...: one spelling, so the
+# linker merges the two copies of each string (stable path: 2 KB).
+RUST_SYSROOT=$(rustc --print sysroot)
+RUST_COMMIT=$(rustc -vV | sed -n 's/^commit-hash: //p')
+[ -n "$RUST_COMMIT" ] && [ -d "$RUST_SYSROOT/lib/rustlib/src/rust" ] \
+    && COMMON_RUSTFLAGS="$COMMON_RUSTFLAGS --remap-path-prefix=$RUST_SYSROOT/lib/rustlib/src/rust/=/rustc/$RUST_COMMIT/"
 BUILDINFO=()
 for t in "${TARGETS[@]}"; do
     mode=$(rust_std_mode "$t")
