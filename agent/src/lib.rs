@@ -66,7 +66,7 @@ pub mod once;
 pub mod perms;
 pub mod reload;
 pub mod sources;
-mod spawn;
+pub mod spawn;
 pub mod status;
 pub mod uplink;
 

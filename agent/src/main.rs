@@ -290,7 +290,7 @@ fn reload_requests() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
     use anyhow::Context as _;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
+    sitewatch_agent::spawn::spawn(async move {
         while hup.recv().await.is_some() {
             // Full: a reload is already pending, which reads the file anew.
             let _ = tx.try_send(());
@@ -311,7 +311,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = name, "Shutting down");
-        tokio::spawn(async move {
+        sitewatch_agent::spawn::spawn(async move {
             let forced = tokio::select! {
                 _ = term.recv() => "second signal",
                 _ = int.recv() => "second signal",

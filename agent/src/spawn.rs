@@ -13,21 +13,21 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// [`tokio::spawn`], boxed.
-pub(crate) fn spawn<T: Send + 'static>(
+pub fn spawn<T: Send + 'static>(
     f: impl Future<Output = T> + Send + 'static,
 ) -> JoinHandle<T> {
     tokio::spawn(Box::pin(f) as BoxFuture<T>)
 }
 
 /// [`tokio::task::spawn_blocking`], boxed.
-pub(crate) fn spawn_blocking<T: Send + 'static>(
+pub fn spawn_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
     tokio::task::spawn_blocking(Box::new(f) as Box<dyn FnOnce() -> T + Send + 'static>)
 }
 
 /// [`JoinSet::spawn`], boxed.
-pub(crate) fn spawn_in<T: Send + 'static>(
+pub fn spawn_in<T: Send + 'static>(
     set: &mut JoinSet<T>,
     f: impl Future<Output = T> + Send + 'static,
 ) -> AbortHandle {
