@@ -678,7 +678,9 @@ impl Outbox {
             .into_values()
             .filter(|(n, _)| !resolved.contains(*n))
             .collect();
-        live.sort_by_key(|(n, _)| *n);
+        // Unstable: equal ids can only come from a damaged file, and their
+        // order was the HashMap's anyway (about 1 KB less than a stable sort).
+        live.sort_unstable_by_key(|(n, _)| *n);
         live.truncate(MAX_STATE_RECORDS);
         // Rewrite the live records into a new segment; the old ones hold no
         // live record any more, so the sync that open_disk does next

@@ -70,7 +70,9 @@ pub fn disks_in(sys_block: &Path) -> std::io::Result<Vec<Found>> {
             });
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    // Names in one directory are unique, so an unstable sort gives the
+    // same order (and less code than a stable one).
+    out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
