@@ -128,7 +128,10 @@ fn check(path: &Path, online: bool, allow_exposed: bool) -> ExitCode {
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ok = rt.block_on(sitewatch_agent::check::online(&cfg, &mut std::io::stdout()));
+    let ok = sitewatch_agent::spawn::block_on(
+        &rt,
+        sitewatch_agent::check::online(&cfg, &mut std::io::stdout()),
+    );
     // A disk probe may still hang on a dead NFS server: do not wait.
     rt.shutdown_background();
     if ok {
@@ -257,7 +260,7 @@ fn run(path: &Path, allow_exposed: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async {
+    let result = sitewatch_agent::spawn::block_on(&rt, async {
         let shutdown = shutdown_signal()?;
         let reload = reload_requests()?;
         let extras = sitewatch_agent::Extras {

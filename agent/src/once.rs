@@ -127,7 +127,7 @@ pub fn main(cfg: &Config, out: &mut dyn Write) -> u8 {
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut notes = Vec::new();
-    let res = rt.block_on(run(cfg, &mut |n| notes.push(n)));
+    let res = crate::spawn::block_on(&rt, run(cfg, &mut |n| notes.push(n)));
     // A disk probe may still hang on a dead NFS server: do not wait.
     rt.shutdown_background();
     for n in &notes {

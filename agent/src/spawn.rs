@@ -1,8 +1,9 @@
-//! Spawning with one task type per output type. tokio instantiates its
-//! task harness (poll, complete, cancel, join, drop, dealloc) for every
-//! future or closure type it runs; boxing first leaves one instance per
-//! output type. The price is one allocation per spawn, which the agent
-//! does a few times per source and round, never per message.
+//! Spawning and `block_on` with one task type per output type. tokio
+//! instantiates its task harness (poll, complete, cancel, join, drop,
+//! dealloc) for every future or closure type it runs, and `block_on`
+//! inlines its scheduler loop for every future; boxing first leaves one
+//! instance per output type. The price is one allocation per spawn, which
+//! the agent does a few times per source and round, never per message.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,16 +14,12 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// [`tokio::spawn`], boxed.
-pub fn spawn<T: Send + 'static>(
-    f: impl Future<Output = T> + Send + 'static,
-) -> JoinHandle<T> {
+pub fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> JoinHandle<T> {
     tokio::spawn(Box::pin(f) as BoxFuture<T>)
 }
 
 /// [`tokio::task::spawn_blocking`], boxed.
-pub fn spawn_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
+pub fn spawn_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     tokio::task::spawn_blocking(Box::new(f) as Box<dyn FnOnce() -> T + Send + 'static>)
 }
 
@@ -32,4 +29,21 @@ pub fn spawn_in<T: Send + 'static>(
     f: impl Future<Output = T> + Send + 'static,
 ) -> AbortHandle {
     set.spawn(Box::pin(f) as BoxFuture<T>)
+}
+
+/// [`Runtime::block_on`](tokio::runtime::Runtime::block_on), with the
+/// future boxed: tokio's scheduler loop, which `block_on` inlines, is
+/// then compiled once for all the commands instead of once per future.
+pub fn block_on<T>(rt: &tokio::runtime::Runtime, f: impl Future<Output = T>) -> T {
+    let mut out = None;
+    let slot = &mut out;
+    let task: Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(async move {
+        *slot = Some(f.await);
+    });
+    rt.block_on(task);
+    match out {
+        Some(v) => v,
+        // block_on returns only once the future has completed.
+        None => unreachable!("block_on returned before its future completed"),
+    }
 }

@@ -331,7 +331,10 @@ pub fn main(args: &DiscoverArgs, out: &mut dyn Write) -> u8 {
             return 2;
         }
     };
-    let code = rt.block_on(run(args, login.as_ref(), password_file.as_deref(), out));
+    let code = crate::spawn::block_on(
+        &rt,
+        run(args, login.as_ref(), password_file.as_deref(), out),
+    );
     // A TEARDOWN retry of --probe may still be pending: do not wait.
     rt.shutdown_background();
     code

@@ -136,7 +136,10 @@ pub fn main(args: &ProbeArgs, config: &Path, out: &mut dyn Write) -> u8 {
                     return 2;
                 }
             };
-            let r = rt.block_on(probe(&target, timing, None, &CancellationToken::new()));
+            let r = crate::spawn::block_on(
+                &rt,
+                probe(&target, timing, None, &CancellationToken::new()),
+            );
             let _ = if args.json {
                 writeln!(out, "{}", to_json(&r))
             } else {
@@ -160,7 +163,7 @@ pub fn main(args: &ProbeArgs, config: &Path, out: &mut dyn Write) -> u8 {
                 );
                 return 2;
             };
-            let reports = rt.block_on(probe_all(rtsp));
+            let reports = crate::spawn::block_on(&rt, probe_all(rtsp));
             if args.json {
                 for r in &reports {
                     let _ = writeln!(out, "{}", to_json(r));
