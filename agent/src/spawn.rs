@@ -5,10 +5,13 @@
 //! instance per output type. The price is one allocation per spawn, which
 //! the agent does a few times per source and round, never per message.
 
+use std::any::Any;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinError, JoinHandle, JoinSet};
 
 /// A boxed future, as the agent's tasks run.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -18,9 +21,42 @@ pub fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> 
     tokio::spawn(Box::pin(f) as BoxFuture<T>)
 }
 
-/// [`tokio::task::spawn_blocking`], boxed.
-pub fn spawn_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    tokio::task::spawn_blocking(Box::new(f) as Box<dyn FnOnce() -> T + Send + 'static>)
+/// [`tokio::task::spawn_blocking`], boxed, with the output type-erased
+/// too, so that every blocking job is one task type.
+pub fn spawn_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Blocking<T> {
+    let job: Box<dyn FnOnce() -> Box<dyn Any + Send> + Send + 'static> =
+        Box::new(move || Box::new(f()) as Box<dyn Any + Send>);
+    Blocking {
+        handle: tokio::task::spawn_blocking(job),
+        out: PhantomData,
+    }
+}
+
+/// The handle of a [`spawn_blocking`] job: a [`JoinHandle`] that yields
+/// the job's `T` (or the [`JoinError`] of a panic).
+pub struct Blocking<T> {
+    handle: JoinHandle<Box<dyn Any + Send>>,
+    out: PhantomData<fn() -> T>,
+}
+
+impl<T> Blocking<T> {
+    /// Whether the job has ended ([`JoinHandle::is_finished`]).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
+
+impl<T: 'static> Future for Blocking<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.handle).poll(cx).map(|r| {
+            r.map(|out| match out.downcast::<T>() {
+                Ok(v) => *v,
+                Err(_) => unreachable!("a blocking job yields the type it was spawned with"),
+            })
+        })
+    }
 }
 
 /// [`JoinSet::spawn`], boxed.

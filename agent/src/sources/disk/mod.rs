@@ -21,9 +21,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::spawn::Blocking;
 use sitewatch_wire::payload::{DiskOut, MountOut};
 use sitewatch_wire::topic::Kind;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ type ProbeResult = Result<Mounted, ProbeError>;
 /// still be running.
 struct Slot {
     path: String,
-    running: Option<JoinHandle<ProbeResult>>,
+    running: Option<Blocking<ProbeResult>>,
     last_error: Option<ProbeError>,
 }
 
@@ -296,7 +296,7 @@ mod tests {
         let mut slots = vec![slot("/")];
         // Simulate a probe stuck on a hung NFS server.
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        slots[0].running = Some(tokio::task::spawn_blocking(move || {
+        slots[0].running = Some(crate::spawn::spawn_blocking(move || {
             let _ = rx.recv_timeout(Duration::from_secs(30));
             Err(ProbeError::Failed("late".into()))
         }));
