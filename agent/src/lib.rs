@@ -42,7 +42,8 @@
 //!   printing `[[rtsp.camera]]` blocks (pure XML/SOAP/HTTP reading in
 //!   its `xml`, `proto` and `http` modules; the sockets in `client`).
 //! - Leaves: [`host`] (host metrics), [`clock`] (wall-clock checks),
-//!   [`perms`] (config file permissions).
+//!   [`perms`] (config file permissions), [`spawn`] (tasks and
+//!   `block_on` through boxed futures: tokio's machinery compiled once).
 //!
 //! Imports point down: sources use the uplink's publisher and the leaf
 //! `check::row` for their rows; no module imports the crate root.

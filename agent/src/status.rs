@@ -1079,7 +1079,7 @@ pub async fn write_loop(
             let res = match to_json(&out) {
                 Ok(bytes) => {
                     let p = path.clone();
-                    tokio::task::spawn_blocking(move || write_atomic(&p, &bytes))
+                    crate::spawn::spawn_blocking(move || write_atomic(&p, &bytes))
                         .await
                         .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
                         .map_err(|e| e.to_string())

@@ -199,7 +199,7 @@ fn read_modem(cfg: &LteConfig, setup: bool) -> Result<(Modem, Signal), String> {
 /// [`read_modem`] on a blocking thread.
 async fn read_async(cfg: &LteConfig, setup: bool) -> Result<(Modem, Signal), String> {
     let c = cfg.clone();
-    tokio::task::spawn_blocking(move || read_modem(&c, setup))
+    crate::spawn::spawn_blocking(move || read_modem(&c, setup))
         .await
         .unwrap_or_else(|e| Err(format!("mmcli task failed: {e}")))
 }
