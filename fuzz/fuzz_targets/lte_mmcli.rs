@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(!pairs.is_empty() && data.len() <= mmcli::MAX_OUTPUT_BYTES);
     let s = mmcli::signal(&pairs);
-    for v in [s.rsrp_dbm, s.rsrq_db, s.snr_db, s.rssi_dbm].into_iter().flatten() {
+    for v in [s.rsrp_dbm, s.rsrq_db, s.snr_db, s.rssi_dbm]
+        .into_iter()
+        .flatten()
+    {
         assert!(v.is_finite() && (-160.0..=50.0).contains(&v));
     }
     if let Ok(m) = mmcli::modem(&pairs) {
