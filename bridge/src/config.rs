@@ -103,14 +103,20 @@ impl Default for RawConsumer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBatch {
-    /// Most messages per transaction. Twice this is the MQTT Receive
-    /// Maximum: the broker never has more unacknowledged messages in
-    /// flight to us (the next batch arrives while one commits).
+    /// Most messages per transaction. `in_flight + 1` times this is the
+    /// MQTT Receive Maximum: the broker never has more unacknowledged
+    /// messages in flight to us (the next batch arrives while the
+    /// others commit).
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
     /// Longest a message waits for its batch to fill up.
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// Batches written at once, each in its own transaction on its own
+    /// database connection, so that one batch's statements run while
+    /// another commits. 1: one at a time.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
 }
 
 impl Default for RawBatch {
@@ -118,6 +124,7 @@ impl Default for RawBatch {
         RawBatch {
             max_messages: default_max_messages(),
             max_wait_ms: default_max_wait_ms(),
+            in_flight: default_in_flight(),
         }
     }
 }
@@ -155,6 +162,9 @@ fn default_max_messages() -> usize {
 }
 fn default_max_wait_ms() -> u64 {
     200
+}
+fn default_in_flight() -> usize {
+    2
 }
 fn default_http_listen() -> String {
     "127.0.0.1:9187".to_owned()
@@ -216,6 +226,8 @@ pub struct Config {
     pub batch_max_messages: usize,
     /// Longest wait for a batch to fill.
     pub batch_max_wait: Duration,
+    /// Batches written at once, each on its own connection (1..=8).
+    pub batch_in_flight: usize,
     /// HTTP listen address.
     pub http_listen: SocketAddr,
     /// Graceful shutdown deadline.
@@ -263,7 +275,19 @@ pub fn parse_toml<R: serde::de::DeserializeOwned>(text: &str) -> Result<R, Confi
     })
 }
 
+/// Most batches in flight: each holds a database connection.
+const MAX_IN_FLIGHT: usize = 8;
+
 impl Config {
+    /// The MQTT Receive Maximum, and the size of the channel to the
+    /// writer: one batch more than are written at once, so the next batch
+    /// arrives while those commit; capped at MQTT's 65,535.
+    pub fn receive_maximum(&self) -> usize {
+        (self.batch_in_flight + 1)
+            .saturating_mul(self.batch_max_messages)
+            .min(usize::from(u16::MAX))
+    }
+
     /// Reads and validates a config file, applying environment overrides
     /// from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigProblems> {
@@ -349,6 +373,13 @@ impl Config {
                 b.max_messages
             ));
         }
+        if b.in_flight == 0 || b.in_flight > MAX_IN_FLIGHT {
+            problems.push(format!(
+                "batch.in_flight: must be 1 to {MAX_IN_FLIGHT} (batches written at once, \
+                 each on its own database connection), not {}",
+                b.in_flight
+            ));
+        }
         if b.max_wait_ms == 0 || b.max_wait_ms > 60_000 {
             problems.push(format!(
                 "batch.max_wait_ms: must be 1 to 60000, not {}",
@@ -406,6 +437,7 @@ impl Config {
                     postgres,
                     batch_max_messages: raw.batch.max_messages,
                     batch_max_wait: Duration::from_millis(raw.batch.max_wait_ms),
+                    batch_in_flight: raw.batch.in_flight,
                     http_listen,
                     shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
                     loki,
@@ -524,6 +556,8 @@ url = "postgresql://sitewatch@127.0.0.1/sitewatch"
         assert_eq!(c.session_expiry, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(c.batch_max_messages, 500);
         assert_eq!(c.batch_max_wait, Duration::from_millis(200));
+        assert_eq!(c.batch_in_flight, 2);
+        assert_eq!(c.receive_maximum(), 1500);
         assert_eq!(c.http_listen.to_string(), "127.0.0.1:9187");
         assert_eq!(
             c.postgres.display,
@@ -603,6 +637,7 @@ url = "postgresql://127.0.0.1/x"
 [batch]
 max_messages = 70000
 max_wait_ms = 0
+in_flight = 9
 [http]
 listen = "nowhere"
 "#;
@@ -615,12 +650,13 @@ listen = "nowhere"
             "no user",
             "max_messages",
             "max_wait_ms",
+            "batch.in_flight: must be 1 to 8",
             "http.listen",
             "shutdown_timeout_secs",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
-        assert_eq!(p.len(), 8, "{all}");
+        assert_eq!(p.len(), 9, "{all}");
     }
 
     #[test]

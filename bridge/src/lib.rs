@@ -153,8 +153,8 @@ impl Bridge {
         }
         metrics.loki_up.set(1);
         let client = source.client();
-        // Two Receive-Maximum windows: see `source` on flow control.
-        let (tx, rx) = mpsc::channel(2 * config.batch_max_messages);
+        // The Receive Maximum: see `source` on flow control.
+        let (tx, rx) = mpsc::channel(config.receive_maximum());
 
         tracing::info!(
             http = %http_addr,
@@ -343,14 +343,16 @@ pub(crate) fn writer_for(
     let loki = match &config.loki {
         Some(l) => Some(
             sink::loki::LokiSink::new(l, metrics.clone(), health.clone())
-                .context("setting up the Loki client")?,
+                .context("setting up the Loki client")?
+                .into(),
         ),
         None => None,
     };
     Ok(writer::Writer {
-        sink: sink::postgres::PgSink::new(config.postgres.clone())
+        sinks: vec![sink::postgres::PgSink::new(config.postgres.clone())
             .with_max_skew(config.max_clock_skew)
-            .with_retention(config.retention.clone()),
+            .with_retention(config.retention.clone())],
+        in_flight: config.batch_in_flight,
         loki,
         rx,
         client: source.client(),

@@ -6,14 +6,14 @@
 //! the writer has committed it, and the broker keeps (and redelivers)
 //! whatever was not acknowledged while the bridge was away.
 //!
-//! Flow control: the MQTT Receive Maximum is two batches, so that the
-//! broker sends the next batch while the writer commits the current one
-//! (with one batch, receiving and writing took turns: the database sat
-//! idle while a batch crossed the network, the network while it
-//! committed). A broker that keeps to it never has more than two batches
-//! of unacknowledged messages in flight to us, one of them in the
-//! writer's hands, and the channel to the writer (two batches) never
-//! fills: the poll loop never waits, and keep-alives flow while the
+//! Flow control: the MQTT Receive Maximum is one batch more than the
+//! writer writes at once (`[batch] in_flight`, default 2: three batches,
+//! at most 65,535 messages), so that the broker sends the next batch
+//! while the writer commits the current ones (with one batch, receiving
+//! and writing took turns: the database sat idle while a batch crossed
+//! the network, the network while it committed). A broker that keeps to
+//! it never has more unacknowledged messages in flight to us than that,
+//! and the channel to the writer (the same size) never fills: the poll loop never waits, and keep-alives flow while the
 //! writer waits for the database. mosquitto 2.0.11 does not keep to it
 //! strictly (seen: 100 in flight with a maximum of 50); if the channel
 //! does fill, the poll loop waits for room and the broker holds the rest.
@@ -164,17 +164,17 @@ impl Source {
             u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
         ));
         opts.set_manual_acks(true);
-        // Two batches: the next one arrives while the current one commits
-        // (see "Flow control" above).
+        // One batch more than are written at once: the next one arrives
+        // while those commit (see "Flow control" above).
         opts.set_receive_maximum(Some(
-            u16::try_from(2 * config.batch_max_messages).unwrap_or(u16::MAX),
+            u16::try_from(config.receive_maximum()).unwrap_or(u16::MAX),
         ));
         opts.set_max_packet_size(Some(MAX_PACKET_BYTES));
         opts.set_connection_timeout(10);
         // Requests are acks (one per message), SUBSCRIBE and DISCONNECT.
         // The writer never waits for room (it uses `try_ack`), so this
         // only sets how many acks can be handed over at once.
-        let cap = 2 * config.batch_max_messages + 16;
+        let cap = config.receive_maximum() + 16;
         let (client, eventloop) = AsyncClient::new(opts, cap);
         Ok(Source {
             client,

@@ -362,7 +362,7 @@ async fn drain(config: Config, metrics: Metrics) -> anyhow::Result<u64> {
         metrics.clone(),
         Mode::Drain { idle: DRAIN_IDLE },
     )?;
-    let (tx, rx) = tokio::sync::mpsc::channel(2 * config.batch_max_messages);
+    let (tx, rx) = tokio::sync::mpsc::channel(config.receive_maximum());
     let writer = crate::writer_for(&config, &source, rx, health, metrics, fatal_tx)?;
     let draining = CancellationToken::new();
     let stop = CancellationToken::new();

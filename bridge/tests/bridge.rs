@@ -377,6 +377,68 @@ async fn duplicate_message_is_stored_once() {
     bridge.stop().await.expect("graceful stop");
 }
 
+/// Two batches in flight (the default): a younger batch commits while an
+/// older one is held up (a test transaction holds its site's row lock),
+/// but its acks wait for the older batch, so acks keep the receive order;
+/// once the lock goes, everything is stored once and acked. With one
+/// batch at a time the younger batch could not commit first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn younger_batch_commits_first_but_acks_wait_for_the_older() {
+    let env = Env::start();
+    let config = env.config(
+        "bridge-in-flight",
+        "[batch]\nmax_messages = 2\nmax_wait_ms = 50\n",
+    );
+    assert_eq!(config.batch_in_flight, 2, "the default");
+    let bridge = start_bridge(config).await;
+    let addr = bridge.http_addr();
+    publish_all(&env.broker.url(), &[heartbeat("site-a", "b1", 1)]).await;
+    eventually(WAIT, "site-a known", || {
+        metric(addr, "sitewatch_bridge_acked_total") == Some(1.0)
+    })
+    .await;
+
+    let (locker, conn) = tokio_postgres::connect(&env.db_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    locker
+        .batch_execute("BEGIN; SELECT 1 FROM sites WHERE site = 'site-a' FOR UPDATE")
+        .await
+        .expect("lock site-a");
+
+    let mut msgs = vec![heartbeat("site-a", "b1", 2), heartbeat("site-a", "b1", 3)];
+    msgs.extend([heartbeat("site-b", "b1", 1), heartbeat("site-b", "b1", 2)]);
+    publish_all(&env.broker.url(), &msgs).await;
+    eventually(WAIT, "the younger batch (site-b) committed", || {
+        env.try_count("SELECT count(*) FROM heartbeats WHERE site = 'site-b'") == Some(2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM heartbeats WHERE site = 'site-a'"),
+        1,
+        "the older batch is held up by the lock"
+    );
+    assert_eq!(
+        metric(addr, "sitewatch_bridge_acked_total"),
+        Some(1.0),
+        "no ack may overtake the older batch's"
+    );
+
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+    eventually(WAIT, "everything acked", || {
+        metric(addr, "sitewatch_bridge_acked_total") == Some(5.0)
+    })
+    .await;
+    assert_eq!(env.count("SELECT count(*) FROM heartbeats"), 5);
+    assert_eq!(
+        env.sql("SELECT site, max_seq, received FROM boots ORDER BY site"),
+        "site-a|3|3\nsite-b|2|2"
+    );
+    bridge.stop().await.expect("graceful stop");
+}
+
 /// While PostgreSQL is down nothing is acknowledged and `/healthz` says
 /// 503;
 /// after it comes back every message is stored exactly once and

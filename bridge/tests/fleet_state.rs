@@ -215,10 +215,15 @@ async fn fleet_view_and_disk_rollup_follow_the_history() {
         2 * 36 * 2 + 2,
         "late message's two good mounts"
     );
+    // Within 1e-5: the rollup adds float8 sums per batch, so its rounding
+    // depends on how the messages were grouped into batches, which varies
+    // from run to run with two batches in flight (seen: 1.5e-6). A sample
+    // missed or counted twice shows in the counts, which must match
+    // exactly.
     let off = env.count(&format!(
         "SELECT count(*) FROM ({SLOPES}) s(site, path, a, b, na, nb, la, lb)
          WHERE na <> nb OR la <> lb
-            OR abs(coalesce(a, 0) - coalesce(b, 0)) > 1e-6 * greatest(abs(a), abs(b), 1)"
+            OR abs(coalesce(a, 0) - coalesce(b, 0)) > 1e-5 * greatest(abs(a), abs(b), 1)"
     ));
     assert_eq!(off, 0, "rollup regression equals regr_slope: {slopes:?}");
     // fs-b's free space falls 1 MB/s: the slope from the rollup says so.

@@ -102,6 +102,21 @@ write_bridge_config bench_copy 1
 "$BRIDGE" migrate --config "$WORK/bridge-bench_copy-1.toml" >/dev/null 2>&1
 
 now() { date +%s.%N; }
+# cpu_secs PID...: user + system CPU seconds of the processes and of their
+# children they have waited for (PostgreSQL's postmaster reaps backends
+# that exit), from /proc/PID/stat.
+cpu_secs() {
+    local tck; tck=$(getconf CLK_TCK)
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] && sed 's/^.*) //' "/proc/$pid/stat"
+    done | awk -v t="$tck" '{s += $12 + $13 + $14 + $15} END {printf "%.2f", s / t}'
+}
+# pg_pids: the throwaway server's postmaster and its children (backends,
+# WAL writer, checkpointer...).
+pg_pids() {
+    local pm; pm=$(head -1 "$WORK/pg/postmaster.pid")
+    echo "$pm" $(pgrep -P "$pm")
+}
 # metric NAME: sum of a counter/histogram series over every bridge.
 metric() {
     local port sum=0 v
@@ -138,6 +153,7 @@ log "Publishing $TOTAL messages from $SITES sites (queued in the broker)"
 "$LOADGEN" --port "$MQTT_PORT" --sites "$SITES" --rounds "$ROUNDS" --mounts "$MOUNTS"
 
 log "Starting $BRIDGES bridge(s) and timing the drain"
+PG_CPU0=$(cpu_secs $(pg_pids)); MQ_CPU0=$(cpu_secs "${PIDS[0]}")
 T0=$(now)
 start_bridges 1
 while :; do
@@ -149,6 +165,9 @@ while :; do
     sleep 0.05
 done
 T1=$(now)
+BRIDGE_CPU=$(cpu_secs "${BPIDS[@]}")
+PG_CPU=$(awk -v a="$(cpu_secs $(pg_pids))" -v b="$PG_CPU0" 'BEGIN {printf "%.2f", a - b}')
+MQ_CPU=$(awk -v a="$(cpu_secs "${PIDS[0]}")" -v b="$MQ_CPU0" 'BEGIN {printf "%.2f", a - b}')
 RSS=0
 for pid in "${BPIDS[@]}"; do
     R=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
@@ -172,22 +191,26 @@ log "Raw COPY of the same rows into a fresh database with the same schema"
 chmod 777 "$WORK"
 "${PSQL[@]}" -d bench -c "\\copy (select * from heartbeats) to '$WORK/hb.copy'" \
     -c "\\copy (select * from disk_usage) to '$WORK/disk.copy'"
+COPY_PG_CPU0=$(cpu_secs $(pg_pids))
 C0=$(now)
 "${PSQL[@]}" -d bench_copy -c "\\copy heartbeats from '$WORK/hb.copy'" -c "\\copy disk_usage from '$WORK/disk.copy'"
 C1=$(now)
+COPY_PG_CPU=$(awk -v a="$(cpu_secs $(pg_pids))" -v b="$COPY_PG_CPU0" 'BEGIN {printf "%.2f", a - b}')
 
 awk -v t0="$T0" -v t1="$T1" -v c0="$C0" -v c1="$C1" -v sites="$SITES" -v rounds="$ROUNDS" -v m="$TOTAL" \
-    -v r="$ROWS" -v rss="$RSS" -v n="$BRIDGES" -v db="$DB_SECS" -v batches="$BATCHES" -v md="$MARKDOWN" '
+    -v r="$ROWS" -v rss="$RSS" -v n="$BRIDGES" -v db="$DB_SECS" -v batches="$BATCHES" -v md="$MARKDOWN" \
+    -v bcpu="$BRIDGE_CPU" -v mcpu="$MQ_CPU" -v pcpu="$PG_CPU" -v ccpu="$COPY_PG_CPU" -v ncpu="$(nproc)" '
 BEGIN {
   t = t1 - t0; c = c1 - c0
   printf "\nsites=%s messages=%d rows=%d (heartbeats + disk mount rows), bridges=%d, stored exactly once\n", sites, m, r, n
   printf "bridge: %.2f s  %8.0f msg/s  %8.0f rows/s  (peak RSS %d KiB%s)\n", t, m/t, r/t, rss, (n > 1 ? " of the largest bridge" : "")
   printf "        %d batches; time in the database write (SQL + COMMIT, summed over bridges): %.2f s = %.0f%% of %d x the drain\n", batches, db, 100 * db / (n * t), n
-  printf "COPY:   %.2f s  %8.0f msg/s  %8.0f rows/s\n", c, m/c, r/c
+  printf "        CPU during the drain: bridge %.2f s, mosquitto %.2f s, PostgreSQL %.2f s (all processes); %.2f s of the %.2f s that %d CPUs had\n", bcpu, mcpu, pcpu, bcpu + mcpu + pcpu, ncpu * t, ncpu
+  printf "COPY:   %.2f s  %8.0f msg/s  %8.0f rows/s  (PostgreSQL CPU %.2f s)\n", c, m/c, r/c, ccpu
   printf "bridge / COPY throughput ratio: %.2f\n", c/t
   if (md) {
-    printf "\n| run | bridges | bridge msg/s | COPY msg/s | ratio | peak RSS (largest bridge) | time in SQL + COMMIT |\n"
-    printf "|---|---|---|---|---|---|---|\n"
-    printf "| %s sites x %s rounds | %d | %.0f | %.0f | %.2f | %.1f MiB | %.0f%% |\n", sites, rounds, n, m/t, m/c, c/t, rss/1024, 100 * db / (n * t)
+    printf "\n| run | bridges | bridge msg/s | COPY msg/s | ratio | peak RSS (largest bridge) | time in SQL + COMMIT | CPU s: bridge / mosquitto / PostgreSQL | COPY: PostgreSQL CPU s |\n"
+    printf "|---|---|---|---|---|---|---|---|---|\n"
+    printf "| %s sites x %s rounds | %d | %.0f | %.0f | %.2f | %.1f MiB | %.0f%% | %.2f / %.2f / %.2f | %.2f |\n", sites, rounds, n, m/t, m/c, c/t, rss/1024, 100 * db / (n * t), bcpu, mcpu, pcpu, ccpu
   }
 }'

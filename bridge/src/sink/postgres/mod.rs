@@ -5,8 +5,9 @@
 //! [`PgSink::write`] makes one attempt at storing a [`Prepared`] batch,
 //! one table family after the other (`write_rows`), each in its own
 //! file with its SQL, column building and `write_*` function:
-//! * `sites`: create, lock and touch the batch's sites (first: the row
-//!   locks serialize concurrent bridges per site), clock skew;
+//! * `sites`: create, lock and touch the batch's sites, clock skew
+//!   (after the message tables: the row locks serialize concurrent
+//!   batches per site until their COMMIT, so they are taken last);
 //! * `status`: the site-state rule, `status_events`;
 //! * `heartbeat`, `disk`, `logs` (`log_batches`), `ups`
 //!   (`ups_readings`): time series;
@@ -28,11 +29,11 @@
 //! Round trips: statements that do not need each other's results are
 //! *pipelined* (tokio-postgres sends the requests of futures polled
 //! together without waiting for the answers, and the server runs them in
-//! the order sent): the two `sites` statements; the inserts of every
-//! message table; the `boots` / version / `last_seq` bookkeeping. A
-//! batch of heartbeats and disk messages is then BEGIN, three pipelines
-//! and COMMIT, where each statement used to wait for the previous one's
-//! answer. Futures are joined `biased` (polled, so sent, in statement
+//! the order sent): the inserts of every message table followed by the
+//! two `sites` statements; the `boots` / version / `last_seq`
+//! bookkeeping. A batch of heartbeats and disk messages is then BEGIN,
+//! two pipelines and COMMIT, where each statement used to wait for the
+//! previous one's answer. Futures are joined `biased` (polled, so sent, in statement
 //! order), and their results are checked in that order, so that a poison
 //! error is reported by the statement that caused it, not by a later one
 //! that only saw the transaction aborted (25P02).
@@ -290,6 +291,20 @@ impl PgSink {
         self.migrated
             .as_ref()
             .ok_or_else(|| ConnectError::Fatal(anyhow::anyhow!("migrations did not run")))
+    }
+
+    /// Another sink for the same database with the same settings, not
+    /// connected yet: a second batch in flight writes on its own
+    /// connection. It takes this sink's migration report, so it does not
+    /// migrate again; call it after [`PgSink::connect`].
+    pub fn sibling(&self) -> PgSink {
+        PgSink {
+            settings: self.settings.clone(),
+            conn: None,
+            migrated: self.migrated.clone(),
+            max_skew: self.max_skew,
+            retention: self.retention.clone(),
+        }
     }
 
     /// Drops the connection; the next write reconnects.
@@ -603,9 +618,17 @@ fn timed<'a>(
 /// Writes decoded messages and rejections inside the caller's transaction
 /// (or savepoint), one table family after the other. Does not commit.
 ///
-/// The order matters: the sites are locked first (concurrent bridges
-/// serialize per site), statuses fold over the state read there, and
-/// `boots` counts the identities the message tables reported new.
+/// The order matters. The message tables come first, in one pipeline with
+/// the `sites` statements after them: they take no lock another batch
+/// waits for (only a copy of the same identity meets the first on its
+/// unique index). Then the sites are locked (concurrent batches, of this
+/// bridge or another, serialize per site from here to their COMMIT),
+/// statuses fold over the state read there, and `boots` counts the
+/// identities the message tables reported new. Locking the sites first,
+/// as before, made a batch sharing a single site with the batch before it
+/// (the heartbeat and disk message of one site split by a batch boundary
+/// are enough) wait for that batch's COMMIT before doing anything, so two
+/// batches in flight, or two bridges, took turns instead of overlapping.
 async fn write_rows<C: GenericClient + Sync>(
     tx: &C,
     st: &Statements,
@@ -613,12 +636,9 @@ async fn write_rows<C: GenericClient + Sync>(
     decoded: &[&Decoded],
     rejected: &[&Rejection],
 ) -> Result<Counts, tokio_postgres::Error> {
-    let current = sites::touch_sites(tx, &st.sites, clock, decoded).await?;
-    let applied = status::apply_states(tx, &st.status, decoded, current).await?;
-    let mut counts = status::write_status(tx, &st.status, decoded, applied).await?;
     // The message tables do not depend on each other: one pipeline (see
     // the module documentation), results checked in statement order.
-    let (hb, disk, logs, streams, smart, events, ups, reach, rejected) = tokio::join!(
+    let (hb, disk, logs, streams, smart, events, ups, reach, rejected, current) = tokio::join!(
         biased;
         heartbeat::write_heartbeats(tx, &st.heartbeat, clock, decoded),
         disk::write_disk(tx, &st.disk, clock, decoded),
@@ -629,10 +649,14 @@ async fn write_rows<C: GenericClient + Sync>(
         ups::write_ups(tx, &st.ups, clock, decoded),
         reach::write_reach(tx, &st.reach, clock, decoded),
         rejected::write_rejected(tx, &st.rejected, rejected),
+        sites::touch_sites(tx, &st.sites, clock, decoded),
     );
+    let mut counts = Counts::default();
     for c in [hb, disk, logs, streams, smart, events, ups, reach, rejected] {
         counts.add(c?);
     }
+    let applied = status::apply_states(tx, &st.status, decoded, current?).await?;
+    counts.add(status::write_status(tx, &st.status, decoded, applied).await?);
     // Bookkeeping, one pipeline: `boots` is upserted before `last_seq`
     // reads it (the server runs a pipeline in the order it was sent).
     let (boots_done, versions, last_seq) = tokio::join!(

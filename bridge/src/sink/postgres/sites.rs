@@ -1,10 +1,12 @@
-//! `sites`, first half of a batch: create the rows of new sites, lock the
+//! `sites`, second part of a batch: create the rows of new sites, lock the
 //! batch's sites, move `last_seen`, record the measured clock skew and
 //! the latest heartbeat, disk and UPS figures, and read each site's
 //! current state for the status rule.
 //!
-//! Runs first in every batch: the `UPDATE` holds the sites' row locks
-//! until commit, so concurrent bridges serialize per site.
+//! Runs after the message tables, in the same pipeline (see
+//! `write_rows`): the `UPDATE` holds the sites' row locks until commit, so
+//! concurrent batches (of this bridge or another) serialize per site, but
+//! only for the batch's last statements and its COMMIT.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
