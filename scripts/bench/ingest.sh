@@ -4,12 +4,14 @@
 # the same PostgreSQL server in the same run.
 #
 #   ./scripts/bench/ingest.sh [--sites 1000] [--rounds 50] [--mounts 2]
-#                             [--bridges N] [--markdown]
+#                             [--bridges N] [--in-flight N] [--markdown]
 #
 # --bridges N: N bridges in one share group (each message goes to one of
 # them); the broker queues each member's share in its session, and all N
-# drain at once. --markdown: the result as a table row for
-# scripts/bench/README.md, printed after the plain lines.
+# drain at once. --in-flight N: the bridges' `[batch] in_flight` (batches
+# written at once; default: the bridge's default, 2). --markdown: the
+# result as a table row for scripts/bench/README.md, printed after the
+# plain lines.
 #
 # Method:
 #  1. Throwaway mosquitto and PostgreSQL (fsync on, default durability) on
@@ -25,7 +27,12 @@
 #     not compete with the writes it measures. Then the rows are counted
 #     once: each message stored exactly once, or the run fails. Also
 #     printed: the share of the drain spent in the bridge's database write
-#     (`batch_duration_seconds`: SQL and COMMIT), and peak RSS (VmHWM).
+#     (`batch_duration_seconds`: SQL and COMMIT; summed over the batches
+#     in flight, so it can pass 100%), failed attempts that were retried
+#     (`db_errors`: deadlocks between batches would show here), peak RSS
+#     (VmHWM), and the CPU seconds each process used during the drain
+#     (bridges, mosquitto, every PostgreSQL process, from /proc/PID/stat):
+#     next to the drain time they tell whether it waits or computes.
 #  4. The same rows are exported with COPY TO and loaded into a fresh
 #     database with the same schema with COPY FROM (the peer: no MQTT, no
 #     decoding, no de-duplication), timed the same way. Partitioned tables
@@ -34,13 +41,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 
-SITES=1000 ROUNDS=50 MOUNTS=2 BRIDGES=1 MARKDOWN=0
+SITES=1000 ROUNDS=50 MOUNTS=2 BRIDGES=1 IN_FLIGHT="" MARKDOWN=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --sites) SITES="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
         --mounts) MOUNTS="$2"; shift 2 ;;
         --bridges) BRIDGES="$2"; shift 2 ;;
+        --in-flight) IN_FLIGHT="$2"; shift 2 ;;
         --markdown) MARKDOWN=1; shift ;;
         *) die "unknown argument $1" ;;
     esac
@@ -80,9 +88,11 @@ PSQL=("$PGBIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PG_PORT" -U postgres)
 
 # write_bridge_config DB INDEX: bridge number INDEX (1..N) on database DB.
 write_bridge_config() {
-    local group=""
+    local group="" batch=""
     [ "$BRIDGES" -gt 1 ] && group='[consumer]
 share_group = "bench"'
+    [ -n "$IN_FLIGHT" ] && batch="[batch]
+in_flight = $IN_FLIGHT"
     cat > "$WORK/bridge-$1-$2.toml" <<CONF
 [mqtt]
 url = "mqtt://127.0.0.1:$MQTT_PORT"
@@ -95,6 +105,7 @@ url = "postgres://postgres@127.0.0.1:$PG_PORT/$1"
 listen = "127.0.0.1:${HTTP_PORTS[$(( $2 - 1 ))]}"
 
 $group
+$batch
 CONF
 }
 for i in $(seq 1 "$BRIDGES"); do write_bridge_config bench "$i"; done
@@ -175,6 +186,8 @@ for pid in "${BPIDS[@]}"; do
 done
 DB_SECS=$(metric sitewatch_bridge_batch_duration_seconds_sum)
 BATCHES=$(metric sitewatch_bridge_batches_total)
+# Failed attempts retried (deadlocks between batches in flight would show here).
+DB_ERRORS=$(metric sitewatch_bridge_db_errors_total)
 # Acked means committed; the count confirms exactly once.
 for _ in $(seq 1 100); do [ "$(count_stored)" -ge "$TOTAL" ] && break; sleep 0.1; done
 HB_ROWS=$("${PSQL[@]}" -d bench -c "select count(*) from heartbeats")
@@ -198,19 +211,19 @@ C1=$(now)
 COPY_PG_CPU=$(awk -v a="$(cpu_secs $(pg_pids))" -v b="$COPY_PG_CPU0" 'BEGIN {printf "%.2f", a - b}')
 
 awk -v t0="$T0" -v t1="$T1" -v c0="$C0" -v c1="$C1" -v sites="$SITES" -v rounds="$ROUNDS" -v m="$TOTAL" \
-    -v r="$ROWS" -v rss="$RSS" -v n="$BRIDGES" -v db="$DB_SECS" -v batches="$BATCHES" -v md="$MARKDOWN" \
+    -v r="$ROWS" -v rss="$RSS" -v n="$BRIDGES" -v db="$DB_SECS" -v batches="$BATCHES" -v dberr="$DB_ERRORS" -v md="$MARKDOWN" -v inflight="${IN_FLIGHT:-2}" \
     -v bcpu="$BRIDGE_CPU" -v mcpu="$MQ_CPU" -v pcpu="$PG_CPU" -v ccpu="$COPY_PG_CPU" -v ncpu="$(nproc)" '
 BEGIN {
   t = t1 - t0; c = c1 - c0
   printf "\nsites=%s messages=%d rows=%d (heartbeats + disk mount rows), bridges=%d, stored exactly once\n", sites, m, r, n
   printf "bridge: %.2f s  %8.0f msg/s  %8.0f rows/s  (peak RSS %d KiB%s)\n", t, m/t, r/t, rss, (n > 1 ? " of the largest bridge" : "")
-  printf "        %d batches; time in the database write (SQL + COMMIT, summed over bridges): %.2f s = %.0f%% of %d x the drain\n", batches, db, 100 * db / (n * t), n
+  printf "        %d batches, %d failed attempts retried; time in the database write (SQL + COMMIT, summed over bridges and batches in flight): %.2f s = %.0f%% of %d x the drain\n", batches, dberr, db, 100 * db / (n * t), n
   printf "        CPU during the drain: bridge %.2f s, mosquitto %.2f s, PostgreSQL %.2f s (all processes); %.2f s of the %.2f s that %d CPUs had\n", bcpu, mcpu, pcpu, bcpu + mcpu + pcpu, ncpu * t, ncpu
   printf "COPY:   %.2f s  %8.0f msg/s  %8.0f rows/s  (PostgreSQL CPU %.2f s)\n", c, m/c, r/c, ccpu
   printf "bridge / COPY throughput ratio: %.2f\n", c/t
   if (md) {
-    printf "\n| run | bridges | bridge msg/s | COPY msg/s | ratio | peak RSS (largest bridge) | time in SQL + COMMIT | CPU s: bridge / mosquitto / PostgreSQL | COPY: PostgreSQL CPU s |\n"
-    printf "|---|---|---|---|---|---|---|---|---|\n"
-    printf "| %s sites x %s rounds | %d | %.0f | %.0f | %.2f | %.1f MiB | %.0f%% | %.2f / %.2f / %.2f | %.2f |\n", sites, rounds, n, m/t, m/c, c/t, rss/1024, 100 * db / (n * t), bcpu, mcpu, pcpu, ccpu
+    printf "\n| run | bridges | in flight | bridge msg/s | COPY msg/s | ratio | peak RSS (largest bridge) | time in SQL + COMMIT | CPU s: bridge / mosquitto / PostgreSQL | COPY: PostgreSQL CPU s |\n"
+    printf "|---|---|---|---|---|---|---|---|---|---|\n"
+    printf "| %s sites x %s rounds | %d | %s | %.0f | %.0f | %.2f | %.1f MiB | %.0f%% | %.2f / %.2f / %.2f | %.2f |\n", sites, rounds, n, inflight, m/t, m/c, c/t, rss/1024, 100 * db / (n * t), bcpu, mcpu, pcpu, ccpu
   }
 }'
