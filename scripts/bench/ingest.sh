@@ -118,8 +118,10 @@ now() { date +%s.%N; }
 # that exit), from /proc/PID/stat.
 cpu_secs() {
     local tck; tck=$(getconf CLK_TCK)
+    # A process may exit between listing and reading (a backend ending):
+    # its CPU is then in its parent's cutime/cstime already.
     for pid in "$@"; do
-        [ -r "/proc/$pid/stat" ] && sed 's/^.*) //' "/proc/$pid/stat"
+        sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null || true
     done | awk -v t="$tck" '{s += $12 + $13 + $14 + $15} END {printf "%.2f", s / t}'
 }
 # pg_pids: the throwaway server's postmaster and its children (backends,
@@ -171,7 +173,7 @@ while :; do
     A=$(metric sitewatch_bridge_acked_total)
     awk -v a="$A" -v t="$TOTAL" 'BEGIN {exit !(a >= t)}' && break
     for pid in "${BPIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null || { tail "$WORK"/bridge1-*.log; die "a bridge died"; }
+        kill -0 "$pid" 2>/dev/null || { tail -n 40 "$WORK"/bridge1-*.log; die "a bridge died"; }
     done
     sleep 0.05
 done
