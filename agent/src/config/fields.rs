@@ -48,10 +48,11 @@ fn at<T>(message: String, span: Range<usize>) -> Res<T> {
 pub enum Absent {
     /// `#[serde(default)]`: the default.
     Default,
-    /// No default: `missing field` (an `Option` without `#[serde(default)]`
-    /// is `None` in a table, but still needed in an array).
+    /// No default: `missing field`.
     Required,
-    /// An `Option` without `#[serde(default)]`.
+    /// An `Option` without `#[serde(default)]`: `None` when absent from a
+    /// table, but serde still wanted it in the array form (`invalid
+    /// length`), so it is kept apart from [`Absent::Default`].
     None,
 }
 
@@ -372,5 +373,46 @@ pub fn variant(v: &Value<'_>, variants: &[&str]) -> Res<usize> {
             }
         }
         _ => at("wanted string or table".into(), v.span()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Messages recorded from the agent when serde's derive and toml's
+    //! `Deserializer` still read these sections (main at ecc1693): they
+    //! must not drift now that serde is gone.
+
+    use crate::config::Config;
+
+    fn problem(section: &str) -> String {
+        let text =
+            format!("site_id = \"s1\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n{section}\n");
+        let p = Config::parse(&text, "t", |_| None).expect_err("a mistake");
+        assert_eq!(p.list.len(), 1, "{p}");
+        p.list[0].clone()
+    }
+
+    #[test]
+    fn serde_words_are_kept() {
+        for (section, want) in [
+            ("[heartbeat]\nbogus_key = 1", "[heartbeat] line 5: unknown field `bogus_key`, expected `interval_secs` or `wan_interface`"),
+            ("[heartbeat]\ninterval_secs = 1.5", "[heartbeat] line 5: invalid type: floating point `1.5`, expected u32"),
+            ("[heartbeat]\ninterval_secs = 1e10", "[heartbeat] line 5: invalid type: floating point `10000000000.0`, expected u32"),
+            ("[heartbeat]\nwan_interface = true", "[heartbeat] line 5: invalid type: boolean `true`, expected a string"),
+            ("[heartbeat]\ninterval_secs = -1", "[heartbeat] line 5: invalid value: integer `-1`, expected u32"),
+            ("[heartbeat]\ninterval_secs = 1e400", "[heartbeat] line 5: floating-point number overflowed"),
+            ("[heartbeat]\ninterval_secs = 999999999999999999999999999999999999999999", "[heartbeat] line 5: integer number overflowed"),
+            ("[[heartbeat]]", "[heartbeat] line 4: invalid type: map, expected u32"),
+            ("[disk]\nmounts = [\"/\", 2]", "[disk] line 5: invalid type: integer `2`, expected a string"),
+            ("[outbox]\nmax_in_flight = 70000", "[outbox] line 5: invalid value: integer `70000`, expected u16"),
+            ("[smart]\n[[smart.device]]\ntype = \"usb\"", "[smart] line 6: unknown variant `usb`, expected one of `auto`, `sat`, `sat12`, `nvme`, `scsi`"),
+            ("[smart]\ndevice = [[]]", "[smart] line 5: invalid length 0, expected struct DeviceRaw with 2 elements"),
+            ("[smart]\n[[smart.device]]\npath = \"/dev/sda\"\ntype = 1", "[smart] line 7: wanted string or table"),
+            ("[rtsp]\n[[rtsp.camera]]\nname = \"gate\"", "[rtsp] line 5: missing field `url`"),
+            ("[ups]\nnames = 1979-05-27", "[ups] line 5: invalid type: map, expected a sequence"),
+            ("[cleanup]\nroot = [1979-05-27]", "[cleanup] line 5: unknown field `$__toml_private_datetime`, expected one of `path`, `high_watermark_pct`, `low_watermark_pct`, `include`, `exclude`, `min_age`, `keep_newest`, `max_deletions_per_run`"),
+        ] {
+            assert_eq!(problem(section), want, "{section}");
+        }
     }
 }
