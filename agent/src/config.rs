@@ -1,4 +1,5 @@
-//! Agent configuration: TOML file → raw serde structs → validated [`Config`].
+//! Agent configuration: TOML file → parsed document → raw structs (read
+//! by [`fields`], in serde's words) → validated [`Config`].
 //!
 //! Loading is pure except for reading the config file and the files it names
 //! (CA, client certificate, password file), which are checked for existence
@@ -6,7 +7,7 @@
 //! safe to run anywhere.
 //!
 //! Every mistake is collected, not just the first: each top-level section is
-//! deserialized on its own, and validation appends to one list of plain-words
+//! read on its own, and validation appends to one list of plain-words
 //! problems, so an installer fixes a config in one round.
 //!
 //! Environment overrides (for install scripts) are applied before
@@ -14,9 +15,7 @@
 //! `SITEWATCH_MQTT_URL`, `SITEWATCH_MQTT_USERNAME`, `SITEWATCH_MQTT_PASSWORD`
 //! and `SITEWATCH_MQTT_CA_FILE`.
 
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use sitewatch_mqtt::BrokerConfig;
+use sitewatch_mqtt::{BrokerConfig, Secret};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -51,21 +50,73 @@ pub fn default_path_with(exists: impl Fn(&Path) -> bool) -> PathBuf {
         .to_path_buf()
 }
 
+pub mod fields;
+
+use fields::{Absent, Res, Value};
+
 /// `[log]` as written in the file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 struct LogRaw {
-    #[serde(default)]
     level: Option<String>,
+}
+
+/// Reads `[log]` (as its derived deserializer did).
+fn read_log(v: &Value<'_>) -> Res<LogRaw> {
+    let mut raw = LogRaw::default();
+    fields::fields(
+        v,
+        "struct LogRaw",
+        &[("level", Absent::Default)],
+        &mut |_, v| {
+            raw.level = Some(fields::string(v)?);
+            Ok(())
+        },
+    )?;
+    Ok(raw)
+}
+
+/// Reads `[mqtt]` into sitewatch_mqtt's [`BrokerConfig`] with the words
+/// of its derived deserializer, which the agent no longer compiles.
+fn read_mqtt(v: &Value<'_>) -> Res<BrokerConfig> {
+    use fields::{path, string};
+    const FIELDS: &[(&str, Absent)] = &[
+        ("url", Absent::Required),
+        ("client_id", Absent::Default),
+        ("username", Absent::Default),
+        ("password", Absent::Default),
+        ("password_file", Absent::Default),
+        ("ca_file", Absent::Default),
+        ("client_cert_file", Absent::Default),
+        ("client_key_file", Absent::Default),
+        ("allow_plaintext", Absent::Default),
+        ("keep_alive_secs", Absent::Default),
+    ];
+    let mut m = BrokerConfig::with_url(String::new());
+    fields::fields(v, "struct BrokerConfig", FIELDS, &mut |i, v| {
+        match i {
+            0 => m.url = string(v)?,
+            1 => m.client_id = Some(string(v)?),
+            2 => m.username = Some(string(v)?),
+            3 => m.password = Some(Secret::new(string(v)?)),
+            4 => m.password_file = Some(path(v)?),
+            5 => m.ca_file = Some(path(v)?),
+            6 => m.client_cert_file = Some(path(v)?),
+            7 => m.client_key_file = Some(path(v)?),
+            8 => m.allow_plaintext = fields::boolean(v)?,
+            _ => m.keep_alive_secs = fields::u16(v)?,
+        }
+        Ok(())
+    })?;
+    Ok(m)
 }
 
 /// Top-level keys besides the sources' sections (`crate::sources::NAMES`).
 const OWN_KEYS: [&str; 5] = ["site_id", "mqtt", "log", "outbox", "status"];
 
-/// The config document, parsed once. Each section is deserialized from
-/// its own part of it, so a mistake in one section does not hide a
-/// mistake in another, and toml still names the line of each (the spans
-/// are the document's).
+/// The config document, parsed once. Each section is read from its own
+/// part of it, so a mistake in one section does not hide a mistake in
+/// another, and each problem names its line (the spans are the
+/// document's).
 ///
 /// Why not `toml::from_str` per section (as before): it parses the whole
 /// text again for every section, and each section needed a one-field
@@ -103,22 +154,23 @@ impl<'a> Doc<'a> {
         Some(v)
     }
 
-    /// Deserializes the top-level `key` (`Some(None)`: absent); on a
+    /// Reads the top-level `key` with `read` (`Some(None)`: absent); on a
     /// mistake records a problem with its line (`prefix` names the
     /// section) and returns `None`.
-    pub fn section<T: DeserializeOwned>(
+    pub fn section<T>(
         &self,
         key: &str,
         prefix: &str,
         problems: &mut Vec<String>,
+        read: fn(&Value<'a>) -> Res<T>,
     ) -> Option<Option<T>> {
         let Some(value) = self.root.get(key) else {
             return Some(None);
         };
-        match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+        match read(value) {
             Ok(v) => Some(Some(v)),
             Err(e) => {
-                problems.push(toml_problem(self.text, prefix, &e));
+                problems.push(problem_at(self.text, prefix, &e.message, Some(e.span)));
                 None
             }
         }
@@ -235,16 +287,21 @@ impl Config {
         }
 
         let site = doc
-            .section::<String>("site_id", "", &mut problems)
+            .section("site_id", "", &mut problems, fields::string)
             .flatten();
-        let mqtt = doc.section::<BrokerConfig>("mqtt", "[mqtt] ", &mut problems);
+        let mqtt = doc.section("mqtt", "[mqtt] ", &mut problems, read_mqtt);
         let raw_sources = sources::RawSections::read(&doc, &mut problems);
         let log = doc
-            .section::<LogRaw>("log", "[log] ", &mut problems)
+            .section("log", "[log] ", &mut problems, read_log)
             .map(Option::unwrap_or_default);
         let status = crate::status::from_table(doc.get(&["status"]), &mut problems);
         let outbox = doc
-            .section::<crate::uplink::outbox::OutboxConfig>("outbox", "[outbox] ", &mut problems)
+            .section(
+                "outbox",
+                "[outbox] ",
+                &mut problems,
+                crate::uplink::outbox::OutboxConfig::read,
+            )
             .and_then(|o| {
                 let o = o.unwrap_or_default();
                 let before = problems.len();
@@ -398,10 +455,57 @@ pub(crate) fn read_password_file(path: &Path, max_len: usize) -> Result<String, 
     Ok(line.to_owned())
 }
 
+/// Reads the top-level `key` of `text` with `read`: the problem as
+/// [`Config::parse`] words it, without a prefix (unit tests of a section).
+#[cfg(test)]
+pub(crate) fn read_for_test<T>(
+    text: &str,
+    key: &str,
+    read: for<'r, 'a> fn(&'r Value<'a>) -> Res<T>,
+) -> Result<Option<T>, String> {
+    let doc = Doc::parse(text)?;
+    let mut problems = Vec::new();
+    doc.section(key, "", &mut problems, read)
+        .ok_or_else(|| problems.join("\n"))
+}
+
+/// Reads the whole of `text` as one table with `read` (unit tests of a
+/// section written without its header).
+#[cfg(test)]
+pub(crate) fn read_root_for_test<T>(
+    text: &str,
+    read: for<'r, 'a> fn(&'r Value<'a>) -> Res<T>,
+) -> Result<T, String> {
+    let doc = Doc::parse(text)?;
+    let root = toml::Spanned::new(0..text.len(), toml::de::DeValue::Table(doc.root));
+    read(&root).map_err(|e| problem_at(text, "", &e.message, Some(e.span)))
+}
+
+/// Reads the whole of `text` as one table with `read`; `Err` is the
+/// message alone, without a line (the cleanup fuzz target's entry).
+pub fn read_root<T>(
+    text: &str,
+    read: for<'r, 'a> fn(&'r Value<'a>) -> Res<T>,
+) -> Result<T, String> {
+    match toml::de::DeTable::parse(text) {
+        Ok(root) => {
+            let span = root.span();
+            let root = toml::Spanned::new(span, toml::de::DeValue::Table(root.into_inner()));
+            read(&root).map_err(|e| e.message)
+        }
+        Err(e) => Err(e.message().to_owned()),
+    }
+}
+
 /// `"[disk] line 12: unknown field ..."`.
 fn toml_problem(text: &str, prefix: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim_end();
-    match e.span() {
+    problem_at(text, prefix, e.message(), e.span())
+}
+
+/// A problem with the line of `span` in `text` (`"[disk] line 12: ..."`).
+fn problem_at(text: &str, prefix: &str, msg: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let msg = msg.trim_end();
+    match span {
         Some(span) => {
             let line = text
                 .get(..span.start)
@@ -447,9 +551,9 @@ fn validate_log(l: LogRaw, problems: &mut Vec<String>) -> Option<Option<String>>
     }
 }
 
-/// Walking a section of the parsed document by hand, for sources whose
-/// raw struct has no derived deserializer (each derive costs the aarch64
-/// agent a few KB): typed reads that push a problem naming the key.
+/// Walking a section of the parsed document by hand with the agent's own
+/// words (`[reach]`, `[lte]`; [`fields`] has serde's words for the other
+/// sections): typed reads that push a problem naming the key.
 pub mod walk {
     use toml::de::DeValue;
 

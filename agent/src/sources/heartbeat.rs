@@ -19,7 +19,7 @@ use crate::config::Doc;
 use std::future::Future;
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::fields::{self, Absent, Res, Value};
 use sitewatch_wire::payload::{wan_addr_class, HeartbeatOut, WanOut};
 use sitewatch_wire::topic::Kind;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -319,14 +319,28 @@ fn default_interval_secs() -> u32 {
 }
 
 /// `[heartbeat]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct HeartbeatRaw {
-    #[serde(default = "default_interval_secs")]
     interval_secs: u32,
     /// `"auto"` (default), `"off"` or an interface name.
-    #[serde(default)]
     wan_interface: Option<String>,
+}
+
+/// Reads `[heartbeat]` (serde's words: `crate::config::fields`).
+fn read(v: &Value<'_>) -> Res<HeartbeatRaw> {
+    const FIELDS: &[(&str, Absent)] = &[
+        ("interval_secs", Absent::Default),
+        ("wan_interface", Absent::Default),
+    ];
+    let mut raw = HeartbeatRaw::default();
+    fields::fields(v, "struct HeartbeatRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => raw.interval_secs = fields::u32(v)?,
+            _ => raw.wan_interface = Some(fields::string(v)?),
+        }
+        Ok(())
+    })?;
+    Ok(raw)
 }
 
 impl Default for HeartbeatRaw {
@@ -372,7 +386,7 @@ impl Source for HeartbeatSource {
     type Config = HeartbeatConfig;
 
     fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        super::read_section(doc, Self::NAME, problems)
+        super::read_section(doc, Self::NAME, problems, read)
     }
 
     fn validate(raw: HeartbeatRaw, problems: &mut Vec<String>) -> Option<HeartbeatConfig> {

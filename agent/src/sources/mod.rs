@@ -5,8 +5,8 @@
 //! # Adding a source
 //!
 //! 1. A folder `sources/<name>/` whose `mod.rs` has a unit struct
-//!    implementing [`Source`]: its `[name]` section (raw serde struct →
-//!    validated settings, every problem collected), how it starts (a task
+//!    implementing [`Source`]: its `[name]` section (raw struct read with
+//!    `crate::config::fields` → validated settings, every problem collected), how it starts (a task
 //!    through [`Context::spawn`], or a reporting task and its forwarder
 //!    through [`Context::spawn_reporting`]), its `check --online` rows,
 //!    its `check` summary and, if it has one, its `once` round.
@@ -51,6 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::row::Row;
+use crate::config::fields::{Res, Value};
 use crate::config::Doc;
 use crate::uplink::publish::Publisher;
 
@@ -75,16 +76,27 @@ pub fn check_interval(key: &str, secs: u32, problems: &mut Vec<String>) -> Optio
     }
 }
 
-/// Reads section `name` of `doc` with serde (toml names the line of a
-/// mistake); an absent table is `T::default()`. What [`Source::read`] is
-/// for every source with a derived raw struct.
-pub fn read_section<T: serde::de::DeserializeOwned + Default>(
-    doc: &Doc<'_>,
+/// Reads section `name` of `doc` with `read` (a mistake names its
+/// line); an absent table is `T::default()`. What [`Source::read`] is
+/// for most sources.
+pub fn read_section<'a, T: Default>(
+    doc: &Doc<'a>,
     name: &str,
     problems: &mut Vec<String>,
+    read: fn(&Value<'a>) -> Res<T>,
 ) -> Option<T> {
-    doc.section::<T>(name, &format!("[{name}] "), problems)
-        .map(Option::unwrap_or_default)
+    read_optional(doc, name, problems, read).map(Option::unwrap_or_default)
+}
+
+/// [`read_section`] for a source that is off without its table (`None`
+/// inside: absent).
+pub fn read_optional<'a, T>(
+    doc: &Doc<'a>,
+    name: &str,
+    problems: &mut Vec<String>,
+    read: fn(&Value<'a>) -> Res<T>,
+) -> Option<Option<T>> {
+    doc.section(name, &format!("[{name}] "), problems, read)
 }
 
 /// A boxed future, as a running source's object-safe calls return.
@@ -97,9 +109,8 @@ pub trait Source {
     /// lines and logs.
     const NAME: &'static str;
 
-    /// `[NAME]` as written in the file (usually a serde struct with
-    /// `deny_unknown_fields`; `Option<_>` for a source that is off without
-    /// its table).
+    /// `[NAME]` as written in the file (`Option<_>` for a source that is
+    /// off without its table).
     type Raw;
 
     /// Validated settings; `Option<_>` for a source that is off without
@@ -107,9 +118,10 @@ pub trait Source {
     type Config: Clone + PartialEq + fmt::Debug + Send + Sync + 'static;
 
     /// Reads `[NAME]` from the document; pushes a problem and returns
-    /// `None` if it cannot. A serde raw struct is one line:
-    /// [`read_section`]; a source that walks the table instead (no
-    /// derived deserializer: `[reach]`) gets the value from [`Doc::get`].
+    /// `None` if it cannot. Usually one line: [`read_section`] with the
+    /// section's reader (serde's words, `crate::config::fields`); a source
+    /// with its own words (`[reach]`, `[lte]`) gets the value from
+    /// [`Doc::get`].
     fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw>;
 
     /// Validates what [`Source::read`] got; pushes every problem and

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::fields::{self, Absent, Res, Value};
 
 use super::glob::Glob;
 
@@ -51,37 +51,98 @@ fn default_max_deletions() -> usize {
 }
 
 /// `[cleanup]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct CleanupRaw {
-    #[serde(default = "default_interval")]
     interval_secs: u64,
-    #[serde(default)]
     dry_run: bool,
-    #[serde(default)]
     root: Vec<RootRaw>,
 }
 
 /// One `[[cleanup.root]]` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 struct RootRaw {
     path: String,
     high_watermark_pct: u8,
     low_watermark_pct: u8,
-    #[serde(default)]
     include: Vec<String>,
-    #[serde(default)]
     exclude: Vec<String>,
-    /// Seconds or a string with a unit. A `toml::Value` rather than an
-    /// untagged enum or own visitor: its deserializer is already in the
-    /// binary (12 KB of toml code less than a visitor of our own).
-    #[serde(default)]
-    min_age: Option<toml::Value>,
-    #[serde(default = "default_keep_newest")]
+    /// Seconds or a string with a unit (validation sorts the kinds out).
+    min_age: Option<MinAge>,
     keep_newest: u64,
-    #[serde(default = "default_max_deletions")]
     max_deletions_per_run: usize,
+}
+
+/// `min_age` as written: seconds, text, or another kind (named for the
+/// message).
+#[derive(Debug, Clone)]
+enum MinAge {
+    Secs(i64),
+    Text(String),
+    Other(&'static str),
+}
+
+/// Reads `[cleanup]` (serde's words: `crate::config::fields`).
+pub fn read(v: &Value<'_>) -> Res<CleanupRaw> {
+    const FIELDS: &[(&str, Absent)] = &[
+        ("interval_secs", Absent::Default),
+        ("dry_run", Absent::Default),
+        ("root", Absent::Default),
+    ];
+    let mut r = CleanupRaw {
+        interval_secs: default_interval(),
+        dry_run: false,
+        root: Vec::new(),
+    };
+    fields::fields(v, "struct CleanupRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => r.interval_secs = fields::u64(v)?,
+            1 => r.dry_run = fields::boolean(v)?,
+            _ => r.root = fields::list(v, read_root)?,
+        }
+        Ok(())
+    })?;
+    Ok(r)
+}
+
+fn read_root(v: &Value<'_>) -> Res<RootRaw> {
+    use fields::{strings, u8};
+    const FIELDS: &[(&str, Absent)] = &[
+        ("path", Absent::Required),
+        ("high_watermark_pct", Absent::Required),
+        ("low_watermark_pct", Absent::Required),
+        ("include", Absent::Default),
+        ("exclude", Absent::Default),
+        ("min_age", Absent::Default),
+        ("keep_newest", Absent::Default),
+        ("max_deletions_per_run", Absent::Default),
+    ];
+    let mut r = RootRaw {
+        keep_newest: default_keep_newest(),
+        max_deletions_per_run: default_max_deletions(),
+        ..RootRaw::default()
+    };
+    fields::fields(v, "struct RootRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => r.path = fields::string(v)?,
+            1 => r.high_watermark_pct = u8(v)?,
+            2 => r.low_watermark_pct = u8(v)?,
+            3 => r.include = strings(v)?,
+            4 => r.exclude = strings(v)?,
+            5 => {
+                fields::any(v)?;
+                let v = v.get_ref();
+                r.min_age = Some(match (fields::int_i64(v), v.as_str()) {
+                    (Some(n), _) => MinAge::Secs(n),
+                    (None, Some(s)) => MinAge::Text(s.to_owned()),
+                    (None, None) => MinAge::Other(v.type_str()),
+                });
+            }
+            6 => r.keep_newest = fields::u64(v)?,
+            _ => r.max_deletions_per_run = fields::usize(v)?,
+        }
+        Ok(())
+    })?;
+    Ok(r)
 }
 
 /// Validated `[cleanup]` settings. In [`crate::config::Config`] only when the file
@@ -286,7 +347,7 @@ pub(crate) fn validate(raw: CleanupRaw, problems: &mut Vec<String>) -> Option<Cl
         }
         let min_age = match &r.min_age {
             None => Some(Duration::from_secs(DEFAULT_MIN_AGE_SECS)),
-            Some(toml::Value::Integer(s)) => match u64::try_from(*s) {
+            Some(MinAge::Secs(s)) => match u64::try_from(*s) {
                 Ok(s) if s <= MAX_MIN_AGE_SECS => Some(Duration::from_secs(s)),
                 Ok(_) => {
                     problems.push(format!(
@@ -299,14 +360,13 @@ pub(crate) fn validate(raw: CleanupRaw, problems: &mut Vec<String>) -> Option<Cl
                     None
                 }
             },
-            Some(toml::Value::String(t)) => parse_age(t)
+            Some(MinAge::Text(t)) => parse_age(t)
                 .map_err(|e| problems.push(format!("cleanup root {path}: min_age {e}")))
                 .ok(),
-            Some(other) => {
+            Some(MinAge::Other(kind)) => {
                 problems.push(format!(
-                    "cleanup root {path}: min_age is a {}, neither seconds nor a duration \
-                     such as \"2d\"",
-                    other.type_str()
+                    "cleanup root {path}: min_age is a {kind}, neither seconds nor a duration \
+                     such as \"2d\""
                 ));
                 None
             }
@@ -341,7 +401,7 @@ pub(crate) fn validate(raw: CleanupRaw, problems: &mut Vec<String>) -> Option<Cl
 /// Parses and validates a `[cleanup]` table on its own (for the fuzz
 /// target and tests): `Err` is the list of problems.
 pub fn parse_table(text: &str) -> Result<CleanupConfig, Vec<String>> {
-    let raw: CleanupRaw = toml::from_str(text).map_err(|e| vec![e.message().to_owned()])?;
+    let raw = crate::config::read_root(text, read).map_err(|e| vec![e])?;
     let mut problems = Vec::new();
     validate(raw, &mut problems).ok_or(problems)
 }

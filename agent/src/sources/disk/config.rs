@@ -1,8 +1,9 @@
-//! `[disk]`: raw serde struct → validated [`DiskConfig`].
+//! `[disk]`: raw struct (read with `crate::config::fields`) → validated
+//! [`DiskConfig`].
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::fields::{self, Absent, Res, Value};
 use sitewatch_wire::payload::{MAX_MOUNTS, MAX_PATH_LEN};
 
 fn default_interval_secs() -> u32 {
@@ -16,15 +17,30 @@ fn default_statvfs_timeout_ms() -> u64 {
 }
 
 /// `[disk]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct DiskRaw {
-    #[serde(default = "default_interval_secs")]
     interval_secs: u32,
-    #[serde(default = "default_mounts")]
     mounts: Vec<String>,
-    #[serde(default = "default_statvfs_timeout_ms")]
     statvfs_timeout_ms: u64,
+}
+
+/// Reads `[disk]` (serde's words: `crate::config::fields`).
+pub fn read(v: &Value<'_>) -> Res<DiskRaw> {
+    const FIELDS: &[(&str, Absent)] = &[
+        ("interval_secs", Absent::Default),
+        ("mounts", Absent::Default),
+        ("statvfs_timeout_ms", Absent::Default),
+    ];
+    let mut raw = DiskRaw::default();
+    fields::fields(v, "struct DiskRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => raw.interval_secs = fields::u32(v)?,
+            1 => raw.mounts = fields::strings(v)?,
+            _ => raw.statvfs_timeout_ms = fields::u64(v)?,
+        }
+        Ok(())
+    })?;
+    Ok(raw)
 }
 
 impl Default for DiskRaw {

@@ -230,7 +230,7 @@ impl Source for DiskSource {
     type Config = DiskConfig;
 
     fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        super::read_section(doc, Self::NAME, problems)
+        super::read_section(doc, Self::NAME, problems, config::read)
     }
 
     fn validate(raw: config::DiskRaw, problems: &mut Vec<String>) -> Option<DiskConfig> {

@@ -28,7 +28,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::fields::{self, Absent, Res, Value};
 
 /// Most cameras one agent probes (a 64-channel NVR plus spare).
 pub const MAX_CAMERAS: usize = 128;
@@ -53,41 +53,88 @@ fn default_step() -> u32 {
 }
 
 /// `[rtsp]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RtspRaw {
-    #[serde(default = "default_interval")]
     interval_secs: u32,
-    #[serde(default = "default_duration")]
     duration_secs: u32,
-    #[serde(default = "default_concurrent")]
     max_concurrent: u32,
-    #[serde(default = "default_step")]
     step_timeout_secs: u32,
-    #[serde(default)]
     camera: Vec<CameraRaw>,
 }
 
 /// `[[rtsp.camera]]` as written in the file.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default)]
 struct CameraRaw {
     name: String,
     url: String,
-    #[serde(default)]
     username: Option<String>,
-    #[serde(default)]
     password: Option<String>,
-    #[serde(default)]
     password_file: Option<PathBuf>,
-    #[serde(default)]
     transport: Option<String>,
-    #[serde(default)]
     min_fps: Option<f32>,
-    #[serde(default)]
     interval_secs: Option<u32>,
-    #[serde(default)]
     duration_secs: Option<u32>,
+}
+
+/// Reads `[rtsp]` (serde's words: `crate::config::fields`).
+pub fn read(v: &Value<'_>) -> Res<RtspRaw> {
+    use fields::u32;
+    const FIELDS: &[(&str, Absent)] = &[
+        ("interval_secs", Absent::Default),
+        ("duration_secs", Absent::Default),
+        ("max_concurrent", Absent::Default),
+        ("step_timeout_secs", Absent::Default),
+        ("camera", Absent::Default),
+    ];
+    let mut r = RtspRaw {
+        interval_secs: default_interval(),
+        duration_secs: default_duration(),
+        max_concurrent: default_concurrent(),
+        step_timeout_secs: default_step(),
+        camera: Vec::new(),
+    };
+    fields::fields(v, "struct RtspRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => r.interval_secs = u32(v)?,
+            1 => r.duration_secs = u32(v)?,
+            2 => r.max_concurrent = u32(v)?,
+            3 => r.step_timeout_secs = u32(v)?,
+            _ => r.camera = fields::list(v, read_camera)?,
+        }
+        Ok(())
+    })?;
+    Ok(r)
+}
+
+fn read_camera(v: &Value<'_>) -> Res<CameraRaw> {
+    use fields::{string, u32};
+    const FIELDS: &[(&str, Absent)] = &[
+        ("name", Absent::Required),
+        ("url", Absent::Required),
+        ("username", Absent::Default),
+        ("password", Absent::Default),
+        ("password_file", Absent::Default),
+        ("transport", Absent::Default),
+        ("min_fps", Absent::Default),
+        ("interval_secs", Absent::Default),
+        ("duration_secs", Absent::Default),
+    ];
+    let mut c = CameraRaw::default();
+    fields::fields(v, "struct CameraRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => c.name = string(v)?,
+            1 => c.url = string(v)?,
+            2 => c.username = Some(string(v)?),
+            3 => c.password = Some(string(v)?),
+            4 => c.password_file = Some(fields::path(v)?),
+            5 => c.transport = Some(string(v)?),
+            6 => c.min_fps = Some(fields::f32(v)?),
+            7 => c.interval_secs = Some(u32(v)?),
+            _ => c.duration_secs = Some(u32(v)?),
+        }
+        Ok(())
+    })?;
+    Ok(c)
 }
 
 impl fmt::Debug for CameraRaw {
@@ -511,7 +558,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<RtspConfig, Vec<String>> {
-        let raw: RtspRaw = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let raw = crate::config::read_root_for_test(text, read).map_err(|e| vec![e])?;
         let mut problems = Vec::new();
         validate(raw, &mut problems).ok_or(problems)
     }

@@ -42,7 +42,7 @@ impl Source for RtspSource {
     type Config = Option<RtspConfig>;
 
     fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        super::read_section(doc, Self::NAME, problems)
+        super::read_optional(doc, Self::NAME, problems, config::read)
     }
 
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {

@@ -28,7 +28,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::fields::{self, Absent, Res, Value};
 
 use super::report::DeviceType;
 
@@ -55,36 +55,90 @@ fn default_timeout() -> u64 {
 }
 
 /// `[smart]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SmartRaw {
-    #[serde(default = "default_true")]
     enabled: bool,
-    #[serde(default = "default_interval")]
     interval_secs: u64,
-    #[serde(default)]
     devices: Vec<String>,
-    #[serde(default)]
     device: Vec<DeviceRaw>,
-    #[serde(default = "default_true")]
     smartctl_fallback: bool,
-    #[serde(default = "default_warn")]
     temperature_warning_c: u8,
-    #[serde(default = "default_crit")]
     temperature_critical_c: u8,
-    #[serde(default = "default_true")]
     standby_skip: bool,
-    #[serde(default = "default_timeout")]
     read_timeout_secs: u64,
 }
 
 /// One `[[smart.device]]` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 struct DeviceRaw {
     path: String,
-    #[serde(rename = "type", default)]
+    /// `type` in the file.
     kind: DeviceType,
+}
+
+/// Reads `[smart]` (serde's words: `crate::config::fields`).
+pub fn read(v: &Value<'_>) -> Res<SmartRaw> {
+    use fields::{boolean, u64, u8};
+    const FIELDS: &[(&str, Absent)] = &[
+        ("enabled", Absent::Default),
+        ("interval_secs", Absent::Default),
+        ("devices", Absent::Default),
+        ("device", Absent::Default),
+        ("smartctl_fallback", Absent::Default),
+        ("temperature_warning_c", Absent::Default),
+        ("temperature_critical_c", Absent::Default),
+        ("standby_skip", Absent::Default),
+        ("read_timeout_secs", Absent::Default),
+    ];
+    let mut r = SmartRaw {
+        enabled: default_true(),
+        interval_secs: default_interval(),
+        devices: Vec::new(),
+        device: Vec::new(),
+        smartctl_fallback: default_true(),
+        temperature_warning_c: default_warn(),
+        temperature_critical_c: default_crit(),
+        standby_skip: default_true(),
+        read_timeout_secs: default_timeout(),
+    };
+    fields::fields(v, "struct SmartRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => r.enabled = boolean(v)?,
+            1 => r.interval_secs = u64(v)?,
+            2 => r.devices = fields::strings(v)?,
+            3 => r.device = fields::list(v, read_device)?,
+            4 => r.smartctl_fallback = boolean(v)?,
+            5 => r.temperature_warning_c = u8(v)?,
+            6 => r.temperature_critical_c = u8(v)?,
+            7 => r.standby_skip = boolean(v)?,
+            _ => r.read_timeout_secs = u64(v)?,
+        }
+        Ok(())
+    })?;
+    Ok(r)
+}
+
+fn read_device(v: &Value<'_>) -> Res<DeviceRaw> {
+    const FIELDS: &[(&str, Absent)] = &[("path", Absent::Required), ("type", Absent::Default)];
+    const TYPES: [DeviceType; 5] = [
+        DeviceType::Auto,
+        DeviceType::Sat,
+        DeviceType::Sat12,
+        DeviceType::Nvme,
+        DeviceType::Scsi,
+    ];
+    let mut d = DeviceRaw::default();
+    fields::fields(v, "struct DeviceRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => d.path = fields::string(v)?,
+            _ => {
+                let names = TYPES.map(DeviceType::as_str);
+                d.kind = TYPES[fields::variant(v, &names)?];
+            }
+        }
+        Ok(())
+    })?;
+    Ok(d)
 }
 
 /// Temperature limits the rules apply (NVMe uses its own WCTEMP/CCTEMP
@@ -285,15 +339,14 @@ pub(crate) fn validate(raw: SmartRaw, problems: &mut Vec<String>) -> Option<Opti
 mod tests {
     use super::*;
 
-    #[derive(Deserialize)]
-    struct Doc {
-        smart: SmartRaw,
+    fn read_doc(text: &str) -> Result<SmartRaw, String> {
+        crate::config::read_for_test(text, "smart", read)?.ok_or_else(|| "no [smart]".into())
     }
 
     fn check(text: &str) -> (Option<Option<SmartConfig>>, Vec<String>) {
-        let raw: Doc = toml::from_str(text).expect("toml");
+        let raw = read_doc(text).expect("toml");
         let mut p = Vec::new();
-        (validate(raw.smart, &mut p), p)
+        (validate(raw, &mut p), p)
     }
 
     #[test]
@@ -326,11 +379,8 @@ mod tests {
 
     #[test]
     fn unknown_type_and_key_are_toml_errors() {
-        assert!(toml::from_str::<Doc>(
-            "[smart]\n[[smart.device]]\npath=\"/dev/sdb\"\ntype=\"usb\"\n"
-        )
-        .is_err());
-        assert!(toml::from_str::<Doc>("[smart]\ninterval=5\n").is_err());
+        assert!(read_doc("[smart]\n[[smart.device]]\npath=\"/dev/sdb\"\ntype=\"usb\"\n").is_err());
+        assert!(read_doc("[smart]\ninterval=5\n").is_err());
     }
 
     #[test]

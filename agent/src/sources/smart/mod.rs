@@ -146,7 +146,7 @@ impl super::Source for SmartSource {
     type Config = Option<SmartConfig>;
 
     fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        super::read_section(doc, Self::NAME, problems)
+        super::read_optional(doc, Self::NAME, problems, config::read)
     }
 
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {

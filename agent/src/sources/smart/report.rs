@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
 use super::ata::{AtaHealth, AtaIdentity, Attribute};
 use super::nvme::{NvmeHealth, NvmeIdentity};
 use super::rules::Verdict;
@@ -12,8 +10,7 @@ use super::scsi::{ScsiIdentity, ScsiIe};
 
 /// How to talk to a device: detected, or forced by config or CLI for odd
 /// USB bridges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceType {
     /// Detect: NVMe by name, then SAT(16), SAT(12), SCSI.
     #[default]

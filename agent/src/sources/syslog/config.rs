@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::fields::{self, Absent, Res, Value};
 use sitewatch_wire::payload::{LOG_FIELD_MAX_BYTES, LOG_MSG_MAX_BYTES};
 
 use super::time;
@@ -77,51 +77,109 @@ fn default_tz() -> String {
 }
 
 /// `[syslog]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SyslogRaw {
-    #[serde(default = "default_listen")]
     udp: Vec<String>,
-    #[serde(default = "default_listen")]
     tcp: Vec<String>,
-    #[serde(default = "default_max_line")]
     max_line_bytes: usize,
-    #[serde(default = "default_max_tcp")]
     max_tcp_connections: usize,
-    #[serde(default = "default_idle_secs")]
     tcp_idle_timeout_secs: u64,
-    #[serde(default = "default_wait_ms")]
     batch_max_wait_ms: u64,
-    #[serde(default = "default_pending")]
     pending_max_bytes: usize,
-    #[serde(default = "default_tz")]
     timezone: String,
-    #[serde(default = "default_rate")]
     rate_limit_per_sec: u32,
-    #[serde(default)]
     rate_limit_burst: Option<u32>,
-    #[serde(default = "default_allow")]
     allow: Vec<String>,
-    #[serde(default)]
     hosts: BTreeMap<String, String>,
-    #[serde(default)]
     source: Vec<SourceRaw>,
 }
 
 /// One `[[syslog.source]]` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 struct SourceRaw {
-    #[serde(rename = "match")]
+    /// `match` in the file.
     matches: String,
-    #[serde(default)]
     timezone: Option<String>,
-    #[serde(default)]
     rate_limit_per_sec: Option<u32>,
-    #[serde(default)]
     rate_limit_burst: Option<u32>,
-    #[serde(default)]
     host: Option<String>,
+}
+
+/// Reads `[syslog]` (serde's words: `crate::config::fields`).
+pub fn read(v: &Value<'_>) -> Res<SyslogRaw> {
+    use fields::{string, strings, u32, u64, usize};
+    const FIELDS: &[(&str, Absent)] = &[
+        ("udp", Absent::Default),
+        ("tcp", Absent::Default),
+        ("max_line_bytes", Absent::Default),
+        ("max_tcp_connections", Absent::Default),
+        ("tcp_idle_timeout_secs", Absent::Default),
+        ("batch_max_wait_ms", Absent::Default),
+        ("pending_max_bytes", Absent::Default),
+        ("timezone", Absent::Default),
+        ("rate_limit_per_sec", Absent::Default),
+        ("rate_limit_burst", Absent::Default),
+        ("allow", Absent::Default),
+        ("hosts", Absent::Default),
+        ("source", Absent::Default),
+    ];
+    let mut r = SyslogRaw {
+        udp: default_listen(),
+        tcp: default_listen(),
+        max_line_bytes: default_max_line(),
+        max_tcp_connections: default_max_tcp(),
+        tcp_idle_timeout_secs: default_idle_secs(),
+        batch_max_wait_ms: default_wait_ms(),
+        pending_max_bytes: default_pending(),
+        timezone: default_tz(),
+        rate_limit_per_sec: default_rate(),
+        rate_limit_burst: None,
+        allow: default_allow(),
+        hosts: BTreeMap::new(),
+        source: Vec::new(),
+    };
+    fields::fields(v, "struct SyslogRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => r.udp = strings(v)?,
+            1 => r.tcp = strings(v)?,
+            2 => r.max_line_bytes = usize(v)?,
+            3 => r.max_tcp_connections = usize(v)?,
+            4 => r.tcp_idle_timeout_secs = u64(v)?,
+            5 => r.batch_max_wait_ms = u64(v)?,
+            6 => r.pending_max_bytes = usize(v)?,
+            7 => r.timezone = string(v)?,
+            8 => r.rate_limit_per_sec = u32(v)?,
+            9 => r.rate_limit_burst = Some(u32(v)?),
+            10 => r.allow = strings(v)?,
+            11 => r.hosts = fields::string_map(v)?,
+            _ => r.source = fields::list(v, read_source)?,
+        }
+        Ok(())
+    })?;
+    Ok(r)
+}
+
+fn read_source(v: &Value<'_>) -> Res<SourceRaw> {
+    use fields::{string, u32};
+    const FIELDS: &[(&str, Absent)] = &[
+        ("match", Absent::Required),
+        ("timezone", Absent::Default),
+        ("rate_limit_per_sec", Absent::Default),
+        ("rate_limit_burst", Absent::Default),
+        ("host", Absent::Default),
+    ];
+    let mut r = SourceRaw::default();
+    fields::fields(v, "struct SourceRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => r.matches = string(v)?,
+            1 => r.timezone = Some(string(v)?),
+            2 => r.rate_limit_per_sec = Some(u32(v)?),
+            3 => r.rate_limit_burst = Some(u32(v)?),
+            _ => r.host = Some(string(v)?),
+        }
+        Ok(())
+    })?;
+    Ok(r)
 }
 
 /// An address or network (`192.168.1.0/24`, `10.0.0.7`, `fd00::/8`).
@@ -566,7 +624,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<SyslogConfig, Vec<String>> {
-        let raw: SyslogRaw = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let raw = crate::config::read_root_for_test(text, read).map_err(|e| vec![e])?;
         let mut problems = Vec::new();
         validate(raw, &mut problems).ok_or(problems)
     }

@@ -1,11 +1,12 @@
-//! `[ups]`: raw serde struct → validated [`UpsConfig`]. Off without the
+//! `[ups]`: raw struct (read with `crate::config::fields`) → validated
+//! [`UpsConfig`]. Off without the
 //! table. Validation only reads the password file it names.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::fields::{self, Absent, Res, Value};
 
 /// Most UPS names in `[ups] names`.
 pub const MAX_UPS: usize = 8;
@@ -21,19 +22,46 @@ fn default_timeout_secs() -> u32 {
 }
 
 /// `[ups]` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct UpsRaw {
-    #[serde(default = "default_server")]
     server: String,
-    #[serde(default)]
     names: Vec<String>,
     username: Option<String>,
     password_file: Option<PathBuf>,
-    #[serde(default = "default_interval_secs")]
     interval_secs: u32,
-    #[serde(default = "default_timeout_secs")]
     timeout_secs: u32,
+}
+
+/// Reads `[ups]` (serde's words: `crate::config::fields`).
+pub fn read(v: &Value<'_>) -> Res<UpsRaw> {
+    const FIELDS: &[(&str, Absent)] = &[
+        ("server", Absent::Default),
+        ("names", Absent::Default),
+        ("username", Absent::None),
+        ("password_file", Absent::None),
+        ("interval_secs", Absent::Default),
+        ("timeout_secs", Absent::Default),
+    ];
+    let mut r = UpsRaw {
+        server: default_server(),
+        names: Vec::new(),
+        username: None,
+        password_file: None,
+        interval_secs: default_interval_secs(),
+        timeout_secs: default_timeout_secs(),
+    };
+    fields::fields(v, "struct UpsRaw", FIELDS, &mut |i, v| {
+        match i {
+            0 => r.server = fields::string(v)?,
+            1 => r.names = fields::strings(v)?,
+            2 => r.username = Some(fields::string(v)?),
+            3 => r.password_file = Some(fields::path(v)?),
+            4 => r.interval_secs = fields::u32(v)?,
+            _ => r.timeout_secs = fields::u32(v)?,
+        }
+        Ok(())
+    })?;
+    Ok(r)
 }
 
 /// A upsd login. `Debug` never shows the password.
@@ -153,13 +181,9 @@ mod tests {
     use super::*;
 
     fn parse(t: &str) -> Result<Option<UpsConfig>, Vec<String>> {
-        #[derive(Deserialize)]
-        struct Only {
-            ups: Option<UpsRaw>,
-        }
-        let raw: Only = toml::from_str(t).map_err(|e| vec![e.to_string()])?;
+        let raw = crate::config::read_for_test(t, "ups", read).map_err(|e| vec![e])?;
         let mut p = Vec::new();
-        validate(raw.ups, &mut p).ok_or(p)
+        validate(raw, &mut p).ok_or(p)
     }
 
     #[test]

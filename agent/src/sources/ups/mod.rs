@@ -335,7 +335,7 @@ impl Source for UpsSource {
     type Config = Option<UpsConfig>;
 
     fn read(doc: &Doc<'_>, problems: &mut Vec<String>) -> Option<Self::Raw> {
-        super::read_section(doc, Self::NAME, problems)
+        super::read_optional(doc, Self::NAME, problems, config::read)
     }
 
     fn validate(raw: Self::Raw, problems: &mut Vec<String>) -> Option<Self::Config> {

@@ -17,7 +17,7 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use crate::config::fields::{self, Absent, Res, Value};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -84,30 +84,25 @@ pub fn default_drain_bytes_per_sec() -> u64 {
 
 /// `[outbox]` settings. Every field has a default, so the table may be
 /// absent.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxConfig {
     /// Bound on records held in memory, counted as topic + payload + a
     /// fixed per-record overhead. In memory mode this is the outbox's
     /// capacity (when full, the oldest record of the lowest class is
     /// dropped); in disk mode it is only a cache of the next records to
     /// send, and the rest waits on disk.
-    #[serde(default = "default_memory_max_bytes")]
     pub memory_max_bytes: u64,
     /// Directory for the disk outbox (created if missing, mode 0700).
     /// Absent: memory only, and the outbox is lost when the agent stops.
-    #[serde(default)]
     pub dir: Option<PathBuf>,
     /// Bound on the records kept on disk (frame bytes of records not yet
     /// acknowledged). When full, the oldest record of the lowest class is
     /// dropped. Acknowledgement markers and segments waiting to be
     /// reclaimed come on top (typically a few segments).
-    #[serde(default = "default_disk_max_bytes")]
     pub disk_max_bytes: u64,
     /// Size at which a segment file is closed and a new one started. A
     /// segment is deleted once every record in it is acknowledged or
     /// dropped.
-    #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
     /// Longest time written records stay unflushed (fdatasync) while the
     /// outbox is being written; nothing is flushed while idle.
@@ -121,18 +116,15 @@ pub struct OutboxConfig {
     /// whole erase block for each), and at 5 s a site writing all day costs
     /// at most 17,280 flushes per day instead of 86,400 at 1 s. Use a
     /// smaller value on a recording hard disk; 0 flushes after every push.
-    #[serde(default = "default_fsync_interval_ms")]
     pub fsync_interval_ms: u64,
     /// Most messages sent and not yet acknowledged. At most the MQTT
     /// client's in-flight limit (16).
-    #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u16,
     /// Average rate at which the backlog of logs, time series and events
     /// queued while disconnected is sent, on top of the live traffic
     /// (token bucket of one second, at least one largest message). Records
     /// made while connected and retained state are never held back. 0 = no
     /// limit.
-    #[serde(default = "default_drain_bytes_per_sec")]
     pub drain_bytes_per_sec: u64,
 }
 
@@ -147,6 +139,36 @@ impl Default for OutboxConfig {
             max_in_flight: default_max_in_flight(),
             drain_bytes_per_sec: default_drain_bytes_per_sec(),
         }
+    }
+}
+
+impl OutboxConfig {
+    /// Reads `[outbox]` as written (defaults for absent keys), with the
+    /// words its derived deserializer used (see `crate::config::fields`).
+    pub fn read(v: &Value<'_>) -> Res<OutboxConfig> {
+        const FIELDS: &[(&str, Absent)] = &[
+            ("memory_max_bytes", Absent::Default),
+            ("dir", Absent::Default),
+            ("disk_max_bytes", Absent::Default),
+            ("segment_bytes", Absent::Default),
+            ("fsync_interval_ms", Absent::Default),
+            ("max_in_flight", Absent::Default),
+            ("drain_bytes_per_sec", Absent::Default),
+        ];
+        let mut o = OutboxConfig::default();
+        fields::fields(v, "struct OutboxConfig", FIELDS, &mut |i, v| {
+            match i {
+                0 => o.memory_max_bytes = fields::u64(v)?,
+                1 => o.dir = Some(fields::path(v)?),
+                2 => o.disk_max_bytes = fields::u64(v)?,
+                3 => o.segment_bytes = fields::u64(v)?,
+                4 => o.fsync_interval_ms = fields::u64(v)?,
+                5 => o.max_in_flight = fields::u16(v)?,
+                _ => o.drain_bytes_per_sec = fields::u64(v)?,
+            }
+            Ok(())
+        })?;
+        Ok(o)
     }
 }
 
@@ -248,15 +270,9 @@ impl OutboxConfig {
 mod tests {
     use super::*;
 
-    #[derive(Deserialize)]
-    struct Doc {
-        outbox: Option<OutboxConfig>,
-    }
-
     fn parse(text: &str) -> Result<OutboxConfig, String> {
-        toml::from_str::<Doc>(text)
-            .map(|d| d.outbox.unwrap_or_default())
-            .map_err(|e| e.to_string())
+        crate::config::read_for_test(text, "outbox", OutboxConfig::read)
+            .map(Option::unwrap_or_default)
     }
 
     #[test]
