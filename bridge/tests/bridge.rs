@@ -385,9 +385,11 @@ async fn duplicate_message_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn younger_batch_commits_first_but_acks_wait_for_the_older() {
     let env = Env::start();
+    // Batches of exactly two (a long wait, so a slow publish cannot split
+    // them differently): [a2, a3] and [b1, b2].
     let config = env.config(
         "bridge-in-flight",
-        "[batch]\nmax_messages = 2\nmax_wait_ms = 50\n",
+        "[batch]\nmax_messages = 2\nmax_wait_ms = 2000\n",
     );
     assert_eq!(config.batch_in_flight, 2, "the default");
     let bridge = start_bridge(config).await;
