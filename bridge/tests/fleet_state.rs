@@ -236,7 +236,10 @@ async fn fleet_view_and_disk_rollup_follow_the_history() {
         .trim()
         .parse()
         .expect("slope");
-    assert!((b_slope + 1_000_000.0).abs() < 1.0, "{b_slope}");
+    // Within 1e-5 as above: the float8 sums cancel (x is seconds since
+    // 2020, x*x about 5e16), and their grouping into batches varies (seen:
+    // -999998.59, 1.4e-6 off).
+    assert!((b_slope + 1_000_000.0).abs() < 10.0, "{b_slope}");
     bridge.stop().await.expect("clean stop");
 }
 
