@@ -1,11 +1,13 @@
-//! `sitewatch-bridge forget`: retires a site, camera or disk from the
-//! "now" tables, so that dashboards and alerts stop showing it.
+//! `sitewatch-bridge forget`: retires a site, camera, disk or reachability
+//! target from the "now" tables, so that dashboards and alerts stop
+//! showing it.
 //!
-//! The latest-state tables (`sites`, `cameras`, `disks`) keep one row per
-//! thing the bridge has ever heard of: a camera taken out of an agent's
-//! config or a failed disk pulled from an NVR keeps its last class or
-//! verdict, and a `camera_down` or `disk SMART critical` alert that never
-//! clears. Forgetting deletes those rows only; history (heartbeats, probes,
+//! The latest-state tables (`sites`, `cameras`, `disks`, `reach_targets`)
+//! keep one row per thing the bridge has ever heard of: a camera taken out
+//! of an agent's config or a failed disk pulled from an NVR keeps its last
+//! class or verdict, and a `camera_down` or `disk SMART critical` alert
+//! that never clears. (A `[[reach.target]]` removed from the config goes
+//! `stale` and stops alerting by itself; forgetting it removes the row.) Forgetting deletes those rows only; history (heartbeats, probes,
 //! readings, events) stays. A thing that reports again reappears.
 //!
 //! Needs DELETE, which the least-privilege writer role does not have: run
@@ -40,6 +42,13 @@ pub enum Forget {
         /// Device name as in the `disks` table (e.g. `sda`).
         device: String,
     },
+    /// One `[[reach.target]]` of a site (a LAN device the agent checks).
+    Target {
+        /// Site id.
+        site: String,
+        /// The target's `name`, as in the `reach_targets` table.
+        target: String,
+    },
 }
 
 /// Rows deleted.
@@ -51,14 +60,16 @@ pub struct Forgotten {
     pub cameras: u64,
     /// From `disks`.
     pub disks: u64,
+    /// From `reach_targets`.
+    pub targets: u64,
 }
 
 impl std::fmt::Display for Forgotten {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "forgot {} site(s), {} camera(s), {} disk(s)",
-            self.sites, self.cameras, self.disks
+            "forgot {} site(s), {} camera(s), {} disk(s), {} reach target(s)",
+            self.sites, self.cameras, self.disks, self.targets
         )
     }
 }
@@ -86,9 +97,7 @@ pub async fn forget(client: &mut Client, what: &Forget) -> anyhow::Result<Forgot
             }
             done.cameras = exec(&tx, "DELETE FROM cameras WHERE site = $1", &[site]).await?;
             done.disks = exec(&tx, "DELETE FROM disks WHERE site = $1", &[site]).await?;
-            // The reachability targets' latest state goes with the site
-            // (not counted: it is not alerted on by itself).
-            exec(&tx, "DELETE FROM reach_targets WHERE site = $1", &[site]).await?;
+            done.targets = exec(&tx, "DELETE FROM reach_targets WHERE site = $1", &[site]).await?;
             done.sites = exec(&tx, "DELETE FROM sites WHERE site = $1", &[site]).await?;
         }
         Forget::Camera { site, camera } => {
@@ -107,6 +116,14 @@ pub async fn forget(client: &mut Client, what: &Forget) -> anyhow::Result<Forgot
             )
             .await?;
         }
+        Forget::Target { site, target } => {
+            done.targets = exec(
+                &tx,
+                "DELETE FROM reach_targets WHERE site = $1 AND target = $2",
+                &[site, target],
+            )
+            .await?;
+        }
     }
     if done == Forgotten::default() {
         anyhow::bail!("nothing to forget: no such {}", describe(what));
@@ -120,6 +137,9 @@ fn describe(what: &Forget) -> String {
         Forget::Site { site, .. } => format!("site {site:?}"),
         Forget::Camera { site, camera } => format!("camera {camera:?} at site {site:?}"),
         Forget::Disk { site, device } => format!("disk {device:?} at site {site:?}"),
+        Forget::Target { site, target } => {
+            format!("reach target {target:?} at site {site:?}")
+        }
     }
 }
 

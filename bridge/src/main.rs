@@ -61,9 +61,9 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
-    /// Retire a site, camera or disk from the dashboards' "now" tables
-    /// (history stays; it reappears if it reports again). Needs the schema
-    /// owner's database account.
+    /// Retire a site, camera, disk or reach target from the dashboards'
+    /// "now" tables (history stays; it reappears if it reports again).
+    /// Needs the schema owner's database account.
     Forget {
         #[command(subcommand)]
         what: ForgetWhat,
@@ -80,7 +80,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ForgetWhat {
-    /// A decommissioned site, with its cameras and disks.
+    /// A decommissioned site, with its cameras, disks and reach targets.
     Site {
         /// Site id.
         site: String,
@@ -101,6 +101,13 @@ enum ForgetWhat {
         site: String,
         /// Device name.
         device: String,
+    },
+    /// A LAN device removed from a site's [reach] (its target name).
+    Target {
+        /// Site id.
+        site: String,
+        /// Target name.
+        target: String,
     },
 }
 
@@ -194,6 +201,7 @@ fn main() -> ExitCode {
                     ForgetWhat::Site { site, force } => Forget::Site { site, force },
                     ForgetWhat::Camera { site, camera } => Forget::Camera { site, camera },
                     ForgetWhat::Disk { site, device } => Forget::Disk { site, device },
+                    ForgetWhat::Target { site, target } => Forget::Target { site, target },
                 };
                 let mut client = sitewatch_bridge::sink::postgres::connect(&config.postgres).await?;
                 let done = sitewatch_bridge::forget::forget(&mut client, &what).await?;

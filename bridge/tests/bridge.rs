@@ -1215,6 +1215,12 @@ async fn forget_retires_rows_and_keeps_history() {
         env.count("SELECT count(*) FROM disks"),
     );
     assert!(cams >= 1 && disks >= 1, "vectors give cameras and disks");
+    let target = env.sql("SELECT target FROM reach_targets ORDER BY target LIMIT 1");
+    let (targets, readings) = (
+        env.count("SELECT count(*) FROM reach_targets"),
+        env.count("SELECT count(*) FROM reach_readings"),
+    );
+    assert!(targets >= 2, "vectors give reach targets");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let write_cfg = |name: &str, db_url: &str| {
@@ -1246,7 +1252,10 @@ async fn forget_retires_rows_and_keeps_history() {
 
     let (code, out, err) = run(&owner, &["camera", &site, &camera]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out.trim(), "forgot 0 site(s), 1 camera(s), 0 disk(s)");
+    assert_eq!(
+        out.trim(),
+        "forgot 0 site(s), 1 camera(s), 0 disk(s), 0 reach target(s)"
+    );
     assert_eq!(env.count("SELECT count(*) FROM cameras"), cams - 1);
     assert_eq!(
         env.count("SELECT count(*) FROM camera_probes"),
@@ -1261,6 +1270,26 @@ async fn forget_retires_rows_and_keeps_history() {
     let (code, _, err) = run(&owner, &["disk", &site, &device]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(env.count("SELECT count(*) FROM disks"), disks - 1);
+
+    // A LAN device taken out of [reach]: its row goes, its rounds stay.
+    let (code, out, err) = run(&owner, &["target", &site, &target]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        "forgot 0 site(s), 0 camera(s), 0 disk(s), 1 reach target(s)"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM reach_targets"), targets - 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM reach_readings"),
+        readings,
+        "history stays"
+    );
+    let (code, _, err) = run(&owner, &["target", &site, &target]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("nothing to forget: no such reach target"),
+        "{err}"
+    );
 
     // The least-privilege writer may not delete: the message says who may.
     env.sql("CREATE ROLE bridge_fw LOGIN IN ROLE sitewatch_writer");
@@ -1289,9 +1318,14 @@ async fn forget_retires_rows_and_keeps_history() {
     let (code, out, err) = run(&owner, &["site", &site, "--force"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.starts_with("forgot 1 site(s)"), "{out}");
+    assert!(
+        out.trim()
+            .ends_with(&format!("{} reach target(s)", targets - 1)),
+        "{out}"
+    );
     assert_eq!(
-        env.sql("SELECT (SELECT count(*) FROM sites) || ',' || (SELECT count(*) FROM cameras) || ',' || (SELECT count(*) FROM disks)"),
-        "0,0,0"
+        env.sql("SELECT (SELECT count(*) FROM sites) || ',' || (SELECT count(*) FROM cameras) || ',' || (SELECT count(*) FROM disks) || ',' || (SELECT count(*) FROM reach_targets)"),
+        "0,0,0,0"
     );
     assert_eq!(
         env.count("SELECT count(*) FROM heartbeats"),

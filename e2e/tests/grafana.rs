@@ -751,7 +751,7 @@ fn every_sql_query_runs_read_only_against_bridge_data() {
             && sql("select count(*) from camera_probes") == "9"
             && sql("select count(*) from cameras") == "4"
             && sql("select count(*) from smart_readings") == "3"
-            && sql("select count(*) from events") == "8"
+            && sql("select count(*) from events") == "9"
             && sql("select count(*) from ups_readings") == "7"
             && sql("select count(*) from reach_readings") == "9"
             && sql("select count(*) from heartbeats where site = 'site-skew'") == "1"

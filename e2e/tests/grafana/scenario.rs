@@ -10,7 +10,7 @@
 //!   going on battery (runtime and input voltage falling), `nvr` on mains
 //!   reporting neither runtime nor input voltage; three reachability
 //!   rounds of its LAN devices (`nvr` down, `switch` up, `gate` TCP 554
-//!   up with loss).
+//!   up with loss), and `old-dvr`, down when it was taken out of `[reach]`.
 //! - site-skew: a gateway whose clock is a year behind.
 //! - one message the bridge refuses.
 
@@ -598,6 +598,14 @@ pub fn publish_scenario(broker: &Mosquitto, now_ms: i64) {
             false,
         );
     }
+    // A DVR taken out of [reach] while it was down: its last event is
+    // device_down, but no round lists it, so it must not alert.
+    publish(
+        broker,
+        &ev,
+        &device(29, 2900, "device_down", "old-dvr", "up", "down"),
+        false,
+    );
     // The Will, last.
     publish(
         broker,
