@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use sitewatch_testkit::ChildGuard;
+use sitewatch_testkit::{ChildGuard, RtspFixture};
 
 const PYTHON: &str = "/usr/bin/python3";
 const SECRET: &str = "s3cret-Onvif-77";
@@ -104,35 +104,10 @@ fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts")
 }
 
-/// The GStreamer RTSP fixture in the agent's namespace; returns its port.
-fn rtsp_fixture(ns: &Netns) -> (ChildGuard, u16) {
-    let mut child = ChildGuard::spawn(
-        Netns::exec(&ns.agent, PYTHON).args([
-            scripts()
-                .join("rtsp-test-server.py")
-                .to_str()
-                .expect("path"),
-            "--port",
-            "0",
-            "--auth",
-            "digest",
-            "--user",
-            "admin",
-            "--password",
-            SECRET,
-        ]),
-    )
-    .expect("start rtsp-test-server.py");
-    child
-        .wait_for_log("READY port=", Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", child.log_contents()));
-    let log = child.log_contents();
-    let port = log
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("port="))
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    (child, port)
+/// The GStreamer RTSP fixture in the agent's namespace.
+fn rtsp_fixture(ns: &Netns) -> RtspFixture {
+    RtspFixture::start_with(Netns::exec(&ns.agent, PYTHON), "digest", SECRET)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The stand-in camera in its namespace.
@@ -181,7 +156,8 @@ fn discovers_prints_checkable_blocks_and_plays_them() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_rtsp, port) = rtsp_fixture(&ns);
+    let rtsp = rtsp_fixture(&ns);
+    let port = rtsp.port;
     let mut cam = camera(&ns, port, &[]);
     let pw = password_file(dir.path(), "cam.pass", SECRET);
     let pw_arg = pw.to_str().expect("path");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sitewatch_testkit::{free_port, wait_until, ChildGuard};
 
 mod util;
-use util::{get, live_bin, write, Server, SECRET};
+use util::{get, live_bin, rtsp_server, write, SECRET};
 
 const TOKEN: &str = "browser-token-0123456789";
 
@@ -21,7 +21,7 @@ const TOKEN: &str = "browser-token-0123456789";
 fn chromium_plays_h264_through_hls_js() {
     util::ensure_package("chromium", "chromium");
     util::ensure_package("node", "nodejs");
-    let server = Server::start();
+    let server = rtsp_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = write(dir.path(), "pw", &format!("{SECRET}\n"));
     let tok = write(dir.path(), "token", &format!("{TOKEN}\n"));

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use sitewatch_testkit::{free_port, wait_until, ChildGuard, Postgres};
 
 mod util;
-use util::{get, live_bin, migrate, text, write, Server, SECRET};
+use util::{get, live_bin, migrate, rtsp_server, text, write, SECRET};
 
 const TOKEN: &str = "viewer-token-0123456789";
 
@@ -99,7 +99,7 @@ fn metric(port: u16, name: &str) -> f64 {
 #[test]
 fn live_view_end_to_end() {
     util::ensure_package("ffprobe", "ffmpeg");
-    let server = Server::start();
+    let server = rtsp_server();
     let pg = Postgres::start().expect("PostgreSQL");
     let url = pg.create_database("live_view").expect("database");
     migrate(&url);

@@ -28,7 +28,7 @@ use std::time::Duration;
 use sitewatch_testkit::Postgres;
 
 mod util;
-use util::{live_bin, migrate, write, Server, SECRET};
+use util::{live_bin, migrate, rtsp_server, write, SECRET};
 
 /// A socket that listens with a backlog of 0 and whose one accept-queue
 /// slot is taken: further connections get no SYN-ACK (a black-holing
@@ -74,7 +74,7 @@ fn closed_port() -> u16 {
 
 #[test]
 fn every_class_in_the_table_and_in_postgres() {
-    let server = Server::start();
+    let server = rtsp_server();
     let hole = Blackhole::start();
     let pg = Postgres::start().expect("start PostgreSQL");
     let url = pg.create_database("live_probe").expect("database");
@@ -227,7 +227,7 @@ path = "/cam1"
 /// one the bridge knows no address of is not compared.
 #[test]
 fn ddns_name_against_the_sites_wan_address() {
-    let server = Server::start();
+    let server = rtsp_server();
     let pg = Postgres::start().expect("start PostgreSQL");
     let url = pg.create_database("live_ddns").expect("database");
     migrate(&url);
@@ -304,7 +304,7 @@ fn ddns_name_against_the_sites_wan_address() {
 
 #[test]
 fn short_play_ok_and_no_frames() {
-    let server = Server::start();
+    let server = rtsp_server();
     let pg = Postgres::start().expect("start PostgreSQL");
     let url = pg.create_database("live_play").expect("database");
     migrate(&url);

@@ -1,5 +1,6 @@
-//! Throwaway real services and TLS material for sitewatch tests, and a
-//! stand-in for Grafana Loki's push API ([`LokiReceiver`]).
+//! Throwaway real services and TLS material for sitewatch tests, a
+//! stand-in for Grafana Loki's push API ([`LokiReceiver`]), and the
+//! GStreamer RTSP camera fixture ([`RtspFixture`]).
 //!
 //! The agent and the bridge talk to real mosquitto and real PostgreSQL in
 //! production, so their tests do too: mocks would not catch TLS, QoS,
@@ -36,6 +37,7 @@ mod mosquitto;
 mod postgres;
 mod process;
 mod proxy;
+mod rtsp;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::{Ipv4Addr, TcpListener};
@@ -50,6 +52,7 @@ pub use mosquitto::{Mosquitto, MosquittoBuilder};
 pub use postgres::Postgres;
 pub use process::{mosquitto_binary, pg_bindir, require_binaries, ChildGuard};
 pub use proxy::{ProxyStats, TcpProxy};
+pub use rtsp::RtspFixture;
 
 /// Linux signal numbers for [`ChildGuard::signal`] and
 /// [`Mosquitto::signal`], so tests need not depend on `libc`.

@@ -10,58 +10,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use sitewatch_agent::sources::rtsp::{self, ChangeKind, Class, Output};
-use sitewatch_testkit::ChildGuard;
+use sitewatch_testkit::RtspFixture;
 
 use crate::util::agent_bin;
 
-const PYTHON: &str = "/usr/bin/python3";
 const SECRET: &str = "s3cret-Pa55";
 
-/// A running fixture server.
-struct Server {
-    child: ChildGuard,
-    port: u16,
-    blackhole: u16,
-}
-
-impl Server {
-    fn start(auth: &str) -> Server {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/rtsp-test-server.py");
-        let mut child = ChildGuard::spawn(Command::new(PYTHON).arg(script).args([
-            "--port",
-            "0",
-            "--auth",
-            auth,
-            "--user",
-            "admin",
-            "--password",
-            SECRET,
-        ]))
-        .expect("start rtsp-test-server.py (needs python3-gi gir1.2-gst-rtsp-server-1.0)");
-        child
-            .wait_for_log("READY port=", Duration::from_secs(15))
-            .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", child.log_contents()));
-        let log = child.log_contents();
-        let line = log
-            .lines()
-            .find(|l| l.starts_with("READY "))
-            .expect("READY line");
-        let field = |k: &str| -> u16 {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {k} in {line}"))
-        };
-        Server {
-            port: field("port="),
-            blackhole: field("blackhole="),
-            child,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("rtsp://127.0.0.1:{}/{path}", self.port)
-    }
+/// The fixture RTSP server with user `admin` and [`SECRET`].
+fn server(auth: &str) -> RtspFixture {
+    RtspFixture::start(auth, SECRET).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A parsed `probe --json` run.
@@ -114,7 +71,7 @@ fn assert_class(p: &Probe, class: &str) {
 /// three (retina alone would see one keyframe on the open-GOP stream).
 #[test]
 fn h264_and_h265_play_ok_with_2s_keyframes() {
-    let s = Server::start("digest");
+    let s = server("digest");
     for (path, codec) in [
         ("cam1", "avc1."),
         ("cam1h265", "hvc1."),
@@ -159,7 +116,7 @@ fn h264_and_h265_play_ok_with_2s_keyframes() {
 /// a configured minimum.
 #[test]
 fn low_fps_against_min_fps() {
-    let s = Server::start("digest");
+    let s = server("digest");
     let p = probe_json(&[&s.url("lowfps"), "--duration", "4"]);
     assert_class(&p, "ok");
     assert!((p.f("fps") - 2.0).abs() < 0.3, "{}", p.text);
@@ -177,7 +134,7 @@ fn low_fps_against_min_fps() {
 /// still: `frozen`; an audio-only stream: `no_video`.
 #[test]
 fn stalled_frozen_and_no_video() {
-    let s = Server::start("digest");
+    let s = server("digest");
     let p = probe_json(&[&s.url("stall"), "--duration", "7"]);
     assert_class(&p, "stalled");
     assert!((60.0..=90.0).contains(&p.f("frames")), "{}", p.text);
@@ -193,7 +150,7 @@ fn stalled_frozen_and_no_video() {
 }
 
 fn auth_cases(auth: &str) {
-    let s = Server::start(auth);
+    let s = server(auth);
     let dir = tempfile::tempdir().expect("tempdir");
     let right = dir.path().join("right.pass");
     std::fs::write(&right, format!("{SECRET}\n")).expect("write");
@@ -256,7 +213,7 @@ fn basic_auth() {
 /// at the 5 s step timeout), dns (unresolvable name).
 #[test]
 fn connection_failures_are_told_apart() {
-    let s = Server::start("digest");
+    let s = server("digest");
     let p = probe_json(&[&s.url("no/such/path")]);
     assert_class(&p, "not_found");
     assert_eq!(p.json["status"], 404);
@@ -308,7 +265,7 @@ fn config(dir: &Path, cameras: &str) -> PathBuf {
 /// because one camera is not ok; the password stays out of the output.
 #[test]
 fn probe_config_prints_a_table() {
-    let s = Server::start("digest");
+    let s = server("digest");
     let dir = tempfile::tempdir().expect("tempdir");
     let cams = format!(
         "[[rtsp.camera]]\nname = \"gate\"\nurl = \"{}\"\n\
@@ -352,7 +309,7 @@ fn probe_config_prints_a_table() {
 /// camera's server goes away; it stops promptly on shutdown.
 #[test]
 fn scheduler_reports_and_announces_changes() {
-    let mut s = Server::start("digest");
+    let mut s = server("digest");
     let cam = |name: &str, url: &str| {
         let (url, creds) = rtsp::config::split_url(url).expect("url");
         rtsp::CameraConfig {
@@ -470,7 +427,7 @@ fn the_daemon_publishes_stream_state_and_camera_events() {
     use sitewatch_testkit::Mosquitto;
     use sitewatch_wire::Message;
 
-    let s = Server::start("digest");
+    let s = server("digest");
     let broker = Mosquitto::start().expect("broker");
     let mut obs = Observer::start(&broker);
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,4 +1,5 @@
-//! Shared parts of the integration tests: the GStreamer RTSP fixture,
+//! Shared parts of the integration tests: the GStreamer RTSP fixture
+//! (`sitewatch_testkit::RtspFixture`),
 //! the bridge's schema, files.
 #![allow(dead_code)]
 
@@ -8,57 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use sitewatch_testkit::ChildGuard;
+use sitewatch_testkit::RtspFixture;
 
 /// The binary under test.
 pub fn live_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sitewatch-live"))
 }
 
-pub const PYTHON: &str = "/usr/bin/python3";
 pub const SECRET: &str = "s3cret-Pa55-live";
 
-/// A running fixture RTSP server.
-pub struct Server {
-    _child: ChildGuard,
-    pub port: u16,
-    pub blackhole: u16,
-}
-
-impl Server {
-    pub fn start() -> Server {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/rtsp-test-server.py");
-        let mut child = ChildGuard::spawn(Command::new(PYTHON).arg(script).args([
-            "--port",
-            "0",
-            "--auth",
-            "digest",
-            "--user",
-            "admin",
-            "--password",
-            SECRET,
-        ]))
-        .expect("start rtsp-test-server.py (needs python3-gi gir1.2-gst-rtsp-server-1.0)");
-        child
-            .wait_for_log("READY port=", Duration::from_secs(15))
-            .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", child.log_contents()));
-        let log = child.log_contents();
-        let line = log
-            .lines()
-            .find(|l| l.starts_with("READY "))
-            .expect("READY line");
-        let field = |k: &str| -> u16 {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {k} in {line}"))
-        };
-        Server {
-            port: field("port="),
-            blackhole: field("blackhole="),
-            _child: child,
-        }
-    }
+/// The fixture RTSP server with user `admin` and [`SECRET`] (Digest).
+pub fn rtsp_server() -> RtspFixture {
+    RtspFixture::start("digest", SECRET).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The bridge's schema in a fresh database, through the bridge's own
