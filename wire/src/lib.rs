@@ -28,7 +28,7 @@ pub use decode::{decode, DecodeError, Message, MAX_PAYLOAD_BYTES};
 #[cfg(feature = "encode")]
 mod encode;
 #[cfg(feature = "encode")]
-pub use encode::{encode, EncodeError};
+pub use encode::{encode, encode_log, EncodeError};
 
 #[cfg(feature = "golden")]
 pub mod golden;

@@ -345,6 +345,7 @@ impl Publisher {
             self.topic(kind),
             &mut buf,
             build,
+            sitewatch_wire::encode::<T>,
             |topic, retain, payload, seq| self.push(kind, topic, retain, payload, seq),
         )
     }
@@ -376,6 +377,7 @@ impl Publisher {
             &topic,
             &mut buf,
             build,
+            sitewatch_wire::encode::<T>,
             |topic, retain, payload, seq| self.push(kind, topic, retain, payload, seq),
         )
     }
@@ -423,6 +425,7 @@ impl Publisher {
             self.topic(kind),
             &mut buf,
             build,
+            sitewatch_wire::encode::<T>,
             |topic, retain, payload, _seq| {
                 let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
                 p.retain = retain;
@@ -449,6 +452,8 @@ impl Publisher {
             self.topic(Kind::Log),
             buf,
             |h| LogOut::new(h, records),
+            // The volume: serde-free, same bytes (see `encode_log`).
+            |m, b| sitewatch_wire::encode_log(m, b),
             |topic, retain, payload, seq| self.push(Kind::Log, topic, retain, payload, seq),
         )
     }
@@ -461,10 +466,10 @@ impl Publisher {
         topic: &str,
         buf: &mut [u8],
         build: F,
+        encode: impl FnOnce(&T, &mut [u8]) -> Result<usize, sitewatch_wire::EncodeError>,
         hand_over: impl FnOnce(&str, bool, Vec<u8>, u64) -> bool,
     ) -> Result<u64, NotQueued>
     where
-        T: Serialize,
         F: FnOnce(Header<'s>) -> T,
     {
         let mut seq = self
@@ -483,7 +488,7 @@ impl Publisher {
             ts: now_ms(),
         };
         let msg = build(header);
-        let n = match sitewatch_wire::encode(&msg, buf) {
+        let n = match encode(&msg, buf) {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(kind = %kind, err = %e, "Cannot encode message; dropped");
